@@ -1,0 +1,1 @@
+"""Plain-Python core of the query-understanding engine: the domain, the adapters, the offline services."""

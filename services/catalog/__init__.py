@@ -1,0 +1,1 @@
+"""The catalog: products, the taxonomy tree, lexicons and the artifacts the engine loads."""

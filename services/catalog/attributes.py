@@ -1,0 +1,277 @@
+"""The attribute vocabulary: sizes and units, dietary and process claims, flavours and forms.
+
+A vocabulary maps every accepted surface form (normalized) to one canonical term, so
+"gluten-free", "no gluten" and "without gluten" all tag as ``gluten free``. Sizes and
+percentages are patterns, not lists: "12 oz", "1.5 l", "2%". The seed lists below are
+the grocery basics; a catalog import adds what its products' names and attribute
+columns use, with counts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from services.normalize import normalize_query
+
+
+class AttributeKind(StrEnum):
+    SIZE = "size"
+    CLAIM = "claim"
+    FLAVOUR = "flavour"
+    FORM = "form"
+    OTHER = "other"  # named by a catalog's attributes column, not known to the seed lists
+
+
+# canonical -> extra surface forms (the canonical form itself is always accepted).
+SEED_CLAIMS: dict[str, tuple[str, ...]] = {
+    "organic": ("usda organic", "certified organic"),
+    "gluten free": ("no gluten", "without gluten", "gf"),
+    "vegan": ("plant based vegan",),
+    "vegetarian": ("veggie",),
+    "plant based": (),
+    "fat free": ("nonfat", "non fat", "no fat", "zero fat"),
+    "reduced fat": ("reduced fat milk",),
+    "low fat": ("lowfat", "lite fat"),
+    "ultra pasteurized": ("ultra pasteurised", "ultrapasteurized"),
+    "pasteurized": (),
+    "non gmo": ("no gmo", "nongmo", "gmo free", "non gmo project verified"),
+    "sugar free": ("no sugar", "zero sugar", "sugarless", "without sugar"),
+    "no sugar added": ("no added sugar", "no sugar added"),
+    "unsweetened": (),
+    "lactose free": ("no lactose",),
+    "dairy free": ("non dairy", "nondairy", "no dairy"),
+    "kosher": (),
+    "whole grain": ("whole grains", "wholegrain", "multigrain", "multi grain"),
+    "whole wheat": (),
+    "grass fed": ("grassfed",),
+    "cage free": (),
+    "free range": (),
+    "pasture raised": (),
+    "low sodium": ("reduced sodium", "less sodium", "lower sodium"),
+    "no salt added": ("unsalted", "salt free", "no salt"),
+    "all natural": ("natural", "100% natural"),
+    "keto": ("keto friendly",),
+    "paleo": (),
+    "high protein": ("protein",),
+    "caffeine free": ("decaf", "decaffeinated", "no caffeine"),
+    "wild caught": (),
+    "antibiotic free": ("no antibiotics", "raised without antibiotics"),
+    "fair trade": ("fair trade certified",),
+    "light": ("lite",),
+    "diet": (),
+    "low carb": (),
+    "sprouted": (),
+    "raw": (),
+    "healthy": (),
+}
+
+SEED_FLAVOURS: tuple[str, ...] = (
+    "chocolate", "dark chocolate", "milk chocolate", "vanilla", "french vanilla", "strawberry", "blueberry",
+    "raspberry", "cherry", "banana", "peach", "mango", "pineapple", "coconut", "lemon", "lime", "orange",
+    "apple", "cinnamon", "honey", "maple", "caramel", "salted caramel", "peanut butter", "almond", "hazelnut",
+    "mint", "peppermint", "coffee", "mocha", "espresso", "cookies and cream", "cookie dough", "pumpkin spice",
+    "original", "plain", "unflavored", "garlic", "garlic herb", "onion", "sour cream and onion", "cheddar",
+    "barbecue", "bbq", "honey mustard", "ranch", "spicy", "hot", "extra hot", "mild", "medium", "chipotle",
+    "jalapeno", "buffalo", "teriyaki", "sea salt", "salt and vinegar", "black pepper", "herb", "lemon pepper",
+    "smoky", "sweet", "sour", "tropical", "mixed berry", "berry", "grape", "watermelon", "pomegranate",
+    "cranberry", "ginger", "matcha", "chai", "butter", "buttermilk", "sweet and salty", "red hot",
+)  # fmt: skip
+
+SEED_FORMS: tuple[str, ...] = (
+    "sliced", "shredded", "grated", "diced", "chopped", "whole", "ground", "crushed", "minced", "frozen",
+    "canned", "dried", "fresh", "smoked", "roasted", "toasted", "salted", "powder", "powdered", "liquid",
+    "concentrate", "bars", "bites", "sticks", "cubes", "flakes", "halves", "pieces", "chunks", "strips",
+    "fillets", "boneless", "skinless", "bone in", "instant", "ready to eat", "microwavable", "family size",
+    "single serve", "variety pack", "multipack", "refill", "spray", "squeeze", "thin", "thick", "crunchy",
+    "creamy", "chunky", "smooth", "sparkling", "still", "unscented", "scented", "fragrance free",
+)  # fmt: skip
+
+# Size words: "x large zip lock", "jumbo eggs".
+SEED_SIZE_WORDS: dict[str, tuple[str, ...]] = {
+    "x large": ("extra large", "xl", "x lg", "xlarge"),
+    "xx large": ("xxl", "extra extra large"),
+    "large": ("lg", "big"),
+    "medium": ("med",),
+    "small": ("sm",),
+    "mini": ("minis", "miniature"),
+    "jumbo": (),
+    "king size": (),
+    "snack size": (),
+    "travel size": (),
+    "value pack": ("value size", "bulk"),
+}
+
+# Unit surface form -> canonical unit, for size patterns ("12 ounce" -> "12 oz").
+UNIT_CANONICAL: dict[str, str] = {
+    "fl oz": "fl oz", "floz": "fl oz", "oz": "oz", "ounce": "oz", "ounces": "oz",
+    "lb": "lb", "lbs": "lb", "pound": "lb", "pounds": "lb", "g": "g", "gr": "g", "grams": "g", "kg": "kg",
+    "mg": "mg", "ml": "ml", "cl": "cl", "l": "l", "ltr": "l", "liter": "l", "liters": "l", "litre": "l",
+    "litres": "l", "gal": "gal", "gallon": "gal", "gallons": "gal", "qt": "qt", "quart": "qt", "quarts": "qt",
+    "pt": "pt", "pint": "pt", "pints": "pt", "ct": "ct", "count": "ct", "pk": "pack", "pack": "pack",
+    "packs": "pack", "pc": "ct", "pcs": "ct", "in": "in", "inch": "in", "inches": "in", "ft": "ft",
+    "cm": "cm", "mm": "mm", "dozen": "dozen", "doz": "dozen",
+}  # fmt: skip
+
+_NUMBER = r"\d+(?:\.\d+)?(?:/\d+)?"
+_SIZE_PATTERN = re.compile(
+    rf"(?<![\w.])({_NUMBER}) ({'|'.join(re.escape(u) for u in sorted(UNIT_CANONICAL, key=len, reverse=True))})"
+    r"(?![\w%])"
+)
+_PERCENT_PATTERN = re.compile(rf"(?<![\w.])({_NUMBER})%")
+_HALF_GALLON = re.compile(r"(?<!\w)half gallon(?!\w)")
+_TOKEN = re.compile(r"\S+")
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeMatch:
+    """An attribute found in normalized text; ``start``/``end`` index that text."""
+
+    start: int
+    end: int
+    text: str
+    canonical: str
+    kind: AttributeKind
+
+
+@dataclass(slots=True)
+class AttributeTerm:
+    canonical: str
+    kind: AttributeKind
+    aliases: tuple[str, ...]  # normalized surface forms, canonical included
+    product_count: int = 0
+
+
+class AttributeVocabulary:
+    """Known attribute terms plus size and percentage patterns, matched on normalized text."""
+
+    def __init__(self, terms: Iterable[AttributeTerm]) -> None:
+        self.terms: dict[str, AttributeTerm] = {}
+        self._by_alias: dict[tuple[str, ...], AttributeTerm] = {}
+        for term in terms:
+            self.add(term)
+
+    def add(self, term: AttributeTerm) -> None:
+        existing = self.terms.get(term.canonical)
+        if existing is not None:
+            existing.aliases = tuple(dict.fromkeys(existing.aliases + term.aliases))
+            term = existing
+        else:
+            self.terms[term.canonical] = term
+        for alias in term.aliases:
+            # The first term to claim a surface form keeps it: claims before flavours before forms.
+            self._by_alias.setdefault(tuple(alias.split()), term)
+        self._max_len = max((len(a) for a in self._by_alias), default=1)
+
+    def __contains__(self, canonical: object) -> bool:
+        return canonical in self.terms
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def lookup(self, text: str) -> AttributeTerm | None:
+        """The term whose surface form is ``text`` (normalized first), or None."""
+        return self._by_alias.get(tuple(normalize_query(text).split()))
+
+    def canonical_of(self, text: str) -> str | None:
+        """The canonical value of an attribute surface form, patterns included, or None if unknown."""
+        normalized = normalize_query(text)
+        matches = self.match(normalized)
+        if len(matches) == 1 and matches[0].start == 0 and matches[0].end == len(normalized):
+            return matches[0].canonical
+        return None
+
+    def match(self, normalized: str) -> list[AttributeMatch]:
+        """All attributes in ``normalized`` text, longest first, never overlapping."""
+        found: list[AttributeMatch] = []
+        taken = [False] * len(normalized)
+
+        def claim(start: int, end: int, canonical: str, kind: AttributeKind) -> None:
+            if any(taken[start:end]):
+                return
+            for i in range(start, end):
+                taken[i] = True
+            found.append(AttributeMatch(start, end, normalized[start:end], canonical, kind))
+
+        for m in _SIZE_PATTERN.finditer(normalized):
+            claim(m.start(), m.end(), f"{m.group(1)} {UNIT_CANONICAL[m.group(2)]}", AttributeKind.SIZE)
+        for m in _PERCENT_PATTERN.finditer(normalized):
+            claim(m.start(), m.end(), f"{m.group(1)}%", AttributeKind.SIZE)
+        for m in _HALF_GALLON.finditer(normalized):
+            claim(m.start(), m.end(), "1/2 gal", AttributeKind.SIZE)
+        tokens = [(m.start(), m.end(), m.group(0)) for m in _TOKEN.finditer(normalized)]
+        i = 0
+        while i < len(tokens):
+            for n in range(min(self._max_len, len(tokens) - i), 0, -1):
+                term = self._by_alias.get(tuple(t[2] for t in tokens[i : i + n]))
+                if term is not None:
+                    start, end = tokens[i][0], tokens[i + n - 1][1]
+                    if not any(taken[start:end]):
+                        claim(start, end, term.canonical, term.kind)
+                        i += n - 1
+                        break
+            i += 1
+        return sorted(found, key=lambda a: a.start)
+
+    @classmethod
+    def seed(cls) -> AttributeVocabulary:
+        """The built-in grocery vocabulary, before any catalog is seen."""
+        terms: list[AttributeTerm] = []
+        for canonical, aliases in SEED_CLAIMS.items():
+            terms.append(_term(canonical, AttributeKind.CLAIM, aliases))
+        for canonical, aliases in SEED_SIZE_WORDS.items():
+            terms.append(_term(canonical, AttributeKind.SIZE, aliases))
+        terms.extend(_term(f, AttributeKind.FLAVOUR, ()) for f in SEED_FLAVOURS)
+        terms.extend(_term(f, AttributeKind.FORM, ()) for f in SEED_FORMS)
+        return cls(terms)
+
+    @classmethod
+    def build(cls, names: Iterable[str], declared: Iterable[Iterable[str]]) -> AttributeVocabulary:
+        """The seed vocabulary, with counts from product ``names`` and the terms the catalog
+        ``declared`` in its attributes column (unknown ones become kind ``other``)."""
+        vocab = cls.seed()
+        counts: Counter[str] = Counter()
+        for name in names:
+            counts.update({m.canonical for m in vocab.match(normalize_query(name))})
+        for attributes in declared:
+            for attribute in attributes:
+                canonical = vocab.canonical_of(attribute)
+                if canonical is None:
+                    canonical = normalize_query(attribute)
+                    if not canonical:
+                        continue
+                    vocab.add(_term(canonical, AttributeKind.OTHER, ()))
+                counts[canonical] += 1
+        for canonical, count in counts.items():
+            if canonical in vocab.terms:
+                vocab.terms[canonical].product_count += count
+            else:  # a size or percentage pattern seen in the catalog: keep it as a term too
+                kind = AttributeKind.SIZE
+                vocab.add(AttributeTerm(canonical, kind, (canonical,), count))
+        return vocab
+
+    def to_json(self) -> list[dict[str, object]]:
+        return [
+            {"canonical": t.canonical, "kind": t.kind.value, "aliases": list(t.aliases), "products": t.product_count}
+            for t in sorted(self.terms.values(), key=lambda t: (t.kind.value, t.canonical))
+        ]
+
+    @classmethod
+    def from_json(cls, rows: list[dict[str, object]]) -> AttributeVocabulary:
+        return cls(
+            AttributeTerm(
+                str(r["canonical"]),
+                AttributeKind(str(r["kind"])),
+                tuple(str(a) for a in r["aliases"]),  # type: ignore[attr-defined]
+                int(r["products"]),  # type: ignore[call-overload]
+            )
+            for r in rows
+        )
+
+
+def _term(canonical: str, kind: AttributeKind, aliases: Iterable[str]) -> AttributeTerm:
+    forms = [normalize_query(canonical), *(normalize_query(a) for a in aliases)]
+    return AttributeTerm(normalize_query(canonical), kind, tuple(dict.fromkeys(f for f in forms if f)))

@@ -1,0 +1,23 @@
+"""The root of the engine's exceptions: every error the engine raises on purpose derives from it."""
+
+from __future__ import annotations
+
+
+class QuError(Exception):
+    """Base class for errors the engine raises on purpose (bad input, bad state, bad settings)."""
+
+
+class InputError(QuError):
+    """A file or record given to the engine is invalid; the message names the file, row and column."""
+
+    def __init__(self, source: str, reason: str, *, row: int | None = None, column: str | None = None) -> None:
+        self.source = source
+        self.row = row
+        self.column = column
+        self.reason = reason
+        where = source
+        if row is not None:
+            where += f", row {row}"
+        if column is not None:
+            where += f", column {column!r}"
+        super().__init__(f"{where}: {reason}")

@@ -1,0 +1,151 @@
+"""Query normalization: the one function that turns any text into a lookup key.
+
+Every place a query becomes a key (the head-tag cache, conversion history, lexicons,
+labels) goes through :func:`normalize_query`, so "Ben & Jerry's 12oz" typed by a shopper
+and "ben and jerrys 12 oz" stored by the teacher meet on the same key.
+
+Tagging works on the normalized text but must report spans as offsets into the text
+the shopper typed; :func:`normalize_with_offsets` keeps, for every normalized
+character, the index of the original character it came from.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["UNITS", "NormalizedText", "normalize_query", "normalize_with_offsets"]
+
+# Units that are split from a number written against them ("12oz" -> "12 oz").
+# Only known units: splitting every digit/letter boundary would break brands like "v8" or "7up".
+UNITS: tuple[str, ...] = (
+    "fl oz", "floz", "oz", "ounce", "ounces", "lbs", "lb", "pound", "pounds", "kg", "mg", "g", "gr",
+    "grams", "ml", "cl", "l", "ltr", "liter", "liters", "litre", "litres", "gal", "gallon", "gallons",
+    "qt", "quart", "quarts", "pt", "pint", "pints", "ct", "count", "pk", "pack", "packs", "pc", "pcs",
+    "in", "inch", "inches", "ft", "cm", "mm", "dozen", "doz", "x",
+)  # fmt: skip
+
+_APOSTROPHES = "'\u2018\u2019\u02bc`\u00b4"
+_NUMBER = r"\d+(?:[.,/]\d+)?"
+_UNIT_GLUED = re.compile(
+    rf"(?<![a-z0-9])({_NUMBER})({'|'.join(re.escape(u) for u in sorted(UNITS, key=len, reverse=True))})(?![a-z])"
+)
+_PERCENT_APART = re.compile(rf"({_NUMBER})\s+%")
+# Punctuation that only separates words. Kept: "%" (part of "2%"), "." "," and "/" between digits.
+_SEPARATOR = re.compile(r"[^\w%.,/]|_|(?<!\d)[.,/]|[.,/](?!\d)")
+_SPACES = re.compile(r"\s+")
+_AMPERSAND = re.compile(r"&")
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedText:
+    """A normalized string and, for each of its characters, the index in the original."""
+
+    original: str
+    text: str
+    offsets: tuple[int, ...]
+
+    def to_original(self, start: int, end: int) -> tuple[int, int]:
+        """Map a half-open span of the normalized text to a half-open span of the original."""
+        if not 0 <= start < end <= len(self.text):
+            raise ValueError(f"span [{start}, {end}) is outside the normalized text {self.text!r}")
+        first = self.offsets[start]
+        last = self.offsets[end - 1]
+        # Combining marks after the last character belong to it ("e" + U+0301 is one letter).
+        stop = last + 1
+        while stop < len(self.original) and unicodedata.category(self.original[stop]) == "Mn":
+            stop += 1
+        return first, stop
+
+
+class _Builder:
+    """A string with per-character source offsets that regex rewrites keep aligned."""
+
+    def __init__(self, chars: list[str], offsets: list[int]) -> None:
+        self.chars = chars
+        self.offsets = offsets
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chars)
+
+    def sub(self, pattern: re.Pattern[str], replace: Callable[[re.Match[str]], str]) -> None:
+        text = self.text
+        chars: list[str] = []
+        offsets: list[int] = []
+        pos = 0
+        for match in pattern.finditer(text):
+            chars.extend(self.chars[pos : match.start()])
+            offsets.extend(self.offsets[pos : match.start()])
+            chars_new, offsets_new = _align(match, replace(match), self.offsets)
+            chars.extend(chars_new)
+            offsets.extend(offsets_new)
+            pos = match.end()
+        chars.extend(self.chars[pos:])
+        offsets.extend(self.offsets[pos:])
+        self.chars, self.offsets = chars, offsets
+
+
+
+def _align(match: re.Match[str], new: str, offsets: list[int]) -> tuple[list[str], list[int]]:
+    """Offsets for a replacement: a kept character keeps its source ("12oz" -> "12 oz"),
+    an inserted one points at the character it stands in for ("&" -> " and ")."""
+    old = match.group(0)
+    source = offsets[match.start() : match.end()]
+    out: list[int] = []
+    j = 0
+    for ch in new:
+        k = old.find(ch, j)
+        if k >= 0:
+            out.append(source[k])
+            j = k + 1
+        else:
+            out.append(source[min(j, len(source) - 1)])
+    return list(new), out
+
+
+def _fold_char(ch: str) -> str:
+    """Unicode compatibility form, case-folded, accents dropped; controls become spaces."""
+    if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") or ch in _APOSTROPHES:
+        return " " if ch not in _APOSTROPHES else ""
+    folded = unicodedata.normalize("NFKC", ch).casefold()
+    decomposed = unicodedata.normalize("NFD", folded)
+    return "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+
+
+def normalize_with_offsets(text: str) -> NormalizedText:
+    """Normalize ``text`` and keep the map from normalized characters to original ones.
+
+    Rules, in order: Unicode compatibility form (full-width digits, ligatures), case
+    folding, accents dropped, control characters and apostrophes removed ("jerry's" ->
+    "jerrys"), "&" -> "and", punctuation to spaces except inside numbers ("1.5", "1/2")
+    and "%", a percent sign joined to its number ("2 %" -> "2%"), a unit split from its
+    number ("12oz" -> "12 oz"), whitespace collapsed and trimmed.
+    """
+    chars: list[str] = []
+    offsets: list[int] = []
+    for index, ch in enumerate(text):
+        for out in _fold_char(ch):
+            chars.append(out)
+            offsets.append(index)
+    b = _Builder(chars, offsets)
+    b.sub(_AMPERSAND, lambda m: " and ")
+    b.sub(_SEPARATOR, lambda m: " ")
+    b.sub(_SPACES, lambda m: " ")
+    b.sub(_PERCENT_APART, lambda m: m.group(1) + "%")
+    b.sub(_UNIT_GLUED, lambda m: f"{m.group(1)} {m.group(2)}")
+    # Trim: drop leading/trailing spaces along with their offsets.
+    start = 0
+    end = len(b.chars)
+    while start < end and b.chars[start] == " ":
+        start += 1
+    while end > start and b.chars[end - 1] == " ":
+        end -= 1
+    return NormalizedText(text, "".join(b.chars[start:end]), tuple(b.offsets[start:end]))
+
+
+def normalize_query(text: str) -> str:
+    """The lookup key for ``text``: see :func:`normalize_with_offsets` for the rules."""
+    return normalize_with_offsets(text).text

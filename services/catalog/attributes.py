@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from services.catalog.phrases import PhraseIndex
 from services.normalize import normalize_query
 
 
@@ -123,7 +124,6 @@ _SIZE_PATTERN = re.compile(
 )
 _PERCENT_PATTERN = re.compile(rf"(?<![\w.])({_NUMBER})%")
 _HALF_GALLON = re.compile(r"(?<!\w)half gallon(?!\w)")
-_TOKEN = re.compile(r"\S+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +150,7 @@ class AttributeVocabulary:
 
     def __init__(self, terms: Iterable[AttributeTerm]) -> None:
         self.terms: dict[str, AttributeTerm] = {}
-        self._by_alias: dict[tuple[str, ...], AttributeTerm] = {}
+        self._by_alias: PhraseIndex[AttributeTerm] = PhraseIndex()
         for term in terms:
             self.add(term)
 
@@ -163,8 +163,7 @@ class AttributeVocabulary:
             self.terms[term.canonical] = term
         for alias in term.aliases:
             # The first term to claim a surface form keeps it: claims before flavours before forms.
-            self._by_alias.setdefault(tuple(alias.split()), term)
-        self._max_len = max((len(a) for a in self._by_alias), default=1)
+            self._by_alias.add(alias, term)
 
     def __contains__(self, canonical: object) -> bool:
         return canonical in self.terms
@@ -174,7 +173,7 @@ class AttributeVocabulary:
 
     def lookup(self, text: str) -> AttributeTerm | None:
         """The term whose surface form is ``text`` (normalized first), or None."""
-        return self._by_alias.get(tuple(normalize_query(text).split()))
+        return self._by_alias.get(normalize_query(text))
 
     def canonical_of(self, text: str) -> str | None:
         """The canonical value of an attribute surface form, patterns included, or None if unknown."""
@@ -184,36 +183,26 @@ class AttributeVocabulary:
             return matches[0].canonical
         return None
 
-    def match(self, normalized: str) -> list[AttributeMatch]:
-        """All attributes in ``normalized`` text, longest first, never overlapping."""
+    def match(self, normalized: str, taken: list[bool] | None = None) -> list[AttributeMatch]:
+        """All attributes in ``normalized`` text: size patterns first, then the longest known terms.
+
+        Matches never overlap each other nor characters already marked in ``taken``.
+        """
+        if taken is None:
+            taken = [False] * len(normalized)
         found: list[AttributeMatch] = []
-        taken = [False] * len(normalized)
-
-        def claim(start: int, end: int, canonical: str, kind: AttributeKind) -> None:
-            if any(taken[start:end]):
-                return
-            for i in range(start, end):
-                taken[i] = True
-            found.append(AttributeMatch(start, end, normalized[start:end], canonical, kind))
-
-        for m in _SIZE_PATTERN.finditer(normalized):
-            claim(m.start(), m.end(), f"{m.group(1)} {UNIT_CANONICAL[m.group(2)]}", AttributeKind.SIZE)
-        for m in _PERCENT_PATTERN.finditer(normalized):
-            claim(m.start(), m.end(), f"{m.group(1)}%", AttributeKind.SIZE)
-        for m in _HALF_GALLON.finditer(normalized):
-            claim(m.start(), m.end(), "1/2 gal", AttributeKind.SIZE)
-        tokens = [(m.start(), m.end(), m.group(0)) for m in _TOKEN.finditer(normalized)]
-        i = 0
-        while i < len(tokens):
-            for n in range(min(self._max_len, len(tokens) - i), 0, -1):
-                term = self._by_alias.get(tuple(t[2] for t in tokens[i : i + n]))
-                if term is not None:
-                    start, end = tokens[i][0], tokens[i + n - 1][1]
-                    if not any(taken[start:end]):
-                        claim(start, end, term.canonical, term.kind)
-                        i += n - 1
-                        break
-            i += 1
+        patterns = (
+            (_SIZE_PATTERN, lambda m: f"{m.group(1)} {UNIT_CANONICAL[m.group(2)]}"),
+            (_PERCENT_PATTERN, lambda m: f"{m.group(1)}%"),
+            (_HALF_GALLON, lambda m: "1/2 gal"),
+        )
+        for pattern, canonical in patterns:
+            for m in pattern.finditer(normalized):
+                if not any(taken[m.start() : m.end()]):
+                    taken[m.start() : m.end()] = [True] * (m.end() - m.start())
+                    found.append(AttributeMatch(m.start(), m.end(), m.group(0), canonical(m), AttributeKind.SIZE))
+        for hit in self._by_alias.find(normalized, taken):
+            found.append(AttributeMatch(hit.start, hit.end, hit.text, hit.value.canonical, hit.value.kind))
         return sorted(found, key=lambda a: a.start)
 
     @classmethod

@@ -1,0 +1,232 @@
+"""Brand and product-type lexicons built from a catalog.
+
+Both map every accepted surface form (normalized) to one canonical entry and remember
+which categories the entry's products sit in, so a tagger can say "brand Horizon
+Organic, usually in dairy eggs > milk" and a guardrail can check that a tag exists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from services.catalog.attributes import AttributeVocabulary
+from services.catalog.model import CategoryPath, Product, format_path, parse_path
+from services.catalog.phrases import PhraseHit, PhraseIndex
+from services.normalize import normalize_query
+
+_APOSTROPHE_S = re.compile(r"(\w+)['\u2019\u02bc]s\b", re.IGNORECASE)
+_CORPORATE_SUFFIXES = {"inc", "co", "company", "llc", "ltd", "corp", "corporation", "brand", "brands"}
+# Words after which a product name stops naming its type: "Pasta Sauce with Basil" is a pasta sauce.
+_TYPE_CUTS = re.compile(r"\b(?:with|in|for|made with|featuring)\b")
+_WORD = re.compile(r"\S+")
+_NOT_A_TYPE_END = {"and", "or", "of", "the", "a", "an", "to", "n", "&"}
+TOP_CATEGORIES = 5
+
+
+def brand_aliases(brand: str) -> tuple[str, ...]:
+    """Normalized surface forms under which shoppers type ``brand``.
+
+    Covers case and punctuation (by normalization), "&"/"and", possessives ("Annie's" ->
+    "annies", "annie s", "annie"), a leading "the" and corporate suffixes.
+    """
+    base = normalize_query(brand)
+    if not base:
+        return ()
+    forms = [base]
+    # Possessives: normalization drops the apostrophe ("annies"); shoppers also type "annie" or "annie s".
+    for match in _APOSTROPHE_S.finditer(brand):
+        stem = normalize_query(match.group(1))
+        for variant in (stem, f"{stem} s"):
+            forms.append(base.replace(f"{stem}s", variant, 1))
+    for form in list(forms):
+        tokens = form.split()
+        if "and" in tokens and len(tokens) > 2:
+            forms.append(" ".join(t for t in tokens if t != "and"))
+        if tokens[0] == "the" and len(tokens) > 1:
+            forms.append(" ".join(tokens[1:]))
+        if tokens[-1] in _CORPORATE_SUFFIXES and len(tokens) > 1:
+            forms.append(" ".join(tokens[:-1]))
+    return tuple(dict.fromkeys(f for f in forms if f))
+
+
+def plural_variants(term: str) -> tuple[str, ...]:
+    """The term with its last word in singular and plural ("cookies" <-> "cookie", "berries" <-> "berry")."""
+    head, _, last = term.rpartition(" ")
+    prefix = f"{head} " if head else ""
+    words = {last}
+    if last.endswith("ies") and len(last) > 4:
+        words.update((last[:-3] + "y", last[:-1]))  # "berries" -> "berry", "cookies" -> "cookie"
+    elif last.endswith(("ches", "shes", "xes", "sses", "oes")):
+        words.add(last[:-2])
+    elif last.endswith("s") and not last.endswith("ss") and len(last) > 3:
+        words.add(last[:-1])
+    elif last.endswith("y") and len(last) > 2 and last[-2] not in "aeiou":
+        words.add(last[:-1] + "ies")
+    elif last.endswith(("ch", "sh", "x", "ss")):
+        words.add(last + "es")
+    elif not last.endswith("s") and not last[-1:].isdigit():
+        words.add(last + "s")
+    return tuple(prefix + w for w in sorted(words, key=lambda w: w != last))
+
+
+@dataclass(slots=True)
+class LexiconEntry:
+    """A brand or product type: its canonical form, surface forms and where its products sit."""
+
+    canonical: str  # as the catalog writes it ("Ben & Jerry's", "sandwich cookies")
+    key: str  # normalized canonical
+    aliases: tuple[str, ...]
+    product_count: int = 0
+    categories: dict[CategoryPath, int] = field(default_factory=dict)
+
+    def top_categories(self, n: int = TOP_CATEGORIES) -> list[tuple[CategoryPath, int]]:
+        return sorted(self.categories.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "canonical": self.canonical,
+            "key": self.key,
+            "aliases": list(self.aliases),
+            "products": self.product_count,
+            "categories": [{"path": format_path(p), "products": n} for p, n in self.top_categories(50)],
+        }
+
+    @classmethod
+    def from_json(cls, row: dict[str, object]) -> LexiconEntry:
+        categories = {
+            parse_path(str(c["path"])): int(c["products"])
+            for c in row["categories"]  # type: ignore[attr-defined]
+        }
+        aliases = tuple(str(a) for a in row["aliases"])  # type: ignore[attr-defined]
+        return cls(str(row["canonical"]), str(row["key"]), aliases, int(row["products"]), categories)  # type: ignore[call-overload]
+
+
+class Lexicon:
+    """Entries by key, with every alias indexed for longest-match lookup in normalized text."""
+
+    def __init__(self, entries: Iterable[LexiconEntry]) -> None:
+        self.entries: dict[str, LexiconEntry] = {}
+        self._index: PhraseIndex[LexiconEntry] = PhraseIndex()
+        # Canonical keys first, so an entry's own name always wins over another entry's alias.
+        ordered = sorted(entries, key=lambda e: -e.product_count)
+        for entry in ordered:
+            self.entries[entry.key] = entry
+            self._index.add(entry.key, entry, replace=True)
+        for entry in ordered:
+            for alias in entry.aliases:
+                if self._index.get(alias) is None:
+                    self._index.add(alias, entry)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, text: object) -> bool:
+        return isinstance(text, str) and self.lookup(text) is not None
+
+    def lookup(self, text: str) -> LexiconEntry | None:
+        """The entry ``text`` names (any alias, any case or punctuation), or None."""
+        return self._index.get(normalize_query(text))
+
+    def find(self, normalized: str, taken: list[bool] | None = None) -> list[PhraseHit[LexiconEntry]]:
+        return self._index.find(normalized, taken)
+
+    def to_json(self) -> list[dict[str, object]]:
+        return [e.to_json() for e in sorted(self.entries.values(), key=lambda e: (-e.product_count, e.key))]
+
+    @classmethod
+    def from_json(cls, rows: list[dict[str, object]]) -> Lexicon:
+        return cls(LexiconEntry.from_json(r) for r in rows)
+
+
+def build_brand_lexicon(products: Iterable[Product]) -> Lexicon:
+    """One entry per brand; its canonical form is the spelling most products use."""
+    spellings: dict[str, Counter[str]] = defaultdict(Counter)
+    categories: dict[str, Counter[CategoryPath]] = defaultdict(Counter)
+    for product in products:
+        key = normalize_query(product.brand)
+        if not key:
+            continue
+        spellings[key][product.brand] += 1
+        categories[key][product.category_path] += 1
+    entries = []
+    for key, counter in spellings.items():
+        canonical = counter.most_common(1)[0][0]
+        aliases = tuple(dict.fromkeys(a for spelling in counter for a in brand_aliases(spelling)))
+        entries.append(LexiconEntry(canonical, key, aliases, sum(counter.values()), dict(categories[key])))
+    return Lexicon(entries)
+
+
+def product_type_candidates(product: Product, brands: Lexicon, attributes: AttributeVocabulary) -> list[str]:
+    """Suffixes (1–3 words) of the product's name once brand, attributes and trailing qualifiers are gone.
+
+    "Horizon Organic 2% Reduced Fat Chocolate Milk, 8 oz" -> ["milk"] (every other word is
+    the brand or an attribute); "Chocolate Sandwich Cookies" -> ["cookies", "sandwich cookies"].
+    """
+    head = product.name.split(",")[0]
+    text = normalize_query(head)
+    text = _TYPE_CUTS.split(text)[0].strip() or text
+    taken = [False] * len(text)
+    if product.brand:
+        brands.find(text, taken)
+    attributes.match(text, taken)
+    # Runs of words that are neither brand nor attribute nor a bare number.
+    runs: list[list[str]] = [[]]
+    for match in _WORD.finditer(text):
+        word = match.group(0)
+        if any(taken[match.start() : match.end()]) or word.replace(".", "").isdigit():
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1].append(word)
+    runs = [r for r in runs if r]
+    if not runs:
+        return []
+    # The type is the last run: "Organic Gala Apples 3 lb" -> "gala apples".
+    tail = runs[-1]
+    while tail and tail[-1] in _NOT_A_TYPE_END:
+        tail.pop()
+    return [" ".join(tail[-n:]) for n in range(1, min(3, len(tail)) + 1)]
+
+
+def build_product_type_lexicon(
+    products: list[Product], brands: Lexicon, attributes: AttributeVocabulary, *, min_support: int = 2
+) -> tuple[Lexicon, dict[str, str]]:
+    """Product types and, for each product id, the type its name was given.
+
+    A one-word type is always accepted; a longer one only when ``min_support`` products
+    share it, so "sandwich cookies" is a type but "robust golden unsweetened oolong tea" is not.
+    """
+    candidates = {p.product_id: product_type_candidates(p, brands, attributes) for p in products}
+    support: Counter[str] = Counter(c for cands in candidates.values() for c in set(cands))
+    by_type: dict[str, list[Product]] = defaultdict(list)
+    assigned: dict[str, str] = {}
+    for product in products:
+        cands = candidates[product.product_id]
+        accepted = [c for c in cands if " " not in c or support[c] >= min_support]
+        if not accepted:
+            continue
+        # Plural and singular are one type: key it by its most frequent spelling below.
+        assigned[product.product_id] = accepted[-1]
+        by_type[accepted[-1]].append(product)
+    # Merge singular/plural spellings into the spelling with more products.
+    merged: dict[str, str] = {}
+    for term in sorted(by_type, key=lambda t: -len(by_type[t])):
+        if term in merged:
+            continue
+        for variant in plural_variants(term):
+            if variant in by_type and variant not in merged:
+                merged[variant] = term
+    entries: dict[str, LexiconEntry] = {}
+    for term, members in by_type.items():
+        canonical = merged[term]
+        entry = entries.get(canonical)
+        if entry is None:
+            entry = entries[canonical] = LexiconEntry(canonical, canonical, plural_variants(canonical))
+        entry.product_count += len(members)
+        for product in members:
+            entry.categories[product.category_path] = entry.categories.get(product.category_path, 0) + 1
+    types = {pid: merged[t] for pid, t in assigned.items()}
+    return Lexicon(entries.values()), types

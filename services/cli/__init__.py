@@ -1,0 +1,1 @@
+"""The ``qu`` command line: thin commands over the services."""

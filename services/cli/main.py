@@ -1,0 +1,34 @@
+"""The ``qu`` entrypoint: builds the one settings object and hands it to every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from services.cli import catalog_cmd
+from services.settings import Settings
+
+app = typer.Typer(
+    name="qu",
+    help="Query understanding for grocery search: catalog, traffic, teacher, student, streaming annotation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(catalog_cmd.app, name="catalog")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="State directory (env QU_STATE_DIR); default ./.qu.", show_default=False)
+    ] = None,
+) -> None:
+    overrides = {"state_dir": state_dir} if state_dir is not None else {}
+    ctx.obj = Settings(**overrides)  # type: ignore[arg-type]
+
+
+def main() -> None:
+    app()

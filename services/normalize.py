@@ -88,7 +88,6 @@ class _Builder:
         self.chars, self.offsets = chars, offsets
 
 
-
 def _align(match: re.Match[str], new: str, offsets: list[int]) -> tuple[list[str], list[int]]:
     """Offsets for a replacement: a kept character keeps its source ("12oz" -> "12 oz"),
     an inserted one points at the character it stands in for ("&" -> " and ")."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.embeddings import SentenceEmbedder
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -45,7 +45,8 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Half-life of a conversion's weight in the recency score."
     )
     kafka_bootstrap: str = Field(
-        default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port] (env QU_KAFKA_BOOTSTRAP)."
+        default="127.0.0.1:9092",
+        description="Kafka bootstrap servers, host:port[,host:port] (env QU_KAFKA_BOOTSTRAP).",
     )
 
     @property
@@ -65,5 +66,7 @@ class Settings(BaseSettings):
 
     def embedder(self) -> SentenceEmbedder:
         return SentenceEmbedder(
-            self.resolved_embedding_model_path(), model_id=self.embedding_model_id, batch_size=self.embedding_batch_size
+            self.resolved_embedding_model_path(),
+            model_id=self.embedding_model_id,
+            batch_size=self.embedding_batch_size,
         )

@@ -90,7 +90,14 @@ def build_catalog(
     types, product_types = build_product_type_lexicon(products, brands, attributes)
     embeddings = embed_catalog(embedder, taxonomy, brands, types) if embedder is not None else None
     return Catalog(
-        products, product_types, taxonomy, brands, types, attributes, category_terms or {}, embeddings,
+        products,
+        product_types,
+        taxonomy,
+        brands,
+        types,
+        attributes,
+        category_terms or {},
+        embeddings,
         {"source": source, "schema_version": SCHEMA_VERSION},
     )
 
@@ -101,15 +108,17 @@ def _write_json(path: Path, value: Any) -> None:
 
 def _products_table(catalog: Catalog) -> pa.Table:
     ps = catalog.products
-    return pa.table({
-        "product_id": [p.product_id for p in ps],
-        "name": [p.name for p in ps],
-        "brand": [p.brand for p in ps],
-        "category_path": [format_path(p.category_path) for p in ps],
-        "attributes": pa.array([list(p.attributes) for p in ps], type=pa.list_(pa.string())),
-        "popularity": pa.array([p.popularity for p in ps], type=pa.float64()),
-        "product_type": [catalog.product_types.get(p.product_id, "") for p in ps],
-    })
+    return pa.table(
+        {
+            "product_id": [p.product_id for p in ps],
+            "name": [p.name for p in ps],
+            "brand": [p.brand for p in ps],
+            "category_path": [format_path(p.category_path) for p in ps],
+            "attributes": pa.array([list(p.attributes) for p in ps], type=pa.list_(pa.string())),
+            "popularity": pa.array([p.popularity for p in ps], type=pa.float64()),
+            "product_type": [catalog.product_types.get(p.product_id, "") for p in ps],
+        }
+    )
 
 
 def write_catalog(catalog: Catalog, out_dir: Path) -> Path:
@@ -193,8 +202,14 @@ def load_catalog(catalog_dir: Path) -> Catalog:
         )
     table = pq.read_table(build / "products.parquet").to_pylist()
     products = [
-        Product(r["product_id"], r["name"], r["brand"], parse_path(r["category_path"]), tuple(r["attributes"]),
-                float(r["popularity"]))
+        Product(
+            r["product_id"],
+            r["name"],
+            r["brand"],
+            parse_path(r["category_path"]),
+            tuple(r["attributes"]),
+            float(r["popularity"]),
+        )
         for r in table
     ]
     product_types = {r["product_id"]: r["product_type"] for r in table if r["product_type"]}
@@ -212,4 +227,11 @@ def load_catalog(catalog_dir: Path) -> Catalog:
     )
 
 
-__all__ = ["Catalog", "CatalogNotFoundError", "build_catalog", "load_catalog", "resolve_build", "write_catalog"]
+__all__ = [
+    "Catalog",
+    "CatalogNotFoundError",
+    "build_catalog",
+    "load_catalog",
+    "resolve_build",
+    "write_catalog",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -191,7 +191,7 @@ class AttributeVocabulary:
         if taken is None:
             taken = [False] * len(normalized)
         found: list[AttributeMatch] = []
-        patterns = (
+        patterns: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
             (_SIZE_PATTERN, lambda m: f"{m.group(1)} {UNIT_CANONICAL[m.group(2)]}"),
             (_PERCENT_PATTERN, lambda m: f"{m.group(1)}%"),
             (_HALF_GALLON, lambda m: "1/2 gal"),
@@ -244,7 +244,12 @@ class AttributeVocabulary:
 
     def to_json(self) -> list[dict[str, object]]:
         return [
-            {"canonical": t.canonical, "kind": t.kind.value, "aliases": list(t.aliases), "products": t.product_count}
+            {
+                "canonical": t.canonical,
+                "kind": t.kind.value,
+                "aliases": list(t.aliases),
+                "products": t.product_count,
+            }
             for t in sorted(self.terms.values(), key=lambda t: (t.kind.value, t.canonical))
         ]
 

@@ -58,9 +58,12 @@ class CatalogEmbeddings:
     @classmethod
     def load(cls, path: Path) -> CatalogEmbeddings:
         with np.load(path, allow_pickle=False) as data:
+
             def part(name: str) -> EmbeddedSet:
-                return EmbeddedSet([str(k) for k in data[f"{name}_keys"]],
-                                   np.asarray(data[f"{name}_vectors"], dtype=np.float32))
+                return EmbeddedSet(
+                    [str(k) for k in data[f"{name}_keys"]],
+                    np.asarray(data[f"{name}_vectors"], dtype=np.float32),
+                )
 
             return cls(str(data["model_id"]), part("category"), part("brand"), part("product_type"))
 

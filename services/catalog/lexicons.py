@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from services.catalog.attributes import AttributeVocabulary
+from services.catalog.attributes import AttributeKind, AttributeVocabulary
 from services.catalog.model import CategoryPath, Product, format_path, parse_path
 from services.catalog.phrases import PhraseHit, PhraseIndex
 from services.normalize import normalize_query
@@ -171,12 +171,16 @@ def product_type_candidates(product: Product, brands: Lexicon, attributes: Attri
     taken = [False] * len(text)
     if product.brand:
         brands.find(text, taken)
-    attributes.match(text, taken)
+    # English product names end with their type ("Strawberry Yogurt", "Iced Coffee", "Granola Bars"):
+    # a flavour or form there is the type, not an attribute. Sizes ("Milk 1 Gallon") stay attributes.
+    for match in attributes.match(text, list(taken)):
+        if match.end < len(text) or match.kind is AttributeKind.SIZE:
+            taken[match.start : match.end] = [True] * (match.end - match.start)
     # Runs of words that are neither brand nor attribute nor a bare number.
     runs: list[list[str]] = [[]]
-    for match in _WORD.finditer(text):
-        word = match.group(0)
-        if any(taken[match.start() : match.end()]) or word.replace(".", "").isdigit():
+    for word_match in _WORD.finditer(text):
+        word = word_match.group(0)
+        if any(taken[word_match.start() : word_match.end()]) or word.replace(".", "").isdigit():
             if runs[-1]:
                 runs.append([])
         else:

@@ -58,8 +58,7 @@ def read_catalog(path: Path, *, skip_invalid: bool = False) -> CatalogReadResult
         try:
             product = _parse_row(source, count, raw)
             if product.product_id in seen:
-                raise InputError(source, f"duplicate product_id {product.product_id!r}", row=count,
-                                 column="product_id")
+                raise InputError(source, f"duplicate product_id {product.product_id!r}", row=count, column="product_id")
         except InputError as err:
             if not skip_invalid:
                 raise
@@ -97,7 +96,7 @@ def _iter_csv(path: Path) -> Iterator[dict[str, Any]]:
 
     source = str(path)
     opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         try:
             header = [c.strip() for c in reader.fieldnames or []]
@@ -117,8 +116,11 @@ def _iter_csv(path: Path) -> Iterator[dict[str, Any]]:
                 raise InputError(source, f"malformed CSV: {err}", row=row_number + 1) from err
             row_number += 1
             if None in raw:  # more cells than header columns
-                raise InputError(source, f"row has {len(header) + len(raw[None])} cells, the header {len(header)}",
-                                 row=row_number)
+                raise InputError(
+                    source,
+                    f"row has {len(header) + len(raw[None])} cells, the header {len(header)}",
+                    row=row_number,
+                )
             yield raw
 
 
@@ -159,9 +161,12 @@ def _parse_row(source: str, row: int, raw: dict[str, Any]) -> Product:
         try:
             popularity = float(popularity_text)
         except ValueError as err:
-            raise InputError(source, f"unreadable number {popularity_text!r}", row=row,
-                             column="popularity") from err
+            raise InputError(source, f"unreadable number {popularity_text!r}", row=row, column="popularity") from err
         if not math.isfinite(popularity) or popularity < 0:
-            raise InputError(source, f"popularity must be a finite number >= 0, got {popularity_text!r}",
-                             row=row, column="popularity")
+            raise InputError(
+                source,
+                f"popularity must be a finite number >= 0, got {popularity_text!r}",
+                row=row,
+                column="popularity",
+            )
     return Product(product_id, name, _text(raw.get("brand")), path, attributes, popularity)

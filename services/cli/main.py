@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from services.cli import catalog_cmd
+from services.cli import catalog_cmd, conversions_cmd, traffic_cmd
 from services.settings import Settings
 
 app = typer.Typer(
@@ -17,13 +17,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(catalog_cmd.app, name="catalog")
+app.add_typer(conversions_cmd.app, name="conversions")
+app.command("traffic")(traffic_cmd.traffic)
 
 
 @app.callback()
 def root(
     ctx: typer.Context,
     state_dir: Annotated[
-        Path | None, typer.Option(help="State directory (env QU_STATE_DIR); default ./.qu.", show_default=False)
+        Path | None,
+        typer.Option(help="State directory (env QU_STATE_DIR); default ./.qu.", show_default=False),
     ] = None,
 ) -> None:
     overrides = {"state_dir": state_dir} if state_dir is not None else {}

@@ -10,11 +10,15 @@ class QuError(Exception):
 class InputError(QuError):
     """A file or record given to the engine is invalid; the message names the file, row and column."""
 
-    def __init__(self, source: str, reason: str, *, row: int | None = None, column: str | None = None) -> None:
+    def __init__(
+        self, source: str, reason: str, *, row: int | None = None, column: str | None = None, problem: str = ""
+    ) -> None:
         self.source = source
         self.row = row
         self.column = column
         self.reason = reason
+        # The kind of problem without the offending value, to count skipped records by it.
+        self.problem = problem or reason
         where = source
         if row is not None:
             where += f", row {row}"

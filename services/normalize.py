@@ -30,9 +30,10 @@ UNITS: tuple[str, ...] = (
 _APOSTROPHES = "'\u2018\u2019\u02bc`\u00b4"
 _NUMBER = r"\d+(?:[.,/]\d+)?"
 _UNIT_GLUED = re.compile(
-    rf"(?<![a-z0-9])({_NUMBER})({'|'.join(re.escape(u) for u in sorted(UNITS, key=len, reverse=True))})(?![a-z])"
+    rf"(?<![a-z0-9])({_NUMBER})({'|'.join(re.escape(u) for u in sorted(UNITS, key=len, reverse=True))})(?![a-z0-9])"
 )
 _PERCENT_APART = re.compile(rf"({_NUMBER})\s+%")
+_PERCENT_GLUED = re.compile(r"(?<=\d)%(?=[a-z])")
 # Punctuation that only separates words. Kept: "%" (part of "2%"), "." "," and "/" between digits.
 _SEPARATOR = re.compile(r"[^\w%.,/]|_|(?<!\d)[.,/]|[.,/](?!\d)")
 _SPACES = re.compile(r"\s+")
@@ -106,10 +107,18 @@ def _align(match: re.Match[str], new: str, offsets: list[int]) -> tuple[list[str
 
 
 def _fold_char(ch: str) -> str:
-    """Unicode compatibility form, case-folded, accents dropped; controls become spaces."""
-    if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") or ch in _APOSTROPHES:
-        return " " if ch not in _APOSTROPHES else ""
-    folded = unicodedata.normalize("NFKC", ch).casefold()
+    """Unicode compatibility form, case-folded, accents dropped.
+
+    Control characters and line separators become spaces (they separate words); invisible
+    format characters (zero-width space, soft hyphen, joiners) and apostrophes vanish.
+    """
+    category = unicodedata.category(ch)
+    if category in ("Cc", "Zl", "Zp"):
+        return " "
+    if category == "Cf" or ch in _APOSTROPHES:
+        return ""
+    # "½" is "1⁄2" in compatibility form; the fraction slash is a plain slash inside a number.
+    folded = unicodedata.normalize("NFKC", ch).casefold().replace("\u2044", "/")
     decomposed = unicodedata.normalize("NFD", folded)
     return "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
 
@@ -120,8 +129,8 @@ def normalize_with_offsets(text: str) -> NormalizedText:
     Rules, in order: Unicode compatibility form (full-width digits, ligatures), case
     folding, accents dropped, control characters and apostrophes removed ("jerry's" ->
     "jerrys"), "&" -> "and", punctuation to spaces except inside numbers ("1.5", "1/2")
-    and "%", a percent sign joined to its number ("2 %" -> "2%"), a unit split from its
-    number ("12oz" -> "12 oz"), whitespace collapsed and trimmed.
+    and "%", a percent sign joined to its number and apart from the next word ("2 %milk" ->
+    "2% milk"), a unit split from its number ("12oz" -> "12 oz"), whitespace collapsed and trimmed.
     """
     chars: list[str] = []
     offsets: list[int] = []
@@ -134,6 +143,7 @@ def normalize_with_offsets(text: str) -> NormalizedText:
     b.sub(_SEPARATOR, lambda m: " ")
     b.sub(_SPACES, lambda m: " ")
     b.sub(_PERCENT_APART, lambda m: m.group(1) + "%")
+    b.sub(_PERCENT_GLUED, lambda m: "% ")
     b.sub(_UNIT_GLUED, lambda m: f"{m.group(1)} {m.group(2)}")
     # Trim: drop leading/trailing spaces along with their offsets.
     start = 0

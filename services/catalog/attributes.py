@@ -35,7 +35,7 @@ SEED_CLAIMS: dict[str, tuple[str, ...]] = {
     "vegetarian": ("veggie",),
     "plant based": (),
     "fat free": ("nonfat", "non fat", "no fat", "zero fat"),
-    "reduced fat": ("reduced fat milk",),
+    "reduced fat": (),
     "low fat": ("lowfat", "lite fat"),
     "ultra pasteurized": ("ultra pasteurised", "ultrapasteurized"),
     "pasteurized": (),
@@ -54,7 +54,7 @@ SEED_CLAIMS: dict[str, tuple[str, ...]] = {
     "pasture raised": (),
     "low sodium": ("reduced sodium", "less sodium", "lower sodium"),
     "no salt added": ("unsalted", "salt free", "no salt"),
-    "all natural": ("natural", "100% natural"),
+    "all natural": ("natural",),  # "100% natural" reads as the percentage "100%" and "natural"
     "keto": ("keto friendly",),
     "paleo": (),
     "high protein": ("protein",),

@@ -41,15 +41,25 @@ def brand_aliases(brand: str) -> tuple[str, ...]:
         stem = normalize_query(match.group(1))
         for variant in (stem, f"{stem} s"):
             forms.append(base.replace(f"{stem}s", variant, 1))
-    for form in list(forms):
-        tokens = form.split()
-        if "and" in tokens and len(tokens) > 2:
-            forms.append(" ".join(t for t in tokens if t != "and"))
+    # The shortening rules compose ("The Hershey Company" -> "hershey"): apply them until nothing new.
+    pending = list(forms)
+    while pending:
+        tokens = pending.pop().split()
+        shorter = []
+        if "and" in tokens[1:-1] and len(tokens) > 2:
+            shorter.append([t for t in tokens if t != "and"])
         if tokens[0] == "the" and len(tokens) > 1:
-            forms.append(" ".join(tokens[1:]))
-        if tokens[-1] in _CORPORATE_SUFFIXES and len(tokens) > 1:
-            forms.append(" ".join(tokens[:-1]))
-    return tuple(dict.fromkeys(f for f in forms if f))
+            shorter.append(tokens[1:])
+        if tokens[-1] in _CORPORATE_SUFFIXES:
+            rest = tokens[:-1]
+            while rest and rest[-1] == "and":  # "mccormick and co" -> "mccormick", not "mccormick and"
+                rest = rest[:-1]
+            shorter.append(rest)
+        for candidate in (" ".join(t) for t in shorter if t):
+            if candidate not in forms:
+                forms.append(candidate)
+                pending.append(candidate)
+    return tuple(forms)
 
 
 def plural_variants(term: str) -> tuple[str, ...]:

@@ -8,6 +8,8 @@ skipped row is kept in the result with its reason, so nothing is dropped unrepor
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ class SkippedRow:
     row: int
     column: str
     reason: str
+    problem: str  # the reason without the offending value, for counting
 
 
 @dataclass(slots=True)
@@ -38,7 +41,11 @@ class CatalogReadResult:
 
     def skipped_by_reason(self) -> dict[str, int]:
         """Counts of skipped rows by column and kind of problem, for the import report."""
-        return dict(Counter(f"{s.column}: {s.reason.split(':')[0]}" for s in self.skipped))
+        return dict(Counter(f"{s.column}: {s.problem}" if s.column else s.problem for s in self.skipped))
+
+
+# A row the file layer could not turn into cells (too many cells): reported like any bad row.
+RawRow = dict[str, Any] | InputError
 
 
 def read_catalog(path: Path, *, skip_invalid: bool = False) -> CatalogReadResult:
@@ -49,20 +56,27 @@ def read_catalog(path: Path, *, skip_invalid: bool = False) -> CatalogReadResult
     source = str(path)
     if not path.is_file():
         raise InputError(source, "no such file")
-    rows = _iter_rows(path)
     products: list[Product] = []
     skipped: list[SkippedRow] = []
     seen: set[str] = set()
     count = 0
-    for count, raw in enumerate(rows, start=1):
+    for count, raw in enumerate(_iter_rows(path), start=1):
         try:
+            if isinstance(raw, InputError):
+                raise raw
             product = _parse_row(source, count, raw)
             if product.product_id in seen:
-                raise InputError(source, f"duplicate product_id {product.product_id!r}", row=count, column="product_id")
+                raise InputError(
+                    source,
+                    f"duplicate product_id {product.product_id!r}",
+                    row=count,
+                    column="product_id",
+                    problem="duplicate product_id",
+                )
         except InputError as err:
             if not skip_invalid:
                 raise
-            skipped.append(SkippedRow(count, err.column or "", err.reason))
+            skipped.append(SkippedRow(count, err.column or "", err.reason, err.problem))
             continue
         seen.add(product.product_id)
         products.append(product)
@@ -71,11 +85,11 @@ def read_catalog(path: Path, *, skip_invalid: bool = False) -> CatalogReadResult
     return CatalogReadResult(source, products, count, skipped)
 
 
-def _iter_rows(path: Path) -> Iterator[dict[str, Any]]:
-    suffixes = "".join(path.suffixes[-2:]).lower()
-    if path.suffix.lower() == ".parquet":
+def _iter_rows(path: Path) -> Iterator[RawRow]:
+    name = path.name.lower()
+    if name.endswith(".parquet"):
         yield from _iter_parquet(path)
-    elif path.suffix.lower() == ".csv" or suffixes == ".csv.gz":
+    elif name.endswith((".csv", ".csv.gz")):
         yield from _iter_csv(path)
     else:
         raise InputError(str(path), "unknown catalog format: expected a .csv, .csv.gz or .parquet file")
@@ -91,40 +105,52 @@ def _check_columns(source: str, columns: list[str]) -> None:
         )
 
 
-def _iter_csv(path: Path) -> Iterator[dict[str, Any]]:
-    import gzip
+def _decode(source: str, data: bytes) -> str:
+    """The file as text; invalid UTF-8 is reported at its line, before any row is parsed."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        if line == 1:
+            raise InputError(source, f"the header is not valid UTF-8 ({err.reason} at byte {err.start})") from err
+        # Line 1 is the header, so line N holds row N-1 (unless a quoted cell spans lines).
+        raise InputError(
+            source, f"invalid UTF-8 ({err.reason}) at line {line}, byte {err.start}", row=line - 1
+        ) from err
 
+
+def _iter_csv(path: Path) -> Iterator[RawRow]:
     source = str(path)
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise InputError(source, f"cannot read the file ({err})") from err
+    reader = csv.DictReader(io.StringIO(_decode(source, data), newline=""))
+    header = [c.strip() for c in reader.fieldnames or []]
+    _check_columns(source, header)
+    reader.fieldnames = header
+    row_number = 0
+    while True:
         try:
-            header = [c.strip() for c in reader.fieldnames or []]
-        except UnicodeDecodeError as err:
-            raise InputError(source, f"the header is not valid UTF-8 ({err.reason})") from err
-        _check_columns(source, header)
-        reader.fieldnames = header
-        row_number = 0
-        while True:
-            try:
-                raw = next(reader)
-            except StopIteration:
-                return
-            except UnicodeDecodeError as err:
-                raise InputError(source, f"invalid UTF-8 ({err.reason}) after row {row_number}") from err
-            except csv.Error as err:
-                raise InputError(source, f"malformed CSV: {err}", row=row_number + 1) from err
-            row_number += 1
-            if None in raw:  # more cells than header columns
-                raise InputError(
-                    source,
-                    f"row has {len(header) + len(raw[None])} cells, the header {len(header)}",
-                    row=row_number,
-                )
+            raw = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            # The csv module cannot resynchronise after this: stop, naming the row.
+            raise InputError(source, f"malformed CSV: {err}", row=row_number + 1) from err
+        row_number += 1
+        if None in raw:  # more cells than header columns
+            yield InputError(
+                source,
+                f"row has {len(header) + len(raw[None])} cells, the header {len(header)}",
+                row=row_number,
+                problem="too many cells",
+            )
+        else:
             yield raw
 
 
-def _iter_parquet(path: Path) -> Iterator[dict[str, Any]]:
+def _iter_parquet(path: Path) -> Iterator[RawRow]:
     import pyarrow.parquet as pq
 
     source = str(path)
@@ -138,6 +164,7 @@ def _iter_parquet(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _text(value: Any) -> str:
+    # A float NaN is how Parquet writers (pandas) store a missing cell: empty, like a blank CSV cell.
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value).strip()
@@ -153,20 +180,31 @@ def _parse_row(source: str, row: int, raw: dict[str, Any]) -> Product:
     try:
         path = parse_path(_text(raw.get("category_path")))
     except ValueError as err:
-        raise InputError(source, str(err), row=row, column="category_path") from err
-    attributes = tuple(a.strip() for a in _text(raw.get("attributes")).split(";") if a.strip())
+        problem = "the category path has an empty level" if "empty level" in str(err) else ""
+        raise InputError(source, str(err), row=row, column="category_path", problem=problem) from err
+    declared = raw.get("attributes")
+    # A list column (Parquet list<string>, as the engine's own products.parquet) or ";"-joined text.
+    items = [_text(a) for a in declared] if isinstance(declared, list | tuple) else _text(declared).split(";")
+    attributes = tuple(a.strip() for a in items if a.strip())
     popularity_text = _text(raw.get("popularity"))
     popularity = 0.0
     if popularity_text:
         try:
             popularity = float(popularity_text)
         except ValueError as err:
-            raise InputError(source, f"unreadable number {popularity_text!r}", row=row, column="popularity") from err
+            raise InputError(
+                source,
+                f"unreadable number {popularity_text!r}",
+                row=row,
+                column="popularity",
+                problem="unreadable number",
+            ) from err
         if not math.isfinite(popularity) or popularity < 0:
             raise InputError(
                 source,
                 f"popularity must be a finite number >= 0, got {popularity_text!r}",
                 row=row,
                 column="popularity",
+                problem="negative or non-finite number",
             )
     return Product(product_id, name, _text(raw.get("brand")), path, attributes, popularity)

@@ -24,6 +24,7 @@ class AttributeKind(StrEnum):
     CLAIM = "claim"
     FLAVOUR = "flavour"
     FORM = "form"
+    OCCASION = "occasion"  # who or what it is for: "party food", "snacks for kids"
     OTHER = "other"  # named by a catalog's attributes column, not known to the seed lists
 
 
@@ -90,6 +91,20 @@ SEED_FORMS: tuple[str, ...] = (
     "single serve", "variety pack", "multipack", "refill", "spray", "squeeze", "thin", "thick", "crunchy",
     "creamy", "chunky", "smooth", "sparkling", "still", "unscented", "scented", "fragrance free",
 )  # fmt: skip
+
+SEED_OCCASIONS: dict[str, tuple[str, ...]] = {
+    "party": ("party size", "for parties"),
+    "kids": ("for kids", "kid", "kids size", "children", "for children"),
+    "birthday": (),
+    "holiday": ("holidays",),
+    "christmas": ("xmas",),
+    "thanksgiving": (),
+    "halloween": (),
+    "easter": (),
+    "picnic": (),
+    "game day": (),
+    "lunch box": ("lunchbox",),
+}
 
 # Size words: "x large zip lock", "jumbo eggs".
 SEED_SIZE_WORDS: dict[str, tuple[str, ...]] = {
@@ -215,6 +230,7 @@ class AttributeVocabulary:
             terms.append(_term(canonical, AttributeKind.SIZE, aliases))
         terms.extend(_term(f, AttributeKind.FLAVOUR, ()) for f in SEED_FLAVOURS)
         terms.extend(_term(f, AttributeKind.FORM, ()) for f in SEED_FORMS)
+        terms.extend(_term(c, AttributeKind.OCCASION, a) for c, a in SEED_OCCASIONS.items())
         return cls(terms)
 
     @classmethod

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from services.catalog.attributes import AttributeKind, AttributeVocabulary
+from services.catalog.attributes import AttributeKind, AttributeMatch, AttributeVocabulary
 from services.catalog.model import CategoryPath, Product, format_path, parse_path
 from services.catalog.phrases import PhraseHit, PhraseIndex
 from services.normalize import normalize_query
@@ -169,6 +169,21 @@ def build_brand_lexicon(products: Iterable[Product]) -> Lexicon:
     return Lexicon(entries)
 
 
+def type_phrase(normalized_name: str) -> str:
+    """The part of a normalized name that can hold its type: "pasta sauce with basil" -> "pasta sauce"."""
+    return _TYPE_CUTS.split(normalized_name)[0].strip() or normalized_name
+
+
+def names_the_type(match: AttributeMatch, type_end: int) -> bool:
+    """Whether an attribute match is really the product type.
+
+    English product names end with their type ("Strawberry Yogurt", "Iced Coffee", "Granola
+    Bars"): a flavour or form ending the type phrase is the type. Sizes ("Milk 1 Gallon") and
+    claims ("Apple Honeycrisp Organic") there are still attributes.
+    """
+    return match.end == type_end and match.kind in (AttributeKind.FLAVOUR, AttributeKind.FORM)
+
+
 def product_type_candidates(product: Product, brands: Lexicon, attributes: AttributeVocabulary) -> list[str]:
     """Suffixes (1–3 words) of the product's name once brand, attributes and trailing qualifiers are gone.
 
@@ -177,14 +192,12 @@ def product_type_candidates(product: Product, brands: Lexicon, attributes: Attri
     """
     head = product.name.split(",")[0]
     text = normalize_query(head)
-    text = _TYPE_CUTS.split(text)[0].strip() or text
+    text = type_phrase(text)
     taken = [False] * len(text)
     if product.brand:
         brands.find(text, taken)
-    # English product names end with their type ("Strawberry Yogurt", "Iced Coffee", "Granola Bars"):
-    # a flavour or form there is the type, not an attribute. Sizes ("Milk 1 Gallon") stay attributes.
     for match in attributes.match(text, list(taken)):
-        if match.end < len(text) or match.kind is AttributeKind.SIZE:
+        if not names_the_type(match, len(text)):
             taken[match.start : match.end] = [True] * (match.end - match.start)
     # Runs of words that are neither brand nor attribute nor a bare number.
     runs: list[list[str]] = [[]]

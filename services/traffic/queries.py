@@ -40,6 +40,7 @@ OPEN_BROAD = (
     (Part("healthy", Role.ATTRIBUTE, "healthy"), Part("food", Role.PRODUCT, "food")),
     (Part("party", Role.ATTRIBUTE, "party"), Part("food", Role.PRODUCT, "food")),
     (Part("snacks", Role.PRODUCT, "snacks"), Part("for kids", Role.ATTRIBUTE, "kids")),
+    (Part("lunch box", Role.ATTRIBUTE, "lunch box"), Part("ideas", Role.PRODUCT, "ideas")),
     (Part("dinner", Role.PRODUCT, "dinner"),),
     (Part("groceries", Role.PRODUCT, "groceries"),),
 )

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_DIR ?= .qu
 DEMO_EVENTS ?= 20000
 
-.PHONY: venv run test lint typecheck unit clean demo-derive
+.PHONY: venv run test lint typecheck unit clean demo-derive protos protos-check
 
 venv: $(STAMP)
 
@@ -33,8 +33,17 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv lint typecheck
+test: venv lint typecheck protos-check
 	$(BIN)/python -m pytest -q
+
+# The generated code of the wire schemas is committed; regenerate it after editing protos/qu/v1.
+protos: venv
+	PYTHON=$(abspath $(BIN))/python protos/generate.sh
+
+protos-check: venv
+	@tmp=$$(mktemp -d) && PYTHON=$(abspath $(BIN))/python protos/generate.sh $$tmp/gen \
+	  && diff -r protos/gen $$tmp/gen && rm -rf $$tmp \
+	  || { echo "protos/gen differs from protos/qu/v1: run 'make protos' and commit"; exit 1; }
 
 # Rebuild the shipped demo catalog from the public data in ../shared/data (see NOTICE).
 demo-derive: venv

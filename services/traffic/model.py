@@ -6,11 +6,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from services.annotation.model import Role
 
-class Role(StrEnum):
-    PRODUCT = "product"
-    BRAND = "brand"
-    ATTRIBUTE = "attribute"
+__all__ = ["Conversion", "LabelledQuery", "Part", "QueryKind", "Role", "SearchEvent", "Span"]
 
 
 class QueryKind(StrEnum):

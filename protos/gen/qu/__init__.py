@@ -1,0 +1,1 @@
+"""Generated from protos/qu/v1: do not edit; run protos/generate.sh."""

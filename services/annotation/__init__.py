@@ -1,0 +1,1 @@
+"""What the engine says about a query: tags, categories, rewrites, and where the answer came from."""

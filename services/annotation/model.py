@@ -1,0 +1,133 @@
+"""The annotation's domain types, shared by the cache, the student client, guardrails and the handler.
+
+Plain dataclasses: the wire forms (protobuf ``qu.v1`` and JSON) are made from them in
+``services.wire``, so the domain never depends on a serialization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+SCHEMA_VERSION = 1  # of annotations and of cache keys: bump when their meaning changes
+
+
+class Role(StrEnum):
+    PRODUCT = "product"
+    BRAND = "brand"
+    ATTRIBUTE = "attribute"
+
+
+class RewriteType(StrEnum):
+    SUBSTITUTE = "substitute"
+    BROADER = "broader"
+    SYNONYM = "synonym"
+
+
+class Source(StrEnum):
+    CACHE = "cache"
+    STUDENT = "student"
+    TEACHER = "teacher"
+    FALLBACK = "fallback"
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """A tagged span; ``start``/``end`` index the text the tag was made on (see each holder)."""
+
+    role: Role
+    start: int
+    end: int
+    text: str
+    canonical: str
+    confidence: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "role": self.role.value,
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "canonical": self.canonical,
+            "confidence": round(self.confidence, 4),
+        }
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> Tag:
+        return cls(
+            Role(row["role"]),
+            int(row["start"]),
+            int(row["end"]),
+            str(row["text"]),
+            str(row["canonical"]),
+            float(row.get("confidence", 1.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryScore:
+    path: tuple[str, ...]
+    score: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": list(self.path), "score": round(self.score, 4)}
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> CategoryScore:
+        return cls(tuple(str(p) for p in row["path"]), float(row["score"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    type: RewriteType
+    query: str
+    score: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type.value, "query": self.query, "score": round(self.score, 4)}
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> Rewrite:
+        return cls(RewriteType(row["type"]), str(row["query"]), float(row.get("score", 1.0)))
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailDecision:
+    check: str  # "catalog.brand", "category.similarity", ...
+    item: str  # "brand=Acme"
+    kept: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"check": self.check, "item": self.item, "kept": self.kept, "reason": self.reason}
+
+
+@dataclass(slots=True)
+class Understanding:
+    """Tags, categories and rewrites for one normalized query: what the cache stores and the student returns.
+
+    Tag offsets index the normalized query.
+    """
+
+    tags: list[Tag] = field(default_factory=list)
+    categories: list[CategoryScore] = field(default_factory=list)
+    rewrites: list[Rewrite] = field(default_factory=list)
+    version: str = ""  # the model or teacher version that produced it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tags": [t.to_json() for t in self.tags],
+            "categories": [c.to_json() for c in self.categories],
+            "rewrites": [r.to_json() for r in self.rewrites],
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> Understanding:
+        return cls(
+            [Tag.from_json(t) for t in row.get("tags", [])],
+            [CategoryScore.from_json(c) for c in row.get("categories", [])],
+            [Rewrite.from_json(r) for r in row.get("rewrites", [])],
+            str(row.get("version", "")),
+        )

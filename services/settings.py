@@ -6,6 +6,7 @@ Every field can be set from the environment with the ``QU_`` prefix, e.g. ``QU_S
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,9 +46,43 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Half-life of a conversion's weight in the recency score."
     )
     kafka_bootstrap: str = Field(
-        default="127.0.0.1:9092",
+        default="127.0.0.1:19092",
         description="Kafka bootstrap servers, host:port[,host:port] (env QU_KAFKA_BOOTSTRAP).",
     )
+    redis_url: str = Field(default="redis://127.0.0.1:16379/0", description="Head-tag cache (env QU_REDIS_URL).")
+    triton_grpc_url: str = Field(
+        default="127.0.0.1:18001", description="Triton gRPC host:port (env QU_TRITON_GRPC_URL)."
+    )
+    triton_http_url: str = Field(
+        default="127.0.0.1:18000", description="Triton HTTP host:port (env QU_TRITON_HTTP_URL)."
+    )
+    student_model: str = Field(default="qu_student", description="The Triton model that answers cache misses.")
+    student_deadline_ms: float = Field(
+        default=200.0, gt=0, description="A student call past this is abandoned; the event gets a fallback answer."
+    )
+    student_batch_window_ms: float = Field(
+        default=2.0, ge=0, description="How long the client gathers misses into one Triton request."
+    )
+    student_max_batch: int = Field(default=32, ge=1, description="Most queries in one Triton request.")
+    cache_batch_window_ms: float = Field(
+        default=1.0, ge=0, description="How long cache lookups are gathered into one Redis MGET."
+    )
+    head_tags_ttl_s: int = Field(
+        default=14 * 24 * 3600, ge=1, description="Head-tag entries expire after this unless a teacher run renews them."
+    )
+    annotation_format: Literal["json", "protobuf"] = Field(
+        default="json", description="Encoding of produced annotations (env QU_ANNOTATION_FORMAT)."
+    )
+    max_query_chars: int = Field(default=512, ge=1, description="Longer queries go to the dead-letter topic.")
+    # Ports of the embedded stack (`qu up`): each is the setting that moves it when it is taken.
+    kafka_port: int = Field(default=19092, description="Embedded broker port (env QU_KAFKA_PORT).")
+    redis_port: int = Field(default=16379, description="Embedded Redis port (env QU_REDIS_PORT).")
+    triton_http_port: int = Field(default=18000, description="Embedded Triton HTTP port (env QU_TRITON_HTTP_PORT).")
+    triton_grpc_port: int = Field(default=18001, description="Embedded Triton gRPC port (env QU_TRITON_GRPC_PORT).")
+    worker_web_port: int = Field(
+        default=16066, description="First Faust worker web port (env QU_WORKER_WEB_PORT); workers take the next ones."
+    )
+    workers: int = Field(default=1, ge=1, description="Faust workers `qu up` starts (env QU_WORKERS).")
 
     @property
     def resolved_catalog_dir(self) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,9 @@ from typer.testing import CliRunner, Result
 
 from services.embeddings import SentenceEmbedder
 from services.settings import Settings
-from services.stack.ports import free_port
-from services.stack.tansu import TansuBroker
+
+# Fixtures that start real services live in their own modules, one per service.
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.redis", "tests.fixtures.triton"]
 
 # --- environment and settings -----------------------------------------------------------------
 
@@ -107,34 +108,3 @@ def cli(clean_env: None, state_dir: Path, embedder: SentenceEmbedder, monkeypatc
         return runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
 
     return invoke
-
-
-# --- the Kafka-protocol broker (tansu, started by the project's own code) ----------------------
-
-
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
-    """One real tansu broker per test session on a free loopback port; tests make their own topics."""
-    broker = TansuBroker(free_port(), tmp_path_factory.mktemp("tansu") / "tansu.log")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture
-def kafka_topic(kafka_broker: TansuBroker, request: pytest.FixtureRequest) -> Callable[[int], str]:
-    """``kafka_topic(partitions) -> name``: a fresh topic on the session broker, named after the test."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
-    counter = iter(range(1_000))
-
-    def make(partitions: int = 1) -> str:
-        name = f"test.{request.node.name[:60]}.{next(counter)}".replace("[", ".").replace("]", "")
-        for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
-            future.result(timeout=10)
-        return name
-
-    return make

@@ -7,6 +7,10 @@ class QuError(Exception):
     """Base class for errors the engine raises on purpose (bad input, bad state, bad settings)."""
 
 
+class ServiceUnavailable(QuError):
+    """A service the engine depends on (Redis, Triton, Kafka) did not answer in time; callers degrade."""
+
+
 class InputError(QuError):
     """A file or record given to the engine is invalid; the message names the file, row and column."""
 

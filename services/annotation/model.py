@@ -7,6 +7,7 @@ Plain dataclasses: the wire forms (protobuf ``qu.v1`` and JSON) are made from th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -131,3 +132,65 @@ class Understanding:
             [Rewrite.from_json(r) for r in row.get("rewrites", [])],
             str(row.get("version", "")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """A validated search event, whatever its wire format."""
+
+    event_id: str
+    query: str
+    user_id: str = ""
+    session_id: str = ""
+    timestamp: datetime | None = None
+    locale: str = "en-US"
+    context: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Timings:
+    decode_ms: float = 0.0
+    cache_ms: float = 0.0
+    student_ms: float = 0.0
+    guardrails_ms: float = 0.0
+    total_ms: float = 0.0
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            k: round(getattr(self, k), 3) for k in ("decode_ms", "cache_ms", "student_ms", "guardrails_ms", "total_ms")
+        }
+
+
+@dataclass(slots=True)
+class Annotation:
+    """What the engine publishes for one event. Tag offsets index ``query`` as typed."""
+
+    event_id: str
+    query: str
+    normalized_query: str
+    understanding: Understanding
+    source: Source
+    model_version: str
+    guardrails: list[GuardrailDecision] = field(default_factory=list)
+    degraded: bool = False
+    timings: Timings = field(default_factory=Timings)
+    annotated_at: datetime | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        u = self.understanding
+        return {
+            "event_id": self.event_id,
+            "query": self.query,
+            "normalized_query": self.normalized_query,
+            "tags": [t.to_json() for t in u.tags],
+            "categories": [c.to_json() for c in u.categories],
+            "rewrites": [r.to_json() for r in u.rewrites],
+            "source": self.source.value,
+            "model_version": self.model_version,
+            "guardrails": [g.to_json() for g in self.guardrails],
+            "degraded": self.degraded,
+            "timings": self.timings.to_json(),
+            "annotated_at": self.annotated_at.isoformat().replace("+00:00", "Z") if self.annotated_at else None,
+            "schema_version": self.schema_version,
+        }

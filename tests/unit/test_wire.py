@@ -1,0 +1,127 @@
+"""Decoding search events (JSON and protobuf) and every way one can be unusable."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from qu.v1 import dead_letter_pb2, query_annotation_pb2
+
+from services.annotation.model import Annotation, Role, SearchRequest, Source, Tag, Understanding
+from services.wire import (
+    InvalidEvent,
+    RecordOrigin,
+    decode_search_event,
+    encode_annotation,
+    encode_dead_letter,
+    encode_search_event,
+)
+
+JSON_HEADERS = [("content-type", b"application/json")]
+PROTO_HEADERS = [("content-type", b"application/x-protobuf")]
+
+
+def decode(value: bytes | None, headers=None):  # type: ignore[no-untyped-def]
+    return decode_search_event(value, headers, max_query_chars=512)
+
+
+def event(**fields: object) -> bytes:
+    base: dict[str, object] = {
+        "event_id": "e1",
+        "query": "bread no gluten",
+        "user_id": "u1",
+        "session_id": "s1",
+        "ts": "2026-11-01T10:00:00Z",
+    }
+    base.update(fields)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+def test_json_with_or_without_a_header() -> None:
+    for headers in (JSON_HEADERS, None, [("Content-Type", "application/json; charset=utf-8")]):
+        request = decode(event(), headers)
+        assert request.query == "bread no gluten" and request.event_id == "e1"
+        assert request.timestamp == datetime(2026, 11, 1, 10, tzinfo=UTC)
+
+
+def test_epoch_timestamps_in_seconds_or_milliseconds() -> None:
+    assert decode(event(ts=1_700_000_000)).timestamp == decode(event(ts=1_700_000_000_000)).timestamp
+
+
+def test_protobuf_round_trip() -> None:
+    original = SearchRequest(
+        "e9", "x large zip lock", "u", "s", datetime(2026, 1, 2, tzinfo=UTC), "en-US", {"store_id": "store-1"}
+    )
+    assert decode(encode_search_event(original), PROTO_HEADERS) == original
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "reason"),
+    [
+        (b"", None, "empty_record"),
+        (None, None, "empty_record"),
+        (b"{not json", None, "invalid_json"),
+        (b"[1, 2]", None, "invalid_json"),
+        (b"\xff\xfe{}", None, "invalid_utf8"),
+        (event(query=...), None, "missing_query"),
+        (event(query="   "), None, "missing_query"),
+        (event(query=42), None, "invalid_field"),
+        (event(query="a" * 513), None, "query_too_long"),
+        (event(query="milk\x00"), None, "control_characters"),
+        (event(query="milk\x1b[2J"), None, "control_characters"),
+        (event(event_id=...), None, "missing_event_id"),
+        (event(ts="yesterday"), None, "invalid_field"),
+        (b"\x0a\x05\xff\xff", PROTO_HEADERS, "invalid_protobuf"),
+        (event(), [("content-type", b"text/csv")], "unsupported_content_type"),
+    ],
+)
+def test_unusable_events_have_a_reason(value: bytes | None, headers: object, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        decode(value, headers)
+    assert caught.value.reason == reason
+    assert caught.value.detail
+
+
+def test_a_query_of_exactly_the_limit_is_accepted() -> None:
+    assert len(decode(event(query="a" * 512)).query) == 512
+
+
+def test_dead_letter_keeps_the_record_whole() -> None:
+    error = InvalidEvent("invalid_json", "not valid JSON")
+    raw = encode_dead_letter(
+        b"{oops", b"k", [("content-type", b"application/json")], error, RecordOrigin("qu.search-events.v1", 2, 41)
+    )
+    letter = dead_letter_pb2.DeadLetter.FromString(raw)
+    assert (letter.original, letter.original_key, letter.reason) == (b"{oops", b"k", "invalid_json")
+    assert (letter.topic, letter.partition, letter.offset) == ("qu.search-events.v1", 2, 41)
+    assert letter.headers["content-type"] == b"application/json"
+
+
+def test_annotation_json_and_protobuf_say_the_same() -> None:
+    annotation = Annotation(
+        "e1",
+        "Bread no gluten",
+        "bread no gluten",
+        Understanding([Tag(Role.PRODUCT, 0, 5, "Bread", "bread")], version="v"),
+        Source.STUDENT,
+        "lexicon-v1",
+        annotated_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    as_json, content_type = encode_annotation(annotation, "json")
+    assert content_type == "application/json"
+    data = orjson.loads(as_json)
+    assert data["tags"][0] == {
+        "role": "product",
+        "start": 0,
+        "end": 5,
+        "text": "Bread",
+        "canonical": "bread",
+        "confidence": 1.0,
+    }
+    assert data["source"] == "student" and data["annotated_at"] == "2026-01-01T00:00:00Z"
+    as_proto, content_type = encode_annotation(annotation, "protobuf")
+    message = query_annotation_pb2.QueryAnnotation.FromString(as_proto)
+    assert content_type == "application/x-protobuf"
+    assert message.event_id == "e1" and message.tags[0].canonical == "bread"
+    assert message.source == query_annotation_pb2.SOURCE_STUDENT

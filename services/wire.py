@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
-from qu.v1 import common_pb2, dead_letter_pb2, query_annotation_pb2, search_event_pb2
+from qu.v1 import common_pb2, dead_letter_pb2, head_tags_pb2, query_annotation_pb2, search_event_pb2
 
 from services.annotation.model import Annotation, RewriteType, Role, SearchRequest, Source
 from services.errors import QuError
@@ -259,3 +260,32 @@ def encode_dead_letter(
         failed_at=failed_at,
         headers={k: (v.encode() if isinstance(v, str) else (v or b"")) for k, v in items},
     ).SerializeToString()
+
+
+_MESSAGES: dict[str, type[Any]] = {
+    "QueryAnnotation": query_annotation_pb2.QueryAnnotation,
+    "SearchEvent": search_event_pb2.SearchEvent,
+    "DeadLetter": dead_letter_pb2.DeadLetter,
+    "HeadTags": head_tags_pb2.HeadTags,
+}
+_TOPIC_MESSAGES = {
+    "qu.query-annotations.v1": "QueryAnnotation",
+    "qu.search-events.v1": "SearchEvent",
+    "qu.dead-letter.v1": "DeadLetter",
+    "qu.head-tags.v1": "HeadTags",
+}
+
+
+def record_to_json(topic: str, value: bytes | None, headers: Headers) -> Any:
+    """A record's value as JSON-able data, for people and shell pipes: JSON as is, the topic's
+    protobuf message decoded (bytes fields as base64), anything else as UTF-8 text."""
+    if value is None:
+        return None
+    content_type = (header(headers, "content-type") or "").split(";")[0].strip().lower()
+    if content_type in _PROTOBUF_TYPES and topic in _TOPIC_MESSAGES:
+        message = _MESSAGES[_TOPIC_MESSAGES[topic]].FromString(value)
+        return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value.decode("utf-8", "replace")

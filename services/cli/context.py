@@ -15,7 +15,8 @@ from services.errors import QuError
 from services.settings import Settings
 
 # Reports go to stderr so that stdout carries only data (JSON, JSON lines) for pipes.
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: an error naming a long path stays one line, greppable, whatever the terminal width.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def settings_from(ctx: typer.Context) -> Settings:

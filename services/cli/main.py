@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from services.cli import catalog_cmd, conversions_cmd, traffic_cmd
+from services.cli import catalog_cmd, conversions_cmd, kafka_cmd, traffic_cmd
 from services.settings import Settings
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app = typer.Typer(
 app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(conversions_cmd.app, name="conversions")
 app.command("traffic")(traffic_cmd.traffic)
+app.command("produce")(kafka_cmd.produce)
+app.command("consume")(kafka_cmd.consume)
 
 
 @app.callback()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-from services.errors import QuError
 from services.jsonl import write_jsonl_atomic
+from services.kafka_clients import check_topic, producer, send_all
 from services.normalize import normalize_query
 from services.traffic.generator import Traffic
 
@@ -36,10 +35,6 @@ def write_traffic(traffic: Traffic, files: TrafficFiles) -> None:
         write_jsonl_atomic(files.events, (e.to_json() for e in traffic.events))
 
 
-class KafkaDeliveryError(QuError):
-    pass
-
-
 def produce_events(
     traffic: Traffic,
     topic: str,
@@ -52,51 +47,8 @@ def produce_events(
 
     Returns the number delivered; raises if the topic does not exist or any delivery failed.
     """
-    from confluent_kafka import KafkaError, KafkaException, Producer
-
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
-    try:
-        metadata = producer.list_topics(timeout=10)
-    except KafkaException as err:
-        raise KafkaDeliveryError(f"cannot reach Kafka at {bootstrap} (setting QU_KAFKA_BOOTSTRAP): {err}") from err
-    if topic not in metadata.topics or metadata.topics[topic].error is not None:
-        raise KafkaDeliveryError(f"topic {topic!r} does not exist on {bootstrap}: create it first")
-    failures: list[str] = []
-    delivered = 0
-
-    def on_delivery(err: KafkaError | None, _msg: object) -> None:
-        nonlocal delivered
-        if err is not None:
-            failures.append(str(err))
-        else:
-            delivered += 1
-
-    started = time.monotonic()
+    client = producer(bootstrap)
+    check_topic(client, topic, bootstrap)
     headers: list[tuple[str, str | bytes | None]] = [("content-type", b"application/json")]
-    for i, event in enumerate(traffic.events):
-        if rate > 0:
-            wait = started + i / rate - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    orjson.dumps(event.to_json()),
-                    normalize_query(event.query).encode(),
-                    headers=headers,
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:  # the local queue is full: let deliveries drain, then retry this event
-                producer.poll(0.1)
-        producer.poll(0)
-        if progress is not None:
-            progress(i + 1)
-    remaining = producer.flush(30)
-    if remaining or failures:
-        raise KafkaDeliveryError(
-            f"{len(failures) + remaining} of {len(traffic.events)} events were not delivered to {topic!r}"
-            + (f"; first error: {failures[0]}" if failures else f"; {remaining} still queued after 30 s")
-        )
-    return delivered
+    records = ((normalize_query(e.query).encode(), orjson.dumps(e.to_json()), headers) for e in traffic.events)
+    return send_all(client, topic, records, rate=rate, progress=progress)

@@ -1,0 +1,85 @@
+"""The Faust worker's entrypoint: the app, its topics and the annotate agent.
+
+The agent only moves bytes: it gives each record to ``AnnotateHandler`` (plain async code
+in ``services``) and sends what comes back. Records are taken in small batches and handled
+concurrently, so Redis lookups and student calls of one batch share round trips; the
+batch's sends are awaited until the broker has them before the stream moves on, and Faust
+commits an offset only after that: a worker killed mid-stream re-reads, never loses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import faust
+
+from services.annotation.handler import AnnotateHandler, Outcome
+from services.annotation.runtime import build_handler
+from services.settings import Settings
+from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS
+from services.wire import PROTOBUF, RecordOrigin, encode_annotation
+
+settings = Settings()
+
+app = faust.App(
+    "qu-annotate",
+    broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
+    # tansu (and any broker) answers a group join in seconds with this, not the 45 s default.
+    broker_session_timeout=6,
+    # Only at-least-once works against tansu (its InitProducerId fails); annotations carry
+    # event_id so consumers drop duplicates.
+    processing_guarantee="at_least_once",
+    consumer_auto_offset_reset="earliest",
+    topic_allow_declare=False,  # topics are created by `qu up` (or by the platform) with their partitions
+    topic_disable_leader=True,
+    web_enabled=False,
+    store="memory://",
+)
+
+_raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+search_events = app.topic(SEARCH_EVENTS, **_raw)
+annotations = app.topic(QUERY_ANNOTATIONS, **_raw)
+cache_misses = app.topic(CACHE_MISSES, **_raw)
+dead_letters = app.topic(DEAD_LETTER, **_raw)
+
+_handler: AnnotateHandler | None = None
+_handler_lock = asyncio.Lock()
+
+
+async def handler() -> AnnotateHandler:
+    global _handler
+    async with _handler_lock:
+        if _handler is None:
+            _handler = await build_handler(settings)
+        return _handler
+
+
+async def _send(outcome: Outcome) -> list[Any]:
+    """Queue the outcome's records; returns their delivery futures."""
+    futures = []
+    if outcome.annotation is not None:
+        value, content_type = encode_annotation(outcome.annotation, settings.annotation_format)
+        headers = [("content-type", content_type.encode())]
+        futures.append(await annotations.send(key=outcome.key, value=value, headers=headers))
+        if outcome.cache_miss is not None:
+            futures.append(await cache_misses.send(key=outcome.key, value=outcome.cache_miss,
+                                                   headers=[("content-type", b"application/json")]))
+    elif outcome.dead_letter is not None:
+        headers = [("content-type", PROTOBUF.encode()), ("reason", outcome.reason.encode())]
+        futures.append(await dead_letters.send(key=outcome.key or None, value=outcome.dead_letter, headers=headers))
+    return futures
+
+
+@app.agent(search_events)
+async def annotate(stream: faust.StreamT[bytes]) -> None:
+    handle = (await handler()).handle
+    # take_events acks a batch only when the loop comes back for the next one, i.e. after the sends below.
+    async for batch in stream.take_events(64, within=0.005):
+        outcomes = await asyncio.gather(*(
+            handle(e.message.value, e.message.key, e.message.headers,
+                   RecordOrigin(e.message.topic, e.message.partition, e.message.offset))
+            for e in batch
+        ))
+        futures = [f for outcome in outcomes for f in await _send(outcome)]
+        await asyncio.gather(*futures)  # delivered before these offsets can be committed

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_DIR ?= .qu
 DEMO_EVENTS ?= 20000
 
-.PHONY: venv run test lint typecheck unit clean demo-derive protos protos-check
+.PHONY: venv system-deps run test lint typecheck unit clean demo-derive protos protos-check
 
 venv: $(STAMP)
 
@@ -20,20 +20,27 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-run: venv
+# Debian's redis-server is the head-tag cache of the embedded stack and of the tests.
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (Debian package)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+run: venv system-deps
 	$(BIN)/qu --state-dir $(RUN_DIR) catalog import --demo
 	$(BIN)/qu --state-dir $(RUN_DIR) traffic --events $(DEMO_EVENTS) --seed 1 --out $(RUN_DIR)/traffic/events.jsonl
 	$(BIN)/qu --state-dir $(RUN_DIR) conversions build $(RUN_DIR)/traffic/events.conversions.jsonl
 	$(BIN)/qu --state-dir $(RUN_DIR) catalog stats
 
 lint: venv
-	$(BIN)/ruff check services tests
-	$(BIN)/ruff format --check services tests
+	$(BIN)/ruff check services streams tests triton_models
+	$(BIN)/ruff format --check services streams tests triton_models
 
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv lint typecheck protos-check
+test: venv system-deps lint typecheck protos-check
 	$(BIN)/python -m pytest -q
 
 # The generated code of the wire schemas is committed; regenerate it after editing protos/qu/v1.

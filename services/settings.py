@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     annotation_format: Literal["json", "protobuf"] = Field(
         default="json", description="Encoding of produced annotations (env QU_ANNOTATION_FORMAT)."
     )
+    category_min_similarity: float = Field(
+        default=0.25, ge=-1, le=1, description="Guardrail: a category path less similar to the query is dropped."
+    )
     max_query_chars: int = Field(default=512, ge=1, description="Longer queries go to the dead-letter topic.")
     # Ports of the embedded stack (`qu up`): each is the setting that moves it when it is taken.
     kafka_port: int = Field(default=19092, description="Embedded broker port (env QU_KAFKA_PORT).")

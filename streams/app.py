@@ -10,7 +10,7 @@ commits an offset only after that: a worker killed mid-stream re-reads, never lo
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -37,11 +37,16 @@ app = faust.App(
     store="memory://",
 )
 
-_raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-search_events = app.topic(SEARCH_EVENTS, **_raw)
-annotations = app.topic(QUERY_ANNOTATIONS, **_raw)
-cache_misses = app.topic(CACHE_MISSES, **_raw)
-dead_letters = app.topic(DEAD_LETTER, **_raw)
+
+def _raw_topic(name: str) -> faust.TopicT:
+    # Bytes in, bytes out: decoding is the handler's job, so a bad record reaches it instead of crashing Faust.
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+search_events = _raw_topic(SEARCH_EVENTS)
+annotation_topic = _raw_topic(QUERY_ANNOTATIONS)
+cache_misses = _raw_topic(CACHE_MISSES)
+dead_letters = _raw_topic(DEAD_LETTER)
 
 _handler: AnnotateHandler | None = None
 _handler_lock = asyncio.Lock()
@@ -61,10 +66,13 @@ async def _send(outcome: Outcome) -> list[Any]:
     if outcome.annotation is not None:
         value, content_type = encode_annotation(outcome.annotation, settings.annotation_format)
         headers = [("content-type", content_type.encode())]
-        futures.append(await annotations.send(key=outcome.key, value=value, headers=headers))
+        futures.append(await annotation_topic.send(key=outcome.key, value=value, headers=headers))
         if outcome.cache_miss is not None:
-            futures.append(await cache_misses.send(key=outcome.key, value=outcome.cache_miss,
-                                                   headers=[("content-type", b"application/json")]))
+            futures.append(
+                await cache_misses.send(
+                    key=outcome.key, value=outcome.cache_miss, headers=[("content-type", b"application/json")]
+                )
+            )
     elif outcome.dead_letter is not None:
         headers = [("content-type", PROTOBUF.encode()), ("reason", outcome.reason.encode())]
         futures.append(await dead_letters.send(key=outcome.key or None, value=outcome.dead_letter, headers=headers))
@@ -75,11 +83,17 @@ async def _send(outcome: Outcome) -> list[Any]:
 async def annotate(stream: faust.StreamT[bytes]) -> None:
     handle = (await handler()).handle
     # take_events acks a batch only when the loop comes back for the next one, i.e. after the sends below.
-    async for batch in stream.take_events(64, within=0.005):
-        outcomes = await asyncio.gather(*(
-            handle(e.message.value, e.message.key, e.message.headers,
-                   RecordOrigin(e.message.topic, e.message.partition, e.message.offset))
-            for e in batch
-        ))
+    async for batch in cast(faust.Stream[bytes], stream).take_events(64, within=0.005):
+        outcomes = await asyncio.gather(
+            *(
+                handle(
+                    e.message.value,
+                    e.message.key,
+                    e.message.headers,
+                    RecordOrigin(e.message.topic, e.message.partition, e.message.offset),
+                )
+                for e in batch
+            )
+        )
         futures = [f for outcome in outcomes for f in await _send(outcome)]
         await asyncio.gather(*futures)  # delivered before these offsets can be committed

@@ -12,6 +12,7 @@ the record's bytes here and sends what comes back. The order of the real-time pa
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from services.normalize import NormalizedText, normalize_with_offsets
 from services.wire import Headers, InvalidEvent, RecordOrigin, decode_search_event, encode_dead_letter
 
 FALLBACK_VERSION = "catalog-lexicon-fallback"
+log = logging.getLogger(__name__)
 
 
 class CachedAnswer(Protocol):
@@ -83,6 +85,17 @@ class AnnotateHandler:
         self.clock = clock
 
     async def handle(self, value: bytes | None, key: bytes | None, headers: Headers, origin: RecordOrigin) -> Outcome:
+        """Never raises for one record: an unexpected failure dead-letters the record, whole, with the error,
+        so the stream goes on and nothing is lost."""
+        try:
+            return await self._handle(value, key, headers, origin)
+        except Exception as exc:
+            log.exception("annotating %s[%d]@%d failed", origin.topic, origin.partition, origin.offset)
+            error = InvalidEvent("internal_error", f"{type(exc).__name__}: {exc}")
+            letter = encode_dead_letter(value, key, headers, error, origin, now=self.clock())
+            return Outcome(dead_letter=letter, key=key or b"", reason=error.reason)
+
+    async def _handle(self, value: bytes | None, key: bytes | None, headers: Headers, origin: RecordOrigin) -> Outcome:
         started = time.perf_counter()
         timings = Timings()
         try:
@@ -120,7 +133,8 @@ class AnnotateHandler:
             try:
                 understanding = await self.student.understand(normalized.text)
                 source, version = Source.STUDENT, understanding.version
-            except ServiceUnavailable:
+            except ServiceUnavailable as err:
+                log.warning("student unavailable, answering from the catalog lexicons: %s", err)
                 understanding = Understanding(self.fallback.tag(normalized.text), version=FALLBACK_VERSION)
                 source, version, degraded = Source.FALLBACK, FALLBACK_VERSION, True
             timings.student_ms = _ms_since(lap)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,17 +9,12 @@ import orjson
 import typer
 
 from services.catalog.artifacts import build_catalog, load_catalog, write_catalog
+from services.catalog.demo import demo_files
 from services.catalog.reader import read_catalog
 from services.cli.context import err_console, print_json, reported_errors, settings_from
 from services.errors import InputError
 
 app = typer.Typer(help="Import and inspect the product catalog.", no_args_is_help=True)
-
-
-def demo_files() -> tuple[Path, Path]:
-    """The demo catalog and its category terms, shipped inside the package."""
-    demo = resources.files("services") / "data" / "demo"
-    return Path(str(demo / "catalog.csv")), Path(str(demo / "category_terms.json"))
 
 
 def _read_terms(path: Path) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from services.kafka_clients import Record, check_topic, consumer, producer, send
 from services.normalize import normalize_query
 from services.wire import record_to_json
 
+JOIN_TIMEOUT_S = 30.0
+
 
 def _records(source: Path | None, skip_invalid: bool, skipped: list[int]) -> list[Record]:
     """Every line, validated before anything is sent: a bad line stops the command with nothing produced."""
@@ -78,9 +80,16 @@ def consume(
     settings = settings_from(ctx)
     with reported_errors():
         reader = consumer(settings.kafka_bootstrap, group, from_beginning=from_beginning)
-    reader.subscribe([topic])
+    assigned = False
+    # The idle clock starts once partitions are assigned: joining a group takes seconds on its own.
+    last = time.monotonic() + JOIN_TIMEOUT_S
+
+    def on_assign(_consumer: object, _partitions: object) -> None:
+        nonlocal assigned, last
+        assigned, last = True, time.monotonic()
+
+    reader.subscribe([topic], on_assign=on_assign)
     count = 0
-    last = time.monotonic()
     out = sys.stdout.buffer
     try:
         while count < max_records and time.monotonic() - last < idle_timeout:
@@ -103,4 +112,6 @@ def consume(
             reader.commit(asynchronous=False)
     finally:
         reader.close()
+    if not assigned:
+        err_console.print(f"[red]no partitions of {topic} were assigned within {JOIN_TIMEOUT_S:.0f} s[/]")
     err_console.print(f"read {count} records from {topic}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from services.cli import catalog_cmd, conversions_cmd, kafka_cmd, traffic_cmd
+from services.cli import catalog_cmd, conversions_cmd, kafka_cmd, realtime_cmd, stack_cmd, traffic_cmd
 from services.settings import Settings
 
 app = typer.Typer(
@@ -21,6 +21,11 @@ app.add_typer(conversions_cmd.app, name="conversions")
 app.command("traffic")(traffic_cmd.traffic)
 app.command("produce")(kafka_cmd.produce)
 app.command("consume")(kafka_cmd.consume)
+app.command("up")(stack_cmd.up)
+app.command("status")(stack_cmd.status)
+app.command("down")(stack_cmd.down)
+app.command("annotate")(realtime_cmd.annotate)
+app.command("refresher")(realtime_cmd.refresher)
 
 
 @app.callback()
@@ -37,3 +42,7 @@ def root(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -19,9 +19,9 @@ import orjson
 import pytest
 
 from services.catalog.artifacts import KEEP_BUILDS, build_catalog, load_catalog
+from services.catalog.demo import demo_files
 from services.catalog.model import CategoryPath, Taxonomy, format_path, parse_path
 from services.catalog.reader import read_catalog
-from services.cli.catalog_cmd import demo_files
 from services.embeddings import SentenceEmbedder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

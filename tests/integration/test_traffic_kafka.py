@@ -11,8 +11,8 @@ from confluent_kafka import Consumer
 from typer.testing import CliRunner
 
 from services.catalog.artifacts import build_catalog, write_catalog
+from services.catalog.demo import demo_files
 from services.catalog.reader import read_catalog
-from services.cli.catalog_cmd import demo_files
 from services.cli.main import app
 from services.normalize import normalize_query
 from services.stack.tansu import TansuBroker

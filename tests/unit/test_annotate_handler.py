@@ -164,3 +164,23 @@ def test_bad_input_becomes_a_dead_letter_not_an_exception(catalog: Catalog, valu
     assert outcome.annotation is None and outcome.dead_letter is not None
     letter = dead_letter_pb2.DeadLetter.FromString(outcome.dead_letter)
     assert letter.original == value and letter.offset == 7 and letter.reason == outcome.reason
+
+
+class BrokenStudent:
+    async def understand(self, normalized_query: str) -> Understanding:
+        raise RuntimeError("a bug, not an outage")
+
+
+def test_an_unexpected_failure_dead_letters_the_record_instead_of_crashing(catalog: Catalog) -> None:
+    h = AnnotateHandler(
+        cache=DictCache(),
+        student=BrokenStudent(),
+        fallback=FixedFallback(),
+        guardrails=Guardrails(catalog),
+        max_query_chars=512,
+        clock=lambda: NOW,
+    )
+    outcome = run(h, event("milk"), b"k")
+    assert outcome.annotation is None and outcome.reason == "internal_error"
+    letter = dead_letter_pb2.DeadLetter.FromString(outcome.dead_letter or b"")
+    assert letter.original == event("milk") and "a bug, not an outage" in letter.detail

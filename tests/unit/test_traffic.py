@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from services.catalog.artifacts import Catalog, build_catalog, write_catalog
+from services.catalog.demo import demo_files
 from services.catalog.reader import read_catalog
-from services.cli.catalog_cmd import demo_files
 from services.cli.main import app
 from services.conversions import build_conversions
 from services.normalize import normalize_query

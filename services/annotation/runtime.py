@@ -1,0 +1,70 @@
+"""Building the annotate handler and its adapters from the settings (for the worker and `qu annotate`)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from services.annotation.handler import AnnotateHandler
+from services.cache import BatchingHeadTagLookup, HeadTagStore, connect_head_tag_cache
+from services.catalog.artifacts import load_catalog
+from services.errors import ServiceUnavailable
+from services.guardrails import Guardrails, GuardrailThresholds
+from services.settings import Settings
+from services.student.client import StudentClient
+from services.tagging.lexicon_tagger import LexiconTagger
+
+WARM_UP_QUERY = "milk"
+
+
+@dataclass(slots=True)
+class HandlerRuntime:
+    handler: AnnotateHandler
+    lookup: BatchingHeadTagLookup
+    student: StudentClient
+
+    async def warm_up(self, attempts: int = 3) -> bool:
+        """Open the connections before the first event: a cold gRPC channel can cost more than the
+        student's deadline and turn the first events into fallbacks. Returns whether the student answered."""
+        with contextlib.suppress(ServiceUnavailable):
+            await self.lookup.get(WARM_UP_QUERY)
+        for _ in range(attempts):
+            try:
+                await self.student.understand(WARM_UP_QUERY)
+                return True
+            except ServiceUnavailable:
+                continue
+        return False
+
+    async def close(self) -> None:
+        await self.lookup.aclose()
+        await self.student.close()
+
+
+async def build_runtime(settings: Settings) -> HandlerRuntime:
+    """Everything the real-time path needs; cheap to build, connections are made on first use."""
+    catalog = load_catalog(settings.resolved_catalog_dir)
+    store = HeadTagStore(connect_head_tag_cache(settings.redis_url))
+    lookup = BatchingHeadTagLookup(store, settings.cache_batch_window_ms, settings.student_max_batch)
+    student = StudentClient(
+        settings.triton_grpc_url,
+        settings.student_model,
+        deadline_ms=settings.student_deadline_ms,
+        batch_window_ms=settings.student_batch_window_ms,
+        max_batch=settings.student_max_batch,
+    )
+    handler = AnnotateHandler(
+        cache=lookup,
+        student=student,
+        fallback=LexiconTagger(catalog),
+        guardrails=Guardrails(catalog, GuardrailThresholds(settings.category_min_similarity)),
+        max_query_chars=settings.max_query_chars,
+    )
+    return HandlerRuntime(handler, lookup, student)
+
+
+async def build_handler(settings: Settings) -> AnnotateHandler:
+    """The handler with its connections opened (see :meth:`HandlerRuntime.warm_up`)."""
+    runtime = await build_runtime(settings)
+    await runtime.warm_up()
+    return runtime.handler

@@ -1,0 +1,92 @@
+"""``qu annotate`` (queries through the real-time handler) and ``qu refresher`` (the head-tag refresher)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+from typing import Annotated
+
+import orjson
+import typer
+
+from services.annotation.model import Annotation
+from services.annotation.runtime import build_runtime
+from services.cache import HeadTagRefresher, connect_head_tag_cache
+from services.cli.context import err_console, reported_errors, settings_from
+from services.settings import Settings
+from services.wire import RecordOrigin
+
+REFRESHER_GROUP = "qu-head-tag-refresher"
+
+
+def annotate(
+    ctx: typer.Context,
+    queries: Annotated[list[str], typer.Argument(help="Queries, as a shopper types them.")],
+    json: Annotated[bool, typer.Option("--json", help="One JSON annotation per line.")] = False,
+) -> None:
+    """Annotate QUERIES through the same handler as the stream, against the running stack."""
+    settings = settings_from(ctx)
+    with reported_errors():
+        annotations = asyncio.run(_annotate(settings, queries))
+    for annotation in annotations:
+        if json:
+            typer.echo(orjson.dumps(annotation.to_json()).decode())
+        else:
+            _print(annotation)
+
+
+async def _annotate(settings: Settings, queries: list[str]) -> list[Annotation]:
+    runtime = await build_runtime(settings)
+    await runtime.warm_up()
+    try:
+        results = []
+        for i, query in enumerate(queries):
+            value = orjson.dumps({"event_id": f"cli-{uuid.uuid4()}", "query": query})
+            outcome = await runtime.handler.handle(value, None, None, RecordOrigin("qu-annotate", 0, i))
+            if outcome.annotation is None:
+                err_console.print(f"[red]rejected[/] {query!r}: {outcome.reason}")
+                continue
+            results.append(outcome.annotation)
+        return results
+    finally:
+        await runtime.close()
+
+
+def _print(a: Annotation) -> None:
+    u = a.understanding
+    tags = ", ".join(f"{t.role.value}:{t.text!r}={t.canonical}" for t in u.tags) or "(no tags)"
+    categories = "; ".join(f"{' > '.join(c.path)} ({c.score:.2f})" for c in u.categories) or "(no category)"
+    flag = " [yellow]degraded[/]" if a.degraded else ""
+    err_console.print(f"[bold]{a.query}[/] -> {tags} | {categories} | {a.source.value} {a.model_version}{flag}")
+    for d in a.guardrails:
+        err_console.print(f"    dropped {d.item}: {d.reason}")
+
+
+def refresher(ctx: typer.Context) -> None:
+    """Run the head-tag refresher: qu.head-tags.v1 -> Redis, until SIGTERM or Ctrl-C."""
+    settings = settings_from(ctx)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with reported_errors():
+        asyncio.run(_refresh(settings))
+
+
+async def _refresh(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Not the real-time path: long pipelines, so a patient socket timeout instead of the lookups' 0.25 s.
+    redis = connect_head_tag_cache(settings.redis_url, socket_timeout_s=5.0, connect_timeout_s=2.0)
+    worker = HeadTagRefresher(
+        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": REFRESHER_GROUP},
+        redis,
+        ttl_s=settings.head_tags_ttl_s,
+    )
+    logging.getLogger("qu.refresher").info("refreshing Redis %s from %s", settings.redis_url, settings.kafka_bootstrap)
+    try:
+        await worker.run_forever(stop)
+    finally:
+        worker.close()
+        await redis.aclose()

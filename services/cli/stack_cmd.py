@@ -1,0 +1,50 @@
+"""``qu up`` / ``qu status`` / ``qu down``: the embedded stack on this machine."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from services.cli.context import err_console, print_json, reported_errors, settings_from
+from services.stack.embedded import AlreadyRunning, EmbeddedStack
+
+
+def up(ctx: typer.Context) -> None:
+    """Start the broker, Redis, Triton, the head-tag refresher and the Faust worker(s), in the background."""
+    stack = EmbeddedStack(settings_from(ctx), report=lambda message: err_console.print(message))
+    with reported_errors():
+        try:
+            state = stack.up()
+        except AlreadyRunning as running:
+            err_console.print(f"{running}; nothing to do (`qu down` stops it)")
+            return
+    err_console.print(
+        "[green]up[/]: " + ", ".join(f"{k}={v}" for k, v in state.endpoints.items() if not k.startswith("triton_shm"))
+    )
+
+
+def status(
+    ctx: typer.Context,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Endpoints of the embedded stack and which of its processes are up."""
+    with reported_errors():
+        report = EmbeddedStack(settings_from(ctx)).status()
+    if json:
+        print_json(report)
+        return
+    if not report["processes"]:
+        typer.echo("not running")
+        return
+    for key, value in dict(report["endpoints"]).items():  # type: ignore[call-overload]
+        typer.echo(f"{key:>18}: {value}")
+    for process in report["processes"]:  # type: ignore[attr-defined]
+        typer.echo(f"{process['name']:>18}: pid {process['pid']} {'up' if process['alive'] else 'DOWN'}")
+
+
+def down(ctx: typer.Context) -> None:
+    """Stop exactly the processes `qu up` started, and remove what they left behind."""
+    with reported_errors():
+        stopped = EmbeddedStack(settings_from(ctx)).down()
+    err_console.print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")

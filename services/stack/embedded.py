@@ -1,0 +1,307 @@
+"""``qu up`` / ``qu status`` / ``qu down``: the whole engine on one machine, under one state directory.
+
+Started in order — the tansu broker, its topics, Redis, Triton (serving the model repository
+materialized with this machine's paths), the head-tag refresher and the Faust worker(s) —
+each recorded in STATE_DIR/stack/state.json as soon as it runs, so ``qu down`` can stop
+exactly what ``qu up`` started even when ``qu up`` failed half way.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.catalog.artifacts import CatalogNotFoundError, resolve_build
+from services.settings import Settings
+from services.stack.model_repository import committed_model_repository, materialize_model_repository
+from services.stack.ports import port_in_use
+from services.stack.redis_server import RedisServer
+from services.stack.supervisor import ProcessRecord, StackError, StackState
+from services.stack.tansu import TansuBroker
+from services.stack.topics import ensure_topics
+from services.stack.triton_server import TritonServer, remove_shared_memory
+
+Report = Callable[[str], None]
+WORKER_READY = "Ready"  # what a Faust worker logs once its agents run
+STOP_ORDER = ("worker", "refresher", "triton", "redis", "kafka")
+
+
+class AlreadyRunning(StackError):
+    def __init__(self, state: StackState) -> None:
+        self.state = state
+        names = ", ".join(f"{p.name} (pid {p.pid})" for p in state.processes)
+        super().__init__(f"the stack is already running: {names}")
+
+
+@dataclass(frozen=True, slots=True)
+class PortSetting:
+    port: int
+    setting: str
+    what: str
+
+
+class EmbeddedStack:
+    def __init__(self, settings: Settings, report: Report = lambda _message: None) -> None:
+        self.settings = settings
+        self.state_dir = settings.state_dir.resolve()
+        self.stack_dir = self.state_dir / "stack"
+        self.logs = self.stack_dir / "logs"
+        self.report = report
+        self._log_offsets: dict[str, int] = {}
+
+    # -- what is there ------------------------------------------------------------------------------
+
+    def state(self) -> StackState | None:
+        return StackState.load(self.state_dir)
+
+    def status(self) -> dict[str, object]:
+        state = self.state()
+        if state is None:
+            return {"running": False, "endpoints": {}, "processes": []}
+        processes = [{"name": p.name, "pid": p.pid, "alive": p.alive, "log": p.log} for p in state.processes]
+        return {
+            "running": bool(processes) and all(p["alive"] for p in processes),
+            "endpoints": state.endpoints,
+            "processes": processes,
+            "state_dir": str(self.state_dir),
+        }
+
+    def endpoints(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "kafka": f"127.0.0.1:{s.kafka_port}",
+            "redis": f"redis://127.0.0.1:{s.redis_port}/0",
+            "triton_grpc": f"127.0.0.1:{s.triton_grpc_port}",
+            "triton_http": f"127.0.0.1:{s.triton_http_port}",
+        }
+
+    def _ports(self) -> list[PortSetting]:
+        s = self.settings
+        ports = [
+            PortSetting(s.kafka_port, "QU_KAFKA_PORT", "the Kafka broker"),
+            PortSetting(s.redis_port, "QU_REDIS_PORT", "Redis"),
+            PortSetting(s.triton_http_port, "QU_TRITON_HTTP_PORT", "Triton HTTP"),
+            PortSetting(s.triton_grpc_port, "QU_TRITON_GRPC_PORT", "Triton gRPC"),
+        ]
+        ports += [
+            PortSetting(s.worker_web_port + i, "QU_WORKER_WEB_PORT", f"Faust worker {i}") for i in range(s.workers)
+        ]
+        return ports
+
+    def child_environment(self) -> dict[str, str]:
+        """What every child process needs to find the others: the same settings, pointed at this stack."""
+        endpoints = self.endpoints()
+        env = dict(os.environ)
+        # Every setting this stack was given travels to its children, then the stack's own endpoints.
+        env.update({f"QU_{name.upper()}": str(getattr(self.settings, name)) for name in self.settings.model_fields_set})
+        env.update(
+            {
+                "QU_STATE_DIR": str(self.state_dir),
+                "QU_CATALOG_DIR": str(self.settings.resolved_catalog_dir.resolve()),
+                "QU_KAFKA_BOOTSTRAP": endpoints["kafka"],
+                "QU_REDIS_URL": endpoints["redis"],
+                "QU_TRITON_GRPC_URL": endpoints["triton_grpc"],
+                "QU_TRITON_HTTP_URL": endpoints["triton_http"],
+                "QU_ANNOTATION_FORMAT": self.settings.annotation_format,
+            }
+        )
+        return env
+
+    # -- up -----------------------------------------------------------------------------------------
+
+    def up(self) -> StackState:
+        existing = self.state()
+        if existing is not None:
+            dead = [p.name for p in existing.processes if not p.alive]
+            if existing.processes and not dead:
+                raise AlreadyRunning(existing)
+            if len(dead) < len(existing.processes):
+                raise StackError(f"the stack is partly running ({', '.join(dead)} stopped): run `qu down` first")
+            StackState.remove(self.state_dir)  # a stale file from a stack that is gone
+        for p in self._ports():
+            if port_in_use(p.port):
+                raise StackError(f"port {p.port} for {p.what} is already in use: set {p.setting} to another port")
+        try:
+            resolve_build(self.settings.resolved_catalog_dir)
+        except CatalogNotFoundError as err:
+            raise StackError(f"{err}; `qu up` serves an imported catalog") from err
+
+        state = StackState(self.endpoints())
+        try:
+            self._start_all(state)
+        except BaseException:
+            self.report("start failed: stopping what was started")
+            self.down()
+            raise
+        return state
+
+    def _record(self, state: StackState, record: ProcessRecord) -> None:
+        state.processes = [p for p in state.processes if p.name != record.name] + [record]
+        state.save(self.state_dir)
+
+    def _start_all(self, state: StackState) -> None:
+        state.save(self.state_dir)
+        for name in ("kafka", "redis", "triton", "refresher"):
+            self._start(state, name)
+        for i in range(self.settings.workers):
+            self._start(state, f"worker-{i}", wait=False)
+        for record in state.processes:
+            if record.name.startswith("worker-"):
+                self._wait_for_log(record, WORKER_READY, timeout=90)
+        self.report(f"{self.settings.workers} worker(s) ready; head-tag refresher running")
+
+    def restart(self, name: str) -> ProcessRecord:
+        """Stop one process of the running stack (if it runs) and start it again on the same ports."""
+        state = self.state()
+        if state is None:
+            raise StackError("the stack is not running: `qu up` first")
+        for record in state.processes:
+            if record.name == name:
+                self._stop(record, state)
+        return self._start(state, name)
+
+    def stop(self, name: str) -> bool:
+        """Stop one process of the running stack, leaving it recorded (``restart`` brings it back)."""
+        state = self.state()
+        records = [p for p in state.processes if p.name == name] if state else []
+        if state is None or not records:
+            raise StackError(f"no process named {name!r} in the stack")
+        return self._stop(records[0], state)
+
+    def _stop(self, record: ProcessRecord, state: StackState) -> bool:
+        stopped = record.stop()
+        if record.name == "triton":
+            record.kill_group()  # Python-backend stubs that outlived the server
+            prefix = state.endpoints.get("triton_shm_prefix")
+            if prefix:
+                remove_shared_memory(prefix)
+        return stopped
+
+    def _start(self, state: StackState, name: str, *, wait: bool = True) -> ProcessRecord:
+        s = self.settings
+        if name == "kafka":
+            broker = TansuBroker(s.kafka_port, self.logs / "kafka.log")
+            broker.start()
+            record = ProcessRecord.of("kafka", _pid(broker.pid), [], broker.log_file)
+            self._record(state, record)
+            created = ensure_topics(broker.bootstrap)
+            self.report(f"kafka on {broker.bootstrap}; created topics {', '.join(created) or '(all existed)'}")
+        elif name == "redis":
+            redis = RedisServer(s.redis_port, self.logs / "redis.log", self.stack_dir / "redis")
+            redis.start()
+            record = ProcessRecord.of("redis", _pid(redis.pid), [], redis.log_file)
+            self._record(state, record)
+            self.report(f"redis on {redis.url}")
+        elif name == "triton":
+            record = self._start_triton(state)
+        elif name == "refresher":
+            command = [sys.executable, "-m", "services.cli.main", "refresher"]
+            record = self._spawn("refresher", command, self.child_environment())
+            self._record(state, record)
+        elif name.startswith("worker-") and name.removeprefix("worker-").isdigit():
+            port = s.worker_web_port + int(name.removeprefix("worker-"))
+            command = [
+                sys.executable,
+                "-m",
+                "streams",
+                "worker",
+                "--web-port",
+                str(port),
+                "--web-host",
+                "127.0.0.1",
+                "--loglevel",
+                "info",
+            ]
+            record = self._spawn(name, command, self.child_environment())
+            self._record(state, record)
+            if wait:
+                self._wait_for_log(record, WORKER_READY, timeout=90)
+        else:
+            raise StackError(f"no service named {name!r}: kafka, redis, triton, refresher or worker-N")
+        return record
+
+    def _start_triton(self, state: StackState) -> ProcessRecord:
+        s = self.settings
+        repository = materialize_model_repository(
+            committed_model_repository(),
+            self.stack_dir / "model_repository",
+            catalog_dir=s.resolved_catalog_dir,
+            embedding_model_path=s.resolved_embedding_model_path(),
+            embedding_model_id=s.embedding_model_id,
+        )
+        triton = TritonServer(
+            repository, s.triton_http_port, s.triton_grpc_port, self.logs / "triton.log", self.stack_dir / "triton"
+        )
+        self.report("triton: loading models (the student loads the catalog and MiniLM)")
+        triton.start()
+        # The shared-memory prefix is kept so `qu down`, in another process, removes exactly this server's regions.
+        state.endpoints["triton_shm_prefix"] = triton.shm_prefix
+        record = ProcessRecord.of("triton", _pid(triton.pid), [], triton.log_file)
+        self._record(state, record)
+        self.report(f"triton on grpc {triton.grpc_url}, http {triton.http_url}")
+        return record
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> ProcessRecord:
+        log = self.logs / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log_offsets[name] = log.stat().st_size if log.exists() else 0
+        with log.open("ab") as handle:
+            process = subprocess.Popen(
+                command,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.state_dir,
+                start_new_session=True,
+            )
+        return ProcessRecord.of(name, process.pid, command, log)
+
+    def _wait_for_log(self, record: ProcessRecord, marker: str, *, timeout: float) -> None:
+        """Wait for ``marker`` in what the process wrote (its log may hold earlier runs: skip those)."""
+        deadline = time.monotonic() + timeout
+        path = Path(record.log)
+        since = self._log_offsets.get(record.name, 0)
+        while time.monotonic() < deadline:
+            with path.open("rb") as handle:
+                handle.seek(since)
+                if marker.encode() in handle.read():
+                    return
+            if not record.alive:
+                raise StackError(f"{record.name} exited while starting; see {record.log}:\n{_tail(path)}")
+            time.sleep(0.2)
+        raise StackError(f"{record.name} was not ready within {timeout:.0f} s; see {record.log}:\n{_tail(path)}")
+
+    # -- down ---------------------------------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        """Stop every process the state file names, in dependency order; returns the names stopped."""
+        state = self.state()
+        if state is None:
+            return []
+        order = {prefix: i for i, prefix in enumerate(STOP_ORDER)}
+        stopped = [
+            record.name
+            for record in sorted(state.processes, key=lambda p: order.get(p.name.split("-")[0], len(order)))
+            if self._stop(record, state)
+        ]
+        StackState.remove(self.state_dir)
+        return stopped
+
+
+def _pid(pid: int | None) -> int:
+    if pid is None:
+        raise StackError("a service reported no PID right after starting")
+    return pid
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

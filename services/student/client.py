@@ -1,0 +1,203 @@
+"""The student on Triton, seen from the real-time path: ``await client.understand(normalized_query)``.
+
+Concurrent calls within ``batch_window_ms`` travel as ONE gRPC request of up to ``max_batch``
+queries (``QUERY`` [n, 1] -> ``TAGS_JSON`` [n, 1], see ``triton_models/qu_student``), so a burst
+of cache misses costs one round trip, not one each; every caller still gets its own answer.
+
+A call never waits past ``deadline_ms``: late, refused or failed calls raise
+:class:`StudentUnavailable` and the caller answers from the fallback tagger. The gRPC channel
+survives a Triton restart: its reconnect backoff is capped (``RECONNECT_BACKOFF_MS``) so the
+first calls after the server is back succeed instead of failing through gRPC's default backoff,
+which grows to two minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from services.annotation.model import Understanding
+from services.errors import QuError, ServiceUnavailable
+from services.normalize import normalize_query
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.aio import InferenceServerClient
+
+INPUT = "QUERY"
+OUTPUT = "TAGS_JSON"
+RECONNECT_BACKOFF_MS = 250
+# gRPC's own limits are 4 MiB; Triton's are INT32_MAX. A batch of 64 answers is far below either.
+_MAX_MESSAGE = 2**31 - 1
+
+
+class StudentUnavailable(ServiceUnavailable):
+    """The student did not answer in time, or Triton refused or failed the request (the message says which).
+
+    A ServiceUnavailable: the annotate handler answers from the fallback tagger instead.
+    """
+
+
+class InvalidStudentQuery(QuError, ValueError):
+    """The query is not something the student accepts: empty, or not ``normalize_query`` output."""
+
+
+@dataclass(slots=True)
+class _Call:
+    query: str
+    future: asyncio.Future[Understanding]
+    deadline: float  # event-loop time
+
+
+class StudentClient:
+    """Async, micro-batching client of the Triton student. Cheap to build; connects on first use."""
+
+    def __init__(self, url: str, model: str, *, deadline_ms: float, batch_window_ms: float, max_batch: int) -> None:
+        if deadline_ms <= 0 or batch_window_ms < 0 or max_batch < 1:
+            raise ValueError(
+                f"deadline_ms must be > 0, batch_window_ms >= 0 and max_batch >= 1; got {deadline_ms}, "
+                f"{batch_window_ms}, {max_batch} (QU_STUDENT_DEADLINE_MS, QU_STUDENT_BATCH_WINDOW_MS, "
+                "QU_STUDENT_MAX_BATCH)"
+            )
+        self.url = url
+        self.model = model
+        self.deadline_s = deadline_ms / 1000
+        self.window_s = batch_window_ms / 1000
+        self.max_batch = max_batch
+        self.requests_sent = 0  # gRPC requests, and the queries they carried: batching at work
+        self.queries_sent = 0
+        self._triton: InferenceServerClient | None = None
+        self._pending: list[_Call] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._in_flight: dict[asyncio.Task[None], list[_Call]] = {}
+        self._closed = False
+
+    def _client(self) -> InferenceServerClient:
+        # Made on first use, inside the running event loop: a grpc.aio channel belongs to the loop it was made in.
+        if self._triton is None:
+            from tritonclient.grpc.aio import InferenceServerClient
+
+            self._triton = InferenceServerClient(
+                self.url,
+                channel_args=[
+                    ("grpc.max_send_message_length", _MAX_MESSAGE),
+                    ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                    ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+                    ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+                    ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+                ],
+            )
+        return self._triton
+
+    async def understand(self, normalized_query: str) -> Understanding:
+        """The student's answer for one normalized query; raises StudentUnavailable within the deadline."""
+        if self._closed:
+            raise StudentUnavailable(f"the student client for {self.model} at {self.url} is closed")
+        if not normalized_query or normalize_query(normalized_query) != normalized_query:
+            raise InvalidStudentQuery(
+                f"{normalized_query[:80]!r} is not a normalized query: pass services.normalize.normalize_query(text), "
+                "and send no empty query to the student"
+            )
+        loop = asyncio.get_running_loop()
+        call = _Call(normalized_query, loop.create_future(), loop.time() + self.deadline_s)
+        self._pending.append(call)
+        if len(self._pending) >= self.max_batch:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.window_s, self._flush)
+        try:
+            return await asyncio.wait_for(call.future, self.deadline_s)
+        except TimeoutError:
+            # wait_for cancelled the future: a batch not yet sent drops it, a late answer is discarded.
+            raise StudentUnavailable(
+                f"{self.model} at {self.url} did not answer {normalized_query[:80]!r} within "
+                f"{self.deadline_s * 1000:.0f} ms (student_deadline_ms)"
+            ) from None
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending:
+            batch = [c for c in self._pending[: self.max_batch] if not c.future.done()]
+            del self._pending[: self.max_batch]
+            if batch:
+                task = asyncio.get_running_loop().create_task(self._send(batch))
+                self._in_flight[task] = batch
+                task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+
+    async def _send(self, batch: list[_Call]) -> None:
+        from tritonclient.grpc import InferInput, InferRequestedOutput
+        from tritonclient.utils import InferenceServerException
+
+        # The request lives as long as its most patient caller; nobody waits for it after that.
+        timeout = max(c.deadline for c in batch) - asyncio.get_running_loop().time()
+        query = InferInput(INPUT, [len(batch), 1], "BYTES")
+        query.set_data_from_numpy(np.array([[c.query.encode()] for c in batch], dtype=np.object_))
+        self.requests_sent += 1
+        self.queries_sent += len(batch)
+        try:
+            result = await self._client().infer(
+                self.model, [query], outputs=[InferRequestedOutput(OUTPUT)], client_timeout=max(timeout, 0.001)
+            )
+            raw = result.as_numpy(OUTPUT)
+        except InferenceServerException as err:
+            _fail(batch, f"{self.model} at {self.url} failed a batch of {len(batch)}: {err}")
+            return
+        except Exception as err:  # anything else still answers every caller now, not at its deadline
+            _fail(batch, f"{self.model} at {self.url}: a batch of {len(batch)} failed with {err!r}")
+            return
+        if raw is None or raw.size != len(batch):
+            got = "no " + OUTPUT if raw is None else f"{raw.size} answers"
+            _fail(batch, f"{self.model} at {self.url} sent {got} for {len(batch)} queries")
+            return
+        for call, answer in zip(batch, raw.reshape(-1), strict=True):
+            if not call.future.done():
+                _resolve(call, answer, self.model)
+
+    async def ready(self) -> bool:
+        """True when Triton answers and the model is loaded; never raises, never waits past the deadline."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(await self._client().is_model_ready(self.model, client_timeout=self.deadline_s))
+        except (InferenceServerException, OSError, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        """Fail calls still waiting (StudentUnavailable), cancel requests in flight, close the channel."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        closed = f"the student client for {self.model} at {self.url} was closed"
+        pending, self._pending = self._pending, []
+        _fail(pending, closed)
+        in_flight = dict(self._in_flight)
+        for task, batch in in_flight.items():
+            task.cancel()
+            _fail(batch, closed)
+        await asyncio.gather(*in_flight, return_exceptions=True)
+        if self._triton is not None:
+            await self._triton.close()
+            self._triton = None
+
+
+def _resolve(call: _Call, answer: Any, model: str) -> None:
+    try:
+        call.future.set_result(Understanding.from_json(orjson.loads(answer)))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        call.future.set_exception(StudentUnavailable(f"{model} answered {call.query!r} with unreadable JSON: {err}"))
+
+
+def _fail(calls: list[_Call], message: str) -> None:
+    # One exception object per caller: a shared one would collect every caller's traceback.
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(StudentUnavailable(message))

@@ -1,0 +1,320 @@
+"""qu_student on a real Triton (the pytriton-bundled server), and the StudentClient that calls it.
+
+What is pinned: the TAGS_JSON contract on a batch (tags, categories, version); a bad element
+fails only its own request; concurrent ``understand`` calls travel as fewer requests than calls
+(counted by Triton itself); deadlines and outages fail fast with StudentUnavailable; the same
+client works again after Triton restarts; a new model version loads without a restart; the
+server's own errors (port taken, model that cannot load) say what failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from services.annotation.model import Understanding
+from services.catalog.artifacts import load_catalog
+from services.errors import ServiceUnavailable
+from services.normalize import normalize_query
+from services.stack.model_repository import (
+    ModelRepositoryError,
+    committed_model_repository,
+    materialize_model_repository,
+)
+from services.stack.ports import free_port
+from services.stack.triton_server import SHM_DIR, TritonServer, TritonServerError
+from services.student import InvalidStudentQuery, StudentClient, StudentUnavailable
+from tests.fixtures.triton import ServerFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODEL = "qu_student"
+
+
+def client_for(server: TritonServer, **overrides: Any) -> StudentClient:
+    options: dict[str, Any] = {"deadline_ms": 2000.0, "batch_window_ms": 5.0, "max_batch": 64, **overrides}
+    return StudentClient(server.grpc_url, MODEL, **options)
+
+
+def infer(server: TritonServer, queries: list[bytes]) -> list[dict[str, Any]]:
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        query = grpcclient.InferInput("QUERY", [len(queries), 1], "BYTES")
+        query.set_data_from_numpy(np.array([[q] for q in queries], dtype=np.object_))
+        result = client.infer(MODEL, [query], outputs=[grpcclient.InferRequestedOutput("TAGS_JSON")])
+        answers = result.as_numpy("TAGS_JSON")
+    assert answers is not None and answers.shape == (len(queries), 1)
+    return [orjson.loads(a) for a in answers.reshape(-1)]
+
+
+def request_counts(server: TritonServer) -> tuple[int, int]:
+    """(successful requests, queries answered) as Triton counts them for qu_student."""
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        stats = client.get_inference_statistics(MODEL)["model_stats"][0]
+    return int(stats["inference_stats"]["success"]["count"]), int(stats["inference_count"])
+
+
+def tags_of(answer: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(t["role"], t["text"], t["canonical"]) for t in answer["tags"]]
+
+
+# --- the model's contract ----------------------------------------------------------------------
+
+
+def test_a_batch_gets_one_understanding_per_query(triton_server: TritonServer, student_catalog_dir: Path) -> None:
+    queries = ["organic bananas", "2% reduced fat ultra pasteurized chocolate milk", "bread no gluten", "oreo"]
+    answers = infer(triton_server, [q.encode() for q in queries])
+    build = load_catalog(student_catalog_dir).manifest["build"]
+
+    assert tags_of(answers[0]) == [("attribute", "organic", "organic"), ("product", "bananas", "banana")]
+    assert tags_of(answers[1])[-2:] == [("attribute", "chocolate", "chocolate"), ("product", "milk", "milk")]
+    assert tags_of(answers[2]) == [("product", "bread", "bread"), ("attribute", "no gluten", "gluten free")]
+    assert tags_of(answers[3]) == [("brand", "oreo", "Oreo")]
+    # Cosine alone puts "snacks > fruit vegetable snacks" (0.528) a hair before "produce > fresh fruits" (0.520).
+    assert ["produce", "fresh fruits"] in [c["path"] for c in answers[0]["categories"]]
+    assert answers[1]["categories"][0]["path"][0] == "dairy eggs"  # "soy lactosefree" and "milk" are 0.01 apart
+    assert ["dairy eggs", "milk"] in [c["path"] for c in answers[1]["categories"]]
+    assert answers[2]["categories"][0]["path"] == ["bakery", "bread"]
+    for query, answer in zip(queries, answers, strict=True):
+        assert set(answer) == {"tags", "categories", "rewrites", "version"}
+        assert answer["version"] == f"catalog-lexicon-v1+catalog.{build}+all-MiniLM-L6-v2"
+        assert answer["rewrites"] == []
+        assert len(answer["categories"]) == 3
+        scores = [c["score"] for c in answer["categories"]]
+        assert scores == sorted(scores, reverse=True) and all(-1.0 <= x <= 1.0 for x in scores)
+        for tag in answer["tags"]:
+            assert query[tag["start"] : tag["end"]] == tag["text"]
+        assert Understanding.from_json(answer).to_json() == answer  # the domain type reads it back whole
+
+
+def test_a_bad_element_fails_its_own_request_and_the_batch_goes_on(triton_server: TritonServer) -> None:
+    from tritonclient.grpc.aio import InferenceServerClient
+
+    async def send(client: InferenceServerClient, queries: list[bytes]) -> Any:
+        query = grpcclient.InferInput("QUERY", [len(queries), 1], "BYTES")
+        query.set_data_from_numpy(np.array([[q] for q in queries], dtype=np.object_))
+        return await client.infer(MODEL, [query])
+
+    async def main() -> list[Any]:
+        async with InferenceServerClient(triton_server.grpc_url) as client:
+            # Sent together so the dynamic batcher can put them into one execute() call.
+            return await asyncio.gather(
+                send(client, [b"milk", b"\xff\xfe milk"]),
+                send(client, [b"milk"]),
+                send(client, [b"Organic Bananas"]),
+                send(client, [b"bananas", b""]),
+                send(client, [b"organic bananas"]),
+                return_exceptions=True,
+            )
+
+    bad_utf8, good, not_normalized, empty, good_too = asyncio.run(main())
+    assert isinstance(bad_utf8, InferenceServerException)
+    assert "QUERY[1] is not valid UTF-8" in bad_utf8.message()
+    assert bad_utf8.status() == "StatusCode.INVALID_ARGUMENT"
+    assert isinstance(not_normalized, InferenceServerException)
+    assert "is not normalized" in not_normalized.message()
+    assert isinstance(empty, InferenceServerException) and "QUERY[1] is empty" in empty.message()
+    for result, query in ((good, "milk"), (good_too, "organic bananas")):
+        assert not isinstance(result, Exception), result
+        assert orjson.loads(result.as_numpy("TAGS_JSON")[0, 0])["tags"][-1]["text"] == query.split()[-1]
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+
+def test_concurrent_calls_travel_as_fewer_requests(triton_server: TritonServer) -> None:
+    distinct = [normalize_query(q) for q in ("organic bananas", "oreo", "bread no gluten", "greek yogurt")]
+    expected = dict(zip(distinct, infer(triton_server, [q.encode() for q in distinct]), strict=True))
+    queries = distinct * 16
+
+    async def main() -> tuple[list[Understanding], StudentClient]:
+        client = client_for(triton_server)
+        try:
+            return list(await asyncio.gather(*(client.understand(q) for q in queries))), client
+        finally:
+            await client.close()
+
+    requests_before, answered_before = request_counts(triton_server)
+    answers, client = asyncio.run(main())
+    requests, answered = request_counts(triton_server)
+
+    assert answered - answered_before == 64
+    assert requests - requests_before == client.requests_sent < 64  # Triton counts what the client says it sent
+    assert client.queries_sent == 64
+    for query, answer in zip(queries, answers, strict=True):  # every caller got the answer to its own query
+        assert answer.to_json() == expected[query]
+
+
+def test_max_batch_splits_a_burst(triton_server: TritonServer) -> None:
+    async def main() -> StudentClient:
+        client = client_for(triton_server, max_batch=4, batch_window_ms=50.0)
+        try:
+            answers = await asyncio.gather(*(client.understand("milk") for _ in range(10)))
+            assert all(a.tags[0].canonical == "milk" for a in answers)
+        finally:
+            await client.close()
+        return client
+
+    client = asyncio.run(main())
+    assert (client.requests_sent, client.queries_sent) == (3, 10)
+
+
+def test_the_client_refuses_queries_the_model_would_reject(triton_server: TritonServer) -> None:
+    async def main() -> None:
+        client = client_for(triton_server)
+        try:
+            for bad in ("", "Organic Bananas", " milk"):
+                with pytest.raises(InvalidStudentQuery, match="not a normalized query"):
+                    await client.understand(bad)
+            assert await client.ready()
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts TCP connections and never says a word: a hung server."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield int(sock.getsockname()[1])
+
+
+def test_a_call_past_the_deadline_fails_at_the_deadline(triton_server: TritonServer, silent_port: int) -> None:
+    async def main() -> tuple[float, float]:
+        hung = StudentClient(f"127.0.0.1:{silent_port}", MODEL, deadline_ms=150, batch_window_ms=1, max_batch=8)
+        tight = client_for(triton_server, deadline_ms=0.5)  # less than any real answer takes
+        try:
+            started = time.perf_counter()
+            with pytest.raises(StudentUnavailable, match="within 150 ms"):
+                await hung.understand("milk")
+            hung_s = time.perf_counter() - started
+            assert not await hung.ready()
+            started = time.perf_counter()
+            with pytest.raises(StudentUnavailable, match="did not answer"):
+                await tight.understand("milk")
+            return hung_s, time.perf_counter() - started
+        finally:
+            await hung.close()
+            await tight.close()
+
+    hung_s, tight_s = asyncio.run(main())
+    assert issubclass(StudentUnavailable, ServiceUnavailable)  # what the annotate handler degrades on
+    assert 0.14 <= hung_s < 0.5
+    assert tight_s < 0.2
+
+
+def test_calls_fail_fast_while_triton_is_down_and_work_again_after_a_restart(
+    triton_server_factory: ServerFactory,
+) -> None:
+    first = triton_server_factory()
+    first.start()
+    second = triton_server_factory(http_port=first.http_port, grpc_port=first.grpc_port)
+    shm_prefix = first.shm_prefix
+
+    async def main() -> list[float]:
+        client = client_for(first, deadline_ms=3000)
+        try:
+            assert (await client.understand("milk")).tags[0].canonical == "milk"
+            first.stop()
+            assert not list(SHM_DIR.glob(f"{shm_prefix}*"))  # its shared memory went with it
+            down = []
+            for _ in range(3):
+                started = time.perf_counter()
+                with pytest.raises(StudentUnavailable):
+                    await client.understand("milk")
+                down.append(time.perf_counter() - started)
+            assert not await client.ready()
+            await asyncio.to_thread(second.start)
+            back = time.perf_counter()
+            # The channel reconnects on its own, at most RECONNECT_BACKOFF_MS after the server is back.
+            while not await client.ready():
+                assert time.perf_counter() - back < 2.0, "the client did not see Triton come back"
+                await asyncio.sleep(0.01)
+            down.append(time.perf_counter() - back)
+            assert (await client.understand("oreo")).tags[0].canonical == "Oreo"  # the same client, no re-creation
+            return down
+        finally:
+            await client.close()
+
+    *down, recovered = asyncio.run(main())
+    assert max(down) < 1.0, down  # refused connections fail long before the 3 s deadline
+    assert recovered < 1.0, recovered
+
+
+def test_a_new_model_version_loads_without_a_restart(triton_server_factory: ServerFactory) -> None:
+    server = triton_server_factory(private_repository=True)
+    server.start()
+    model_dir = server.model_repository / MODEL
+    shutil.copytree(model_dir / "1", model_dir / "2")
+    server.load_model(MODEL)
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        assert client.get_model_metadata(MODEL).versions == ["2"]
+        query = grpcclient.InferInput("QUERY", [1, 1], "BYTES")
+        query.set_data_from_numpy(np.array([[b"milk"]], dtype=np.object_))
+        assert client.infer(MODEL, [query]).get_response().model_version == "2"
+    # A version that cannot load leaves the serving one in place, and the error says why.
+    (model_dir / "3").mkdir()
+    (model_dir / "3" / "model.py").write_text("raise RuntimeError('broken student v3')\n")
+    with pytest.raises(TritonServerError, match=r"could not load model 'qu_student'.*broken student v3"):
+        server.load_model(MODEL)
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        assert client.infer(MODEL, [query]).get_response().model_version == "2"
+        assert client.is_model_ready(MODEL)
+    # Triton's strict readiness counts the failed version: /v2/health/ready is false while v2 serves.
+    assert not server.ready()
+
+
+# --- the server's own errors -----------------------------------------------------------------
+
+
+def test_a_port_in_use_is_named(triton_server: TritonServer, triton_server_factory: ServerFactory) -> None:
+    with pytest.raises(TritonServerError, match=f"port {triton_server.grpc_port} is already in use.*GRPC_PORT"):
+        triton_server_factory(grpc_port=triton_server.grpc_port).start()
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_its_log(tmp_path: Path, embedder: Any) -> None:
+    empty_catalog = tmp_path / "no-catalog"
+    empty_catalog.mkdir()
+    repository = materialize_model_repository(
+        committed_model_repository(), tmp_path / "repo", catalog_dir=empty_catalog,
+        embedding_model_path=embedder.model_path,
+    )  # fmt: skip
+    server = TritonServer(repository, free_port(), free_port(), tmp_path / "triton.log", tmp_path / "work")
+    with pytest.raises(TritonServerError, match=r"(?s)exited with code .*no imported catalog in"):
+        server.start(timeout=60)
+    assert server.pid is None
+    assert not list(SHM_DIR.glob(f"{server.shm_prefix}*"))
+
+
+def test_materialize_writes_the_paths_and_checks_its_input(tmp_path: Path, student_catalog_dir: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    dest = materialize_model_repository(
+        committed_model_repository(), tmp_path / "repo", catalog_dir=student_catalog_dir, embedding_model_path=model
+    )
+    config = (dest / MODEL / "config.pbtxt").read_text()
+    assert f'key: "catalog_dir" value: {{ string_value: "{student_catalog_dir.resolve()}" }}' in config
+    assert (dest / MODEL / "1" / "model.py").is_file()
+    assert not list(dest.rglob("__pycache__"))
+    with pytest.raises(ModelRepositoryError, match="no model repository"):
+        materialize_model_repository(
+            tmp_path / "nope", dest, catalog_dir=student_catalog_dir, embedding_model_path=model
+        )
+    with pytest.raises(ModelRepositoryError, match=r"embedding_model_path .* does not exist"):
+        materialize_model_repository(
+            committed_model_repository(), dest, catalog_dir=student_catalog_dir, embedding_model_path=tmp_path / "x"
+        )

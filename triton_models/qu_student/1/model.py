@@ -1,0 +1,146 @@
+"""qu_student, version 1: the catalog-lexicon tagger plus MiniLM category ranking, behind the student contract.
+
+Contract (config.pbtxt): ``QUERY`` is a batch of normalized queries (UTF-8 bytes, shape [n, 1]);
+``TAGS_JSON`` is, per query, ``Understanding.to_json()`` as UTF-8 JSON: tags from
+``services.tagging.LexiconTagger`` (offsets into the query), ``categories`` = the 3 catalog category
+paths whose stored embeddings are most cosine-similar to the query's MiniLM embedding, best first,
+``score`` = that cosine similarity (the caller applies the guardrail threshold), ``rewrites`` = []
+and ``version`` = ``catalog-lexicon-v1+catalog.<build id>+<embedding model id>``.
+
+Optional config parameter ``category_prior_weight`` (default 0: cosine order, as above) also orders
+categories by where the catalog puts the tagged product type (``LexiconTagger.nearest_categories_batch``);
+the version then ends ``+prior<weight>``.
+
+This is not a learned model: it is named as the tagger it is, so annotations never claim a
+student made them. The Triton Python backend stub runs the venv's python (first on PATH), where
+the project is installed, so the engine's own ``services`` package does the work.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import triton_python_backend_utils as pb_utils  # provided by the Python backend stub at run time
+
+from services.annotation.model import Understanding
+from services.catalog.artifacts import load_catalog
+from services.embeddings import SentenceEmbedder
+from services.normalize import normalize_query
+from services.tagging import LexiconTagger
+
+TOP_CATEGORIES = 3
+EMBED_BATCH = 64  # config.pbtxt max_batch_size: one model pass per request at most
+MATERIALIZE_HINT = (
+    "materialize the repository with services.stack.model_repository.materialize_model_repository, "
+    "which writes the machine's paths into config.pbtxt"
+)
+
+
+def _parameter_path(parameters: dict[str, Any], name: str) -> Path:
+    value = str(parameters.get(name, {}).get("string_value", "")).strip()
+    if not value:
+        raise ValueError(f"qu_student: model config parameter {name!r} is missing or empty: {MATERIALIZE_HINT}")
+    path = Path(value)
+    if not path.exists():
+        raise FileNotFoundError(f"qu_student: parameter {name}={value} does not exist: {MATERIALIZE_HINT}")
+    return path
+
+
+def _decode(index: int, raw: object) -> str:
+    """One element of QUERY as text; raises ValueError naming the element and what is wrong with it."""
+    if not isinstance(raw, bytes):
+        raise ValueError(f"QUERY[{index}] is {type(raw).__name__}, expected UTF-8 bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"QUERY[{index}] is not valid UTF-8 ({err.reason} at byte {err.start})") from err
+    if not text:
+        raise ValueError(f"QUERY[{index}] is empty: send only non-empty normalized queries")
+    if normalize_query(text) != text:
+        # Tag offsets index the text received; un-normalized text would also miss the lexicons.
+        raise ValueError(
+            f"QUERY[{index}]={text[:80]!r} is not normalized: send services.normalize.normalize_query(text)"
+        )
+    return text
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        parameters: dict[str, Any] = config.get("parameters", {})
+        catalog_dir = _parameter_path(parameters, "catalog_dir")
+        model_path = _parameter_path(parameters, "embedding_model_path")
+        catalog = load_catalog(catalog_dir)
+        if catalog.embeddings is None:
+            raise ValueError(
+                f"qu_student: the catalog in {catalog_dir} has no embeddings: import it with `qu catalog import`"
+            )
+        model_id = catalog.embeddings.model_id
+        expected = str(parameters.get("embedding_model_id", {}).get("string_value", "")).strip()
+        if expected and expected != model_id:
+            raise ValueError(
+                f"qu_student: the catalog's category vectors were made by {model_id!r}, the configured model is "
+                f"{expected!r}: re-import the catalog with that model or point embedding_model_path at {model_id}"
+            )
+        self.tagger = LexiconTagger(catalog)
+        self.embedder = SentenceEmbedder(model_path, model_id=model_id, batch_size=EMBED_BATCH)
+        # Load the weights now: a bad model path fails the model load, not the first request.
+        self.embedder.encode(["warm up"])
+        self.prior_weight = float(parameters.get("category_prior_weight", {}).get("string_value", "") or 0.0)
+        self.version = f"{self.tagger.version}+{model_id}" + (
+            f"+prior{self.prior_weight:g}" if self.prior_weight else ""
+        )
+        pb_utils.Logger.log_info(
+            f"qu_student {args.get('model_version', '?')}: {self.version}, "
+            f"{len(catalog.embeddings.categories.keys)} category paths, catalog {catalog_dir}, model {model_path}"
+        )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        # Decode every request first: a bad one gets its own error, the rest share one embedding pass.
+        decoded: list[list[str] | str] = []
+        for request in requests:
+            elements = pb_utils.get_input_tensor_by_name(request, "QUERY").as_numpy().reshape(-1)
+            try:
+                decoded.append([_decode(i, raw) for i, raw in enumerate(elements)])
+            except ValueError as err:
+                decoded.append(str(err))
+        flat = [q for item in decoded if isinstance(item, list) for q in item]
+        try:
+            tags = [self.tagger.tag(q) for q in flat]
+            vectors = self.embedder.encode(flat)
+            categories = self.tagger.nearest_categories_batch(
+                vectors, TOP_CATEGORIES, tags=tags, prior_weight=self.prior_weight
+            )
+        except Exception as err:  # the whole batch failed: every request still gets its own response
+            message = f"qu_student could not answer {len(flat)} queries: {err}"
+            return [
+                _error(item, pb_utils.TritonError.INVALID_ARG)
+                if isinstance(item, str)
+                else _error(message, pb_utils.TritonError.INTERNAL)
+                for item in decoded
+            ]
+        responses = []
+        position = 0
+        for item in decoded:
+            if isinstance(item, str):
+                responses.append(_error(item, pb_utils.TritonError.INVALID_ARG))
+                continue
+            answers = [
+                orjson.dumps(Understanding(tags[j], categories[j], version=self.version).to_json())
+                for j in range(position, position + len(item))
+            ]
+            tensor = np.array(answers, dtype=np.object_).reshape(-1, 1)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("TAGS_JSON", tensor)]))
+            position += len(item)
+        return responses
+
+    def finalize(self) -> None:
+        pb_utils.Logger.log_info(f"qu_student unloaded ({getattr(self, 'version', 'never initialized')})")
+
+
+def _error(message: str, code: Any) -> Any:
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))

@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_DIR ?= .qu
 DEMO_EVENTS ?= 20000
+STREAM_EVENTS ?= 300
 
 .PHONY: venv system-deps run test lint typecheck unit clean demo-derive protos protos-check
 
@@ -32,6 +33,8 @@ run: venv system-deps
 	$(BIN)/qu --state-dir $(RUN_DIR) traffic --events $(DEMO_EVENTS) --seed 1 --out $(RUN_DIR)/traffic/events.jsonl
 	$(BIN)/qu --state-dir $(RUN_DIR) conversions build $(RUN_DIR)/traffic/events.conversions.jsonl
 	$(BIN)/qu --state-dir $(RUN_DIR) catalog stats
+	# The real-time path: start the embedded stack, stream generated events through it, stop it.
+	$(BIN)/qu --state-dir $(RUN_DIR) demo --events $(STREAM_EVENTS)
 
 lint: venv
 	$(BIN)/ruff check services streams tests triton_models

@@ -10,6 +10,7 @@ commits an offset only after that: a worker killed mid-stream re-reads, never lo
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, cast
 
 import faust
@@ -20,6 +21,8 @@ from services.settings import Settings
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS
 from services.wire import PROTOBUF, RecordOrigin, encode_annotation
 
+HANDLER_READY = "qu: annotate handler ready"
+log = logging.getLogger("qu.worker")
 settings = Settings()
 
 app = faust.App(
@@ -57,6 +60,8 @@ async def handler() -> AnnotateHandler:
     async with _handler_lock:
         if _handler is None:
             _handler = await build_handler(settings)
+            # `qu up` waits for this line: from here on, events are answered at full speed.
+            log.info(HANDLER_READY)
         return _handler
 
 

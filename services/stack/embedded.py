@@ -27,7 +27,9 @@ from services.stack.topics import ensure_topics
 from services.stack.triton_server import TritonServer, remove_shared_memory
 
 Report = Callable[[str], None]
-WORKER_READY = "Ready"  # what a Faust worker logs once its agents run
+# What a worker logs once its handler is built and warm (streams.app.HANDLER_READY; not imported:
+# services never import streams).
+WORKER_READY = "qu: annotate handler ready"
 STOP_ORDER = ("worker", "refresher", "triton", "redis", "kafka")
 
 

@@ -1,8 +1,9 @@
-"""Loopback ports: finding a free one, and checking that one is free before a service takes it."""
+"""Loopback ports (finding a free one, checking one before a service takes it) and stopping a child service."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 
 
@@ -26,3 +27,15 @@ def wait_for_port(port: int, *, timeout: float, host: str = "127.0.0.1") -> bool
             return True
         time.sleep(0.05)
     return False
+
+
+def terminate(process: subprocess.Popen[bytes] | None, *, timeout: float) -> None:
+    """SIGTERM a child and wait; SIGKILL it if it has not exited within ``timeout`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)

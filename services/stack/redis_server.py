@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.errors import QuError
-from services.stack.ports import port_in_use
+from services.stack.ports import port_in_use, terminate
 
 MISSING_BINARY_HINT = "install redis-server (apt-get install -y redis-server) or set QU_REDIS_URL to a running Redis"
 
@@ -99,11 +99,4 @@ class RedisServer:
 
     def stop(self, *, timeout: float = 5.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+        terminate(process, timeout=timeout)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.errors import QuError
-from services.stack.ports import port_in_use, wait_for_port
+from services.stack.ports import port_in_use, terminate, wait_for_port
 
 
 class BrokerError(QuError):
@@ -71,11 +71,4 @@ class TansuBroker:
 
     def stop(self, *, timeout: float = 5.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+        terminate(process, timeout=timeout)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.errors import QuError
-from services.stack.ports import port_in_use
+from services.stack.ports import port_in_use, terminate
 
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX_STEM = "qu_triton_"
@@ -213,13 +213,7 @@ class TritonServer:
     def stop(self, *, timeout: float = 15.0) -> None:
         process, self._process = self._process, None
         if process is not None:
-            if process.poll() is None:
-                process.terminate()  # Triton unloads its models and ends the stubs (--exit-timeout-secs=5)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout)
+            terminate(process, timeout=timeout)  # Triton unloads its models and ends the stubs (--exit-timeout-secs=5)
             # Stubs of a server that crashed or was killed may outlive it: end the rest of its group.
             # The group id is the server's pid, which the kernel does not reuse while any member lives.
             with contextlib.suppress(ProcessLookupError, PermissionError):

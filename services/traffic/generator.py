@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from services.catalog.artifacts import Catalog
-from services.traffic.model import Conversion, LabelledQuery, SearchEvent, Span
+from services.traffic.model import Conversion, LabelledQuery, SearchEvent, Tag
 from services.traffic.queries import QueryUniverse
 
 
@@ -75,7 +75,7 @@ class _Sampler:
 def _vary_case(query: LabelledQuery, rng: random.Random) -> LabelledQuery:
     """Same length, other case ("Organic Milk", "ORGANIC MILK"), so span offsets still hold."""
     text = query.text.upper() if rng.random() < 0.2 else " ".join(w[:1].upper() + w[1:] for w in query.text.split(" "))
-    spans = tuple(Span(s.role, s.start, s.end, text[s.start : s.end], s.canonical) for s in query.spans)
+    spans = tuple(Tag(s.role, s.start, s.end, text[s.start : s.end], s.canonical) for s in query.spans)
     return LabelledQuery(text, spans, query.category, query.kind, query.products, query.weights)
 
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from services.annotation.model import Role
+from services.annotation.model import Role, Tag
 
-__all__ = ["Conversion", "LabelledQuery", "Part", "QueryKind", "Role", "SearchEvent", "Span"]
+__all__ = ["Conversion", "LabelledQuery", "Part", "QueryKind", "Role", "SearchEvent", "Tag"]
 
 
 class QueryKind(StrEnum):
@@ -27,26 +27,6 @@ class QueryKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Span:
-    """A labelled span: ``start``/``end`` index the query as typed; ``canonical`` is the catalog value."""
-
-    role: Role
-    start: int
-    end: int
-    text: str
-    canonical: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "role": self.role.value,
-            "start": self.start,
-            "end": self.end,
-            "text": self.text,
-            "canonical": self.canonical,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class Part:
     """One piece of a query being composed: its surface text and, if it is a tag, its role and value."""
 
@@ -60,7 +40,7 @@ class LabelledQuery:
     """A query the generator can emit, with what it means and what a shopper buys after it."""
 
     text: str
-    spans: tuple[Span, ...]
+    spans: tuple[Tag, ...]
     category: tuple[str, ...] | None  # the taxonomy path the generator meant
     kind: QueryKind
     products: tuple[str, ...] = ()  # product ids that satisfy it
@@ -81,7 +61,7 @@ class LabelledQuery:
             if text:
                 text += " "
             if part.role is not None:
-                spans.append(Span(part.role, len(text), len(text) + len(part.text), part.text, part.canonical))
+                spans.append(Tag(part.role, len(text), len(text) + len(part.text), part.text, part.canonical))
             text += part.text
         return cls(text, tuple(spans), category, kind, products, weights)
 

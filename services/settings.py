@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.embeddings import SentenceEmbedder
@@ -86,6 +86,29 @@ class Settings(BaseSettings):
         default=16066, description="First Faust worker web port (env QU_WORKER_WEB_PORT); workers take the next ones."
     )
     workers: int = Field(default=1, ge=1, description="Faust workers `qu up` starts (env QU_WORKERS).")
+    # --- teacher ---
+    teacher_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="OpenAI-compatible API root, with its /v1; requests go to BASE/chat/completions "
+        "(env QU_TEACHER_BASE_URL).",
+    )
+    teacher_model: str = Field(default="gpt-4o-mini", description="Teacher model name (env QU_TEACHER_MODEL).")
+    teacher_api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key for the teacher endpoint (env QU_TEACHER_API_KEY); None sends no Authorization.",
+    )
+    teacher_max_concurrency: int = Field(default=8, ge=1, description="Teacher requests in flight at once.")
+    teacher_timeout_s: float = Field(default=60.0, gt=0, description="One teacher request's timeout.")
+    teacher_max_retries: int = Field(
+        default=5, ge=0, description="Retries of a teacher request after 429, 5xx or a transport error."
+    )
+    teacher_price_per_1k_prompt: float = Field(
+        default=0.0, ge=0, description="USD per 1000 prompt tokens, for the run's cost figure (your contract's price)."
+    )
+    teacher_price_per_1k_completion: float = Field(
+        default=0.0, ge=0, description="USD per 1000 completion tokens, for the run's cost figure."
+    )
+    # --- end teacher ---
 
     @property
     def resolved_catalog_dir(self) -> Path:

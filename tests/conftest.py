@@ -19,7 +19,13 @@ from services.embeddings import SentenceEmbedder
 from services.settings import Settings
 
 # Fixtures that start real services live in their own modules, one per service.
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.redis", "tests.fixtures.triton", "tests.fixtures.stack"]
+pytest_plugins = [
+    "tests.fixtures.kafka",
+    "tests.fixtures.redis",
+    "tests.fixtures.triton",
+    "tests.fixtures.stack",
+    "tests.fixtures.openai_server",
+]
 
 # --- environment and settings -----------------------------------------------------------------
 

@@ -1,0 +1,318 @@
+"""The teacher over any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp, a proxy).
+
+What it adds to a bare HTTP call, and why:
+
+* structured output: ``response_format`` ``json_schema`` (strict) with the task's schema; a server
+  that answers 400 to it gets ``json_object`` instead, from then on (logged once). The schema is
+  also in the system prompt, and every reply is validated here either way;
+* retries with exponential backoff and jitter on 429, 5xx and transport errors, honouring
+  ``Retry-After`` (capped at ``max_backoff_s`` so one answer never stalls a run); never on other
+  4xx, which a retry cannot fix;
+* a concurrency limit (an ``asyncio.Semaphore``) so a run does not trip the provider's rate limit;
+* token and cost accounting, in :attr:`OpenAIChatBackend.totals` for the run summary.
+
+The API key is a ``SecretStr`` unwrapped in one place, the Authorization header of each request.
+Server error text is scrubbed of it before it reaches a log or an exception (some servers echo the key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import orjson
+from pydantic import SecretStr
+
+from services.errors import QuError, ServiceUnavailable
+from services.settings import Settings
+from services.teacher.backend import TeacherAnswer, TeacherAnswerInvalid, Usage, UsageTotals, parse_answer
+from services.teacher.context_types import TaskName
+from services.teacher.prompts.base import RenderedPrompt
+
+__all__ = ["OpenAIChatBackend", "TeacherRequestRejected", "TeacherUnavailable", "UsageTotals"]
+
+log = logging.getLogger(__name__)
+
+ResponseFormat = Literal["json_schema", "json_object"]
+_SNIPPET = 300
+_HINTS = {
+    401: "check QU_TEACHER_API_KEY",
+    403: "check QU_TEACHER_API_KEY and that it may use QU_TEACHER_MODEL",
+    404: "check QU_TEACHER_BASE_URL (the API root, ending in /v1) and QU_TEACHER_MODEL",
+}
+
+
+class TeacherUnavailable(ServiceUnavailable):
+    """The teacher endpoint kept failing (429, 5xx, transport errors) through every retry."""
+
+
+class TeacherRequestRejected(QuError):
+    """The teacher endpoint refused a request with a 4xx a retry cannot fix (bad key, model, request)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class OpenAIChatBackend:
+    """A :class:`~services.teacher.backend.TeacherBackend` over ``POST {base_url}/chat/completions``.
+
+    ``base_url`` is the API root including ``/v1`` (as OpenAI's SDKs take it). Use it as an async
+    context manager, or call :meth:`aclose`, to release its connections.
+    """
+
+    name = "openai-chat"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: SecretStr | None,
+        *,
+        max_concurrency: int = 8,
+        timeout_s: float = 60.0,
+        max_retries: int = 5,
+        price_per_1k_prompt: float = 0.0,
+        price_per_1k_completion: float = 0.0,
+        backoff_base_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        temperature: float = 0.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0:
+            raise ValueError(
+                f"max_concurrency must be >= 1, max_retries >= 0 and timeout_s > 0 "
+                f"(got {max_concurrency}, {max_retries}, {timeout_s})"
+            )
+        if api_key is not None and not isinstance(api_key, SecretStr):
+            raise TypeError("api_key must be a pydantic SecretStr, so that it never prints")
+        self.version = model
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self._url = f"{self.base_url}/chat/completions"
+        self._api_key = api_key
+        self._max_retries = max_retries
+        self._prices = (price_per_1k_prompt, price_per_1k_completion)
+        self._backoff = (backoff_base_s, max_backoff_s)
+        self._temperature = temperature
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(max_connections=max_concurrency), transport=transport
+        )
+        self.response_format: ResponseFormat = "json_schema"
+        self.totals = UsageTotals()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAIChatBackend:
+        return cls(
+            settings.teacher_base_url,
+            settings.teacher_model,
+            settings.teacher_api_key,
+            max_concurrency=settings.teacher_max_concurrency,
+            timeout_s=settings.teacher_timeout_s,
+            max_retries=settings.teacher_max_retries,
+            price_per_1k_prompt=settings.teacher_price_per_1k_prompt,
+            price_per_1k_completion=settings.teacher_price_per_1k_completion,
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatBackend(base_url={_redact_url(self.base_url)!r}, model={self.model!r})"
+
+    async def __aenter__(self) -> OpenAIChatBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def summary(self) -> dict[str, Any]:
+        """Backend, endpoint (without credentials), the response format in use, and the totals."""
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "base_url": _redact_url(self.base_url),
+            "response_format": self.response_format,
+            **self.totals.to_json(),
+        }
+
+    async def answer(self, task: TaskName, prompt: RenderedPrompt) -> TeacherAnswer:
+        if prompt.task != task:
+            raise ValueError(f"the prompt was rendered for {prompt.task.value}, not {task.value}")
+        async with self._semaphore:
+            content, usage = await self._complete(task, prompt)
+        cost = usage.prompt_tokens / 1000 * self._prices[0] + usage.completion_tokens / 1000 * self._prices[1]
+        self.totals.prompt_tokens += usage.prompt_tokens
+        self.totals.completion_tokens += usage.completion_tokens
+        self.totals.cost_usd += cost
+        try:
+            data, reasoning = parse_answer(task, content, prompt)
+        except TeacherAnswerInvalid as exc:
+            self.totals.invalid += 1
+            raise TeacherAnswerInvalid(task, exc.problem, backend=f"{self.name} {self.model}") from None
+        self.totals.answers += 1
+        return TeacherAnswer(task, data, reasoning, usage, cost, self.name, self.version)
+
+    def _body(self, prompt: RenderedPrompt, fmt: ResponseFormat) -> dict[str, Any]:
+        response_format: dict[str, Any] = {"type": "json_object"}
+        if fmt == "json_schema":
+            response_format = {
+                "type": "json_schema",
+                "json_schema": {"name": f"qu_{prompt.task.value}", "schema": prompt.response_schema, "strict": True},
+            }
+        return {
+            "model": self.model,
+            "messages": prompt.messages,
+            "temperature": self._temperature,
+            "response_format": response_format,
+        }
+
+    async def _complete(self, task: TaskName, prompt: RenderedPrompt) -> tuple[str, Usage]:
+        fmt = self.response_format
+        response = await self._post(self._body(prompt, fmt))
+        if response.status_code == 400 and fmt == "json_schema":
+            refusal = self._error_text(response)
+            response = await self._post(self._body(prompt, "json_object"))
+            self.totals.fallbacks += 1
+            if response.is_success and self.response_format == "json_schema":
+                # Only once json_object works: a 400 for another reason would fail both ways.
+                self.response_format = "json_object"
+                log.warning(
+                    "the teacher at %s refused response_format json_schema (HTTP 400: %s); using json_object from "
+                    "now on: the schema stays in the prompt and every answer is still validated here",
+                    _redact_url(self.base_url),
+                    refusal,
+                )
+        if not response.is_success:
+            hint = _HINTS.get(response.status_code, "the request was refused; a retry will not help")
+            raise TeacherRequestRejected(
+                response.status_code,
+                f"the teacher at {_redact_url(self.base_url)} answered HTTP {response.status_code} for a "
+                f"{task.value} request: {self._error_text(response)} ({hint})",
+            )
+        return self._decode(task, response)
+
+    async def _post(self, body: dict[str, Any]) -> httpx.Response:
+        """POST with retries; the last response when it is a success or a 4xx other than 429."""
+        payload = orjson.dumps(body)
+        problem = ""
+        for attempt in range(self._max_retries + 1):
+            self.totals.attempts += 1
+            retry_after: float | None = None
+            try:
+                response = await self._client.post(self._url, content=payload, headers=self._headers())
+            except httpx.TransportError as exc:  # connection refused or reset, timeouts
+                problem = f"{type(exc).__name__}: {self._scrub(str(exc))}"
+            else:
+                if response.status_code != 429 and response.status_code < 500:
+                    return response
+                problem = f"HTTP {response.status_code}: {self._error_text(response)}"
+                retry_after = _retry_after_s(response.headers.get("retry-after"))
+            if attempt == self._max_retries:
+                break
+            delay = self._delay(attempt, retry_after)
+            self.totals.retries += 1
+            log.warning(
+                "teacher request to %s failed (%s); retry %d of %d in %.2f s",
+                _redact_url(self._url),
+                problem,
+                attempt + 1,
+                self._max_retries,
+                delay,
+            )
+            await asyncio.sleep(delay)
+        raise TeacherUnavailable(
+            f"the teacher at {_redact_url(self.base_url)} gave up after {self._max_retries + 1} attempt(s) "
+            f"(last: {problem}); "
+            "check the endpoint is up, or lower QU_TEACHER_MAX_CONCURRENCY / raise QU_TEACHER_MAX_RETRIES if it "
+            "is rate limiting"
+        )
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        base, cap = self._backoff
+        if retry_after is not None:
+            # The server said when; a little jitter keeps many workers from returning at the same instant.
+            return min(cap, retry_after + random.uniform(0, base))
+        ceiling = min(cap, base * 2**attempt)
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        return headers
+
+    def _scrub(self, text: str) -> str:
+        if self._api_key is not None:
+            secret = self._api_key.get_secret_value()
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _error_text(self, response: httpx.Response) -> str:
+        """The server's error message (OpenAI's ``error.message`` when present), short and key-free."""
+        text = response.text
+        try:
+            decoded = orjson.loads(response.content)
+            if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
+                text = str(decoded["error"].get("message", text))
+        except orjson.JSONDecodeError:
+            pass
+        text = " ".join(self._scrub(text).split())
+        return text[:_SNIPPET] + ("..." if len(text) > _SNIPPET else "") if text else "(empty body)"
+
+    def _decode(self, task: TaskName, response: httpx.Response) -> tuple[str, Usage]:
+        """The reply's content and token usage; a body that is not a chat completion is an invalid answer."""
+        try:
+            body = orjson.loads(response.content)
+            choice = body["choices"][0]
+            message = choice["message"]
+            raw_usage = body.get("usage") or {}
+            usage = Usage(int(raw_usage.get("prompt_tokens", 0)), int(raw_usage.get("completion_tokens", 0)))
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            self.totals.invalid += 1
+            raise TeacherAnswerInvalid(
+                task,
+                f"the server's HTTP {response.status_code} body is not a chat completion "
+                f"({type(exc).__name__}: {self._scrub(str(exc))[:_SNIPPET]})",
+                backend=f"{self.name} {self.model}",
+            ) from None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            self.totals.invalid += 1
+            refusal = message.get("refusal") if isinstance(message, dict) else None
+            why = f"the model refused: {refusal}" if refusal else "the reply has no text content"
+            raise TeacherAnswerInvalid(task, why, backend=f"{self.name} {self.model}")
+        if choice.get("finish_reason") == "length":
+            log.warning("a %s reply was cut at the token limit; it will likely fail validation", task.value)
+        return content, usage
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds (fractions accepted) or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _redact_url(url: str) -> str:
+    """``url`` without user:password (some proxies take credentials in the URL)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))

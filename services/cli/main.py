@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from services.cli import catalog_cmd, conversions_cmd, demo_cmd, kafka_cmd, realtime_cmd, stack_cmd, traffic_cmd
+from services.cli import (
+    bench_cmd,
+    catalog_cmd,
+    conversions_cmd,
+    demo_cmd,
+    kafka_cmd,
+    realtime_cmd,
+    stack_cmd,
+    traffic_cmd,
+)
 from services.settings import Settings
 
 app = typer.Typer(
@@ -26,6 +35,7 @@ app.command("status")(stack_cmd.status)
 app.command("down")(stack_cmd.down)
 app.command("annotate")(realtime_cmd.annotate)
 app.command("refresher")(realtime_cmd.refresher)
+app.command("bench")(bench_cmd.bench)
 app.command("demo")(demo_cmd.demo)
 
 

@@ -1,0 +1,217 @@
+"""``qu bench``: the real-time path's throughput and latency on the embedded stack, beside a raw passthrough.
+
+Order of a run: start the stack if it is not running; plan the events and seed the head cache so
+the asked share of them hit; then, against the worker — warm-up (discarded), an unthrottled phase
+(throughput), a paced phase (latency) and a paced all-miss phase (the student's path); then the same
+warm-up, unthrottled and paced phases through the passthrough. Every phase is bounded by
+``timeout_s``; whatever the run started (the stack, the passthrough process and its topics) is
+stopped, and the seed withdrawn, in ``finally`` blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from services.bench.passthrough import Passthrough
+from services.bench.probe import AnswerReader, Decode, EventSender, decode_answer, decode_dead_letter, run_phase
+from services.bench.stats import PhaseResult
+from services.bench.workload import BenchError, BenchEvent, Workload, plan_workload, publish_seed, wait_for_run
+from services.catalog.artifacts import load_catalog
+from services.errors import QuError
+from services.kafka_clients import producer
+from services.settings import Settings
+from services.stack.embedded import EmbeddedStack
+from services.topics import DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS
+
+Report = Callable[[str], None]
+HIT_SOURCES = frozenset({"cache"})
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    events: int = 20_000  # per phase, worker and passthrough alike
+    hit_ratio: float = 0.98
+    rate: float = 1000.0  # events/s of the paced phases
+    miss_rate: float = 200.0  # events/s of the all-miss phase
+    miss_events: int = 3000  # 0: no miss-path phase
+    warmup: int | None = None  # default: a tenth of ``events``, 100 to 1,000
+    seed: int = 1
+    timeout_s: float = 120.0  # per phase, after its last event was sent
+    passthrough: bool = True
+
+    def __post_init__(self) -> None:
+        if self.events < 1 or self.miss_events < 0 or (self.warmup is not None and self.warmup < 0):
+            raise ValueError("events must be >= 1, miss_events and warmup >= 0")
+        if not 0.0 <= self.hit_ratio <= 1.0:
+            raise ValueError(f"hit_ratio must be within [0, 1], got {self.hit_ratio}")
+        if self.rate <= 0 or self.miss_rate <= 0 or self.timeout_s <= 0:
+            raise ValueError("rate, miss_rate and timeout_s must be > 0")
+
+    @property
+    def warmup_events(self) -> int:
+        return self.warmup if self.warmup is not None else min(1000, max(100, self.events // 10))
+
+
+def run_bench(settings: Settings, config: BenchConfig, report: Report = lambda _m: None) -> dict[str, Any]:
+    """Run the benchmark and return its figures (see ``docs/BENCHMARKS.md`` for the keys)."""
+    stack = EmbeddedStack(settings, report)
+    started = False
+    if not stack.status()["running"]:
+        report("the stack is not running: starting it (stopped again at the end)")
+        stack.up()  # stops what it started if it fails half way
+        started = True
+    try:
+        result = _measure(stack, settings, config, report)
+    finally:
+        if started:
+            report("stopping the stack this run started")
+            stack.down()
+    result["stack"] = "started" if started else "reused"
+    return result
+
+
+def _measure(stack: EmbeddedStack, settings: Settings, config: BenchConfig, report: Report) -> dict[str, Any]:
+    state = stack.state()
+    if state is None:
+        raise BenchError("the stack has no state file: `qu up` first")
+    bootstrap, redis_url = state.endpoints["kafka"], state.endpoints["redis"]
+    bench_id = uuid.uuid4().hex[:10]
+
+    report(f"bench {bench_id}: planning {config.events} events at hit ratio {config.hit_ratio}")
+    catalog = load_catalog(settings.resolved_catalog_dir)
+    workload = plan_workload(
+        catalog, events=config.events, hit_ratio=config.hit_ratio, seed=config.seed, miss_events=config.miss_events
+    )
+    run_id = f"bench-{bench_id}"
+    seeded = publish_seed(producer(bootstrap), catalog, workload.head, run_id)
+    activation_s = wait_for_run(redis_url, run_id, timeout_s=config.timeout_s)
+    report(f"seeded {seeded} head queries as run {run_id} (active after {activation_s:.1f} s)")
+    try:
+        phases, history = _run_phases(stack, bootstrap, bench_id, workload, config, report)
+    finally:
+        # The seed's answers are the bench's, not a teacher's: withdraw them (an empty run) so that a
+        # stack the bench did not start serves none of them afterwards.
+        with contextlib.suppress(QuError):  # best effort: never hides the error that ended the phases
+            publish_seed(producer(bootstrap), catalog, (), f"{run_id}-done")
+            wait_for_run(redis_url, f"{run_id}-done", timeout_s=30)
+    result = _figures(config, workload, phases, bench_id, seeded, activation_s)
+    result["annotations_before"] = history
+    return result
+
+
+def _run_phases(
+    stack: EmbeddedStack, bootstrap: str, bench_id: str, workload: Workload, config: BenchConfig, report: Report
+) -> tuple[dict[str, PhaseResult], int]:
+    phases: dict[str, PhaseResult] = {}
+    sender = EventSender(bootstrap, bench_id)
+    readers: dict[str, Decode] = {QUERY_ANNOTATIONS: decode_answer, DEAD_LETTER: decode_dead_letter}
+    plan: list[tuple[str, list[BenchEvent], float]] = [
+        ("warmup", workload.events[: config.warmup_events], 0.0),
+        ("throughput", workload.events, 0.0),
+        ("paced", workload.events, config.rate),
+        ("miss", workload.misses, config.miss_rate),
+    ]
+    reader = AnswerReader(bootstrap, readers, bench_id)
+    # tansu's cost per fetch grows with the record batches a partition holds (docs/BENCHMARKS.md): a long-lived
+    # stack measures slower than a fresh one, so the run says how much the answer topic held before it.
+    history = reader.start_offsets.get(QUERY_ANNOTATIONS, 0)
+    try:
+        for name, events, rate in plan:
+            if events:
+                report(f"worker: {name} phase, {len(events)} events" + (f" at {rate:g}/s" if rate else ""))
+                phases[name] = run_phase(
+                    sender,
+                    reader,
+                    topic=SEARCH_EVENTS,
+                    phase=name,
+                    events=events,
+                    rate=rate,
+                    timeout_s=config.timeout_s,
+                )
+    finally:
+        reader.close()
+
+    if config.passthrough:
+        log = stack.logs / f"bench-passthrough-{bench_id}.log"
+        with Passthrough(bootstrap, bench_id, log) as passthrough:
+            copies = AnswerReader(bootstrap, {passthrough.sink: decode_answer}, bench_id)
+            try:
+                for name, events, rate in plan[:3]:
+                    report(f"passthrough: {name} phase, {len(events)} events" + (f" at {rate:g}/s" if rate else ""))
+                    phases[f"passthrough_{name}"] = run_phase(
+                        sender,
+                        copies,
+                        topic=passthrough.source,
+                        phase=f"pt{name}",
+                        events=events,
+                        rate=rate,
+                        timeout_s=config.timeout_s,
+                    )
+            finally:
+                copies.close()
+    return phases, history
+
+
+def _figures(
+    config: BenchConfig,
+    workload: Workload,
+    phases: dict[str, PhaseResult],
+    bench_id: str,
+    seeded: int,
+    activation_s: float,
+) -> dict[str, Any]:
+    throughput, paced = phases["throughput"], phases["paced"]
+    summaries = {name: result.summary() for name, result in phases.items() if name != "warmup"}
+    measured = Counter(throughput.sources) + Counter(paced.sources)
+    hits = sum(n for source, n in measured.items() if source in HIT_SOURCES)
+    dead = sum(n for source, n in measured.items() if source.startswith("dead_letter"))
+    misses = sum(measured.values()) - hits - dead
+    out: dict[str, Any] = {
+        "bench_id": bench_id,
+        "events": config.events,
+        "hit_ratio": config.hit_ratio,
+        "rate": config.rate,
+        "events_per_s": summaries["throughput"]["events_per_s"],
+        "p50_ms": summaries["paced"]["p50_ms"],
+        "p95_ms": summaries["paced"]["p95_ms"],
+        "p99_ms": summaries["paced"]["p99_ms"],
+    }
+    if "passthrough_throughput" in summaries:
+        pt_throughput, pt_paced = summaries["passthrough_throughput"], summaries["passthrough_paced"]
+        out["passthrough_events_per_s"] = pt_throughput["events_per_s"]
+        out["passthrough_p50_ms"] = pt_paced["p50_ms"]
+        out["passthrough_p99_ms"] = pt_paced["p99_ms"]
+        ceiling = phases["passthrough_throughput"].events_per_s
+        out["ratio"] = round(throughput.events_per_s / ceiling, 4) if ceiling else None
+    answered = throughput.answered + paced.answered
+    out |= {
+        "hits": hits,
+        "misses": misses,
+        "hit_ratio_observed": round(hits / answered, 4) if answered else None,
+        "fallbacks": measured.get("fallback", 0),
+        "dead_letters": dead,
+        "unanswered": sum(r.sent - r.answered for r in phases.values()),
+        "duplicates": sum(r.duplicates for r in phases.values()),
+    }
+    if "miss" in phases:
+        miss = summaries["miss"]
+        out["miss_path"] = {k: miss[k] for k in ("events", "answered", "target_rate", "p50_ms", "p95_ms", "p99_ms")}
+        out["miss_path"]["sources"] = miss["sources"]
+    out["complete"] = out["unanswered"] == 0
+    out["seed"] = {
+        "run_id": f"bench-{bench_id}",
+        "queries": seeded,
+        "expected_hit_ratio": round(workload.expected_hits / len(workload.events), 4),
+        "activation_s": round(activation_s, 2),
+    }
+    out["phases"] = summaries
+    out["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "at": time.strftime("%Y-%m-%d")}
+    return out

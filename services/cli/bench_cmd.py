@@ -1,0 +1,63 @@
+"""``qu bench``: the real-time path's throughput and latency on the embedded stack (docs/BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from services.bench.runner import BenchConfig, run_bench
+from services.cli.context import err_console, reported_errors, settings_from
+
+
+def bench(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(min=1, help="Events per phase (worker and passthrough alike).")] = 20_000,
+    hit_ratio: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of events the seeded head cache answers.")
+    ] = 0.98,
+    rate: Annotated[float, typer.Option(min=1, help="Events/s of the paced (latency) phases.")] = 1000,
+    miss_rate: Annotated[float, typer.Option(min=1, help="Events/s of the all-miss phase (the student).")] = 200,
+    miss_events: Annotated[int, typer.Option(min=0, help="Events of the all-miss phase; 0 skips it.")] = 3000,
+    warmup: Annotated[int | None, typer.Option(min=0, help="Warm-up events (discarded); default events/10.")] = None,
+    seed: Annotated[int, typer.Option(help="Traffic generator seed.")] = 1,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds a phase may wait for answers after its last send.")
+    ] = 120,
+    passthrough: Annotated[bool, typer.Option(help="Measure the raw passthrough too (needed for `ratio`).")] = True,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON line with every figure.")] = False,
+) -> None:
+    """Benchmark the real-time path: unthrottled throughput, paced end-to-end latency, the miss path,
+    and a raw Kafka passthrough measured the same way. Starts the stack if it is not running."""
+    settings = settings_from(ctx)
+    config = BenchConfig(
+        events=events,
+        hit_ratio=hit_ratio,
+        rate=rate,
+        miss_rate=miss_rate,
+        miss_events=miss_events,
+        warmup=warmup,
+        seed=seed,
+        timeout_s=timeout,
+        passthrough=passthrough,
+    )
+    with reported_errors():
+        result = run_bench(settings, config, report=lambda message: err_console.print(message))
+    if json:
+        typer.echo(orjson.dumps(result).decode())
+    else:
+        _print(result)
+    if not result["complete"]:
+        err_console.print(f"[bold red]error:[/] {result['unanswered']} events were not answered within {timeout:g} s")
+        raise typer.Exit(1)
+
+
+def _print(result: dict[str, Any]) -> None:
+    keys = ("events_per_s", "p50_ms", "p95_ms", "p99_ms", "passthrough_events_per_s", "passthrough_p99_ms", "ratio")
+    for key in (*keys, "hits", "misses", "fallbacks", "dead_letters", "unanswered"):
+        if key in result:
+            typer.echo(f"{key:>26}: {result[key]}")
+    if "miss_path" in result:
+        miss = result["miss_path"]
+        typer.echo(f"{'miss path':>26}: {miss['target_rate']}/s p50 {miss['p50_ms']} ms, p99 {miss['p99_ms']} ms")

@@ -1,0 +1,100 @@
+"""``qu bench`` on the running embedded stack, with small numbers: every key, sane values, nothing left behind.
+
+Speed targets are not asserted here: they are benchmark figures (docs/BENCHMARKS.md), and CI
+shares two cores between the stack and the tests. The first tests need no services.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from services.bench.stats import PhaseResult, percentile
+from services.bench.workload import choose_head
+from services.settings import Settings
+from services.stack.embedded import EmbeddedStack
+
+EVENTS = 300
+HIT_RATIO = 0.9
+MISS_EVENTS = 100
+
+
+def test_the_head_is_the_most_frequent_queries_adding_up_to_the_target() -> None:
+    counts = Counter({"milk": 50, "bread": 30, "eggs": 10, "kale": 5, "a": 1, "b": 1, "c": 1, "d": 1})
+    assert choose_head(counts, 80) == {"milk": 50, "bread": 30}
+    # 93 cannot be made of the big ones alone: a query that would overshoot is skipped for rarer ones.
+    assert sum(choose_head(counts, 93).values()) == 93
+    assert choose_head(counts, 0) == {}
+    assert sum(choose_head(counts, 10_000).values()) == sum(counts.values())
+
+
+def test_percentiles_are_latencies_that_happened() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)
+    result = PhaseResult("paced", sent=4, target_rate=10, send_seconds=0.3, span_seconds=0.5, latencies_ms=[1, 2, 3])
+    summary = result.summary()
+    assert summary["answered"] == 3 and summary["events_per_s"] == 6.0 and summary["p99_ms"] == 3
+    assert PhaseResult("empty", 0, 0, 0, 0).summary()["p50_ms"] is None  # JSON has no NaN
+
+
+def test_the_passthrough_copies_with_the_workers_client_settings() -> None:
+    from services.bench import passthrough
+    from streams import app  # builds the Faust app object; connects to nothing
+
+    assert passthrough.FETCH_MAX_WAIT_MS == app.FETCH_MAX_WAIT_MS
+    assert (passthrough.BATCH, passthrough.WITHIN_MS / 1000) == (app.BATCH_MAX, app.BATCH_WITHIN_S)
+
+
+def bench(settings: Settings, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    # The stack's own settings, and nothing of the developer's shell: its QU_* variables would point elsewhere.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QU_")}
+    env |= {"QU_STATE_DIR": str(settings.state_dir), "QU_CATALOG_DIR": str(settings.resolved_catalog_dir)}
+    command = [sys.executable, "-m", "services.cli.main", "bench", *args, "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150, check=False)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 1, f"rc={done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    return done, orjson.loads(lines[0])
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_qu_bench_measures_the_running_stack_and_a_passthrough(
+    embedded_stack: EmbeddedStack, stack_settings: Settings
+) -> None:
+    done, result = bench(
+        stack_settings,
+        *("--events", str(EVENTS), "--hit-ratio", str(HIT_RATIO), "--rate", "200"),
+        *("--miss-rate", "100", "--miss-events", str(MISS_EVENTS), "--warmup", "50", "--timeout", "60"),
+    )
+    assert result["stack"] == "reused" and result["complete"] is True
+    for key in ("events_per_s", "p50_ms", "p95_ms", "p99_ms", "passthrough_events_per_s", "passthrough_p99_ms"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+    assert result["ratio"] == pytest.approx(result["events_per_s"] / result["passthrough_events_per_s"], abs=1e-3)
+
+    # Two measured phases (unthrottled, paced) of EVENTS each; every event answered once, none dead-lettered.
+    assert result["hits"] + result["misses"] == 2 * EVENTS
+    assert result["unanswered"] == 0 and result["dead_letters"] == 0
+    assert result["seed"]["expected_hit_ratio"] == pytest.approx(HIT_RATIO, abs=0.005)
+    assert result["hit_ratio_observed"] == pytest.approx(HIT_RATIO, abs=0.03)
+    paced = result["phases"]["paced"]
+    assert paced["answered"] == EVENTS and paced["offered_rate"] == pytest.approx(200, rel=0.2)
+
+    miss = result["miss_path"]
+    assert miss["answered"] == MISS_EVENTS and set(miss["sources"]) <= {"student", "fallback"}
+    assert miss["p50_ms"] <= miss["p99_ms"]
+    passthrough = result["phases"]["passthrough_paced"]
+    assert passthrough["answered"] == EVENTS and passthrough["sources"] == {"passthrough": EVENTS}
+
+    # Nothing left behind: the stack still runs, the passthrough's topics and process are gone.
+    assert embedded_stack.status()["running"]
+    topics = AdminClient({"bootstrap.servers": embedded_stack.endpoints()["kafka"]}).list_topics(timeout=10).topics
+    assert not [t for t in topics if t.startswith(f"qu.bench-{result['bench_id']}")]
+    assert "passthrough" in done.stderr  # the progress report went to stderr, the JSON alone to stdout

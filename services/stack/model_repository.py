@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from fnmatch import fnmatch
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -18,6 +19,9 @@ from services.errors import QuError
 
 CONFIG = "config.pbtxt"
 STUDENT_MODEL = "qu_student"
+# The production student's ensemble needs the tensorrtllm backend and a GPU (docs/gpu-student.md); the
+# CPU server loads every model it is given (--load-model=*), and one that cannot load stops it.
+GPU_ONLY_MODELS = "qu_student_trtllm*"
 
 
 class ModelRepositoryError(QuError):
@@ -73,7 +77,7 @@ def materialize_model_repository(
     """
     if not src.is_dir():
         raise ModelRepositoryError(f"no model repository at {src}: expected the checkout's triton_models/ directory")
-    configs = sorted(src.glob(f"*/{CONFIG}"))
+    configs = [c for c in sorted(src.glob(f"*/{CONFIG}")) if not fnmatch(c.parent.name, GPU_ONLY_MODELS)]
     if not configs:
         raise ModelRepositoryError(f"{src} holds no */{CONFIG}: not a Triton model repository")
     for name, path in (("catalog_dir", catalog_dir), ("embedding_model_path", embedding_model_path)):
@@ -89,7 +93,8 @@ def materialize_model_repository(
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        shutil.copytree(src, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", GPU_ONLY_MODELS)
+        shutil.copytree(src, staging, dirs_exist_ok=True, ignore=ignore)
         for config in sorted(staging.glob(f"*/{CONFIG}")):
             with config.open("a", encoding="utf-8") as handle:
                 handle.write(_parameters_block(parameters))

@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_DIR ?= .qu
 DEMO_EVENTS ?= 20000
 STREAM_EVENTS ?= 300
+TEACH_TOP ?= 1000
 
 .PHONY: venv system-deps run test lint typecheck unit clean demo-derive protos protos-check
 
@@ -33,8 +34,12 @@ run: venv system-deps
 	$(BIN)/qu --state-dir $(RUN_DIR) traffic --events $(DEMO_EVENTS) --seed 1 --out $(RUN_DIR)/traffic/events.jsonl
 	$(BIN)/qu --state-dir $(RUN_DIR) conversions build $(RUN_DIR)/traffic/events.conversions.jsonl
 	$(BIN)/qu --state-dir $(RUN_DIR) catalog stats
-	# The real-time path: start the embedded stack, stream generated events through it, stop it.
-	$(BIN)/qu --state-dir $(RUN_DIR) demo --events $(STREAM_EVENTS)
+	# The real-time path: start the embedded stack; the offline teacher teaches the head of the traffic log and
+	# fills the head-tag cache through the refresher; stream generated events through it; stop it (also on failure).
+	trap '$(BIN)/qu --state-dir $(RUN_DIR) down' EXIT; \
+	  $(BIN)/qu --state-dir $(RUN_DIR) up && \
+	  $(BIN)/qu --state-dir $(RUN_DIR) teacher run --top $(TEACH_TOP) && \
+	  $(BIN)/qu --state-dir $(RUN_DIR) demo --events $(STREAM_EVENTS)
 
 lint: venv
 	$(BIN)/ruff check services streams tests triton_models

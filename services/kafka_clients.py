@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from services.errors import QuError
 
@@ -102,3 +102,54 @@ def send_all(
             + (f"; first error: {failures[0]}" if failures else f"; {remaining} still queued after {flush_timeout} s")
         )
     return delivered
+
+
+def read_to_end(
+    bootstrap: str, topic: str, *, timeout_s: float = 60.0, idle_s: float = 1.0
+) -> Iterator[tuple[bytes | None, str]]:
+    """Every record of ``topic`` from the beginning to its end: ``(value, "topic[p]@offset")``.
+
+    Reads by assignment (no group, nothing committed), so it leaves no trace on the broker. The end
+    is where every partition has passed its high watermark and no record came for ``idle_s``: tansu
+    reports a watermark behind the last record (the base offset of the last batch + 1), so the
+    watermark alone would stop early there. Raises :class:`DeliveryError` when the broker cannot be
+    reached, the topic does not exist, or the end is not reached within ``timeout_s``.
+    """
+    reader = consumer(bootstrap)
+    try:
+        try:
+            metadata = reader.list_topics(topic, timeout=10)
+        except KafkaException as err:
+            raise DeliveryError(f"cannot reach Kafka at {bootstrap} (setting QU_KAFKA_BOOTSTRAP): {err}") from err
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None:
+            raise DeliveryError(f"topic {topic!r} does not exist on {bootstrap}: create it first (`qu up` does)")
+        behind: dict[int, int] = {}  # partition -> high watermark not yet passed
+        for partition in sorted(described.partitions):
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if high > low:
+                behind[partition] = high
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(described.partitions)])
+        deadline = time.monotonic() + timeout_s
+        last_record = time.monotonic()
+        while behind or time.monotonic() - last_record < idle_s:
+            if time.monotonic() > deadline:
+                raise DeliveryError(
+                    f"reading {topic!r} did not reach its end within {timeout_s:.0f} s "
+                    f"({len(behind)} partition(s) behind their high watermark)"
+                )
+            msg = reader.poll(min(idle_s, 0.2))
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise DeliveryError(f"reading {topic!r}: {error}")
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            last_record = time.monotonic()
+            if partition in behind and offset + 1 >= behind[partition]:
+                del behind[partition]
+            yield msg.value(), f"{topic}[{partition}]@{offset}"
+    finally:
+        reader.close()

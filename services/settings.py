@@ -76,6 +76,19 @@ class Settings(BaseSettings):
     category_min_similarity: float = Field(
         default=0.25, ge=-1, le=1, description="Guardrail: a category path less similar to the query is dropped."
     )
+    # --- guardrails (calibrated by `qu guardrails calibrate`; see services/guardrails/calibration.py) ---
+    rewrite_min_similarity: float = Field(
+        default=0.386, ge=-1, le=1, description="Guardrail: a rewrite less similar to its query (cosine) is dropped."
+    )
+    guardrail_max_categories: int = Field(default=3, ge=1, description="Guardrail: most category paths kept.")
+    substitute_category_top_k: int = Field(
+        default=3, ge=1, description="Guardrail: categories taken per product type and nearest paths of a substitute."
+    )
+    substitute_category_level: Literal["department", "aisle"] = Field(
+        default="department",
+        description="Guardrail: a substitute must share this taxonomy level with the query's categories.",
+    )
+    # --- end guardrails ---
     max_query_chars: int = Field(default=512, ge=1, description="Longer queries go to the dead-letter topic.")
     # Ports of the embedded stack (`qu up`): each is the setting that moves it when it is taken.
     kafka_port: int = Field(default=19092, description="Embedded broker port (env QU_KAFKA_PORT).")
@@ -108,7 +121,31 @@ class Settings(BaseSettings):
     teacher_price_per_1k_completion: float = Field(
         default=0.0, ge=0, description="USD per 1000 completion tokens, for the run's cost figure."
     )
+    teacher_backend: Literal["catalog", "openai"] = Field(
+        default="catalog",
+        description="Who answers `qu teacher run`: the deterministic catalog-grounded teacher (offline) or the "
+        "OpenAI-compatible endpoint above (env QU_TEACHER_BACKEND).",
+    )
+    teacher_context_top_k: int = Field(default=5, ge=1, description="Categories and brands retrieved per query.")
+    teacher_head_size: int = Field(default=1000, ge=1, description="Most frequent queries a run teaches.")
+    teacher_min_misses: int = Field(
+        default=3, ge=1, description="Cache misses after which a tail query is promoted into the next run."
+    )
+    curriculum_dir: Path | None = Field(
+        default=None, description="The student's curriculum (env QU_CURRICULUM_DIR); default: STATE_DIR/curriculum."
+    )
     # --- end teacher ---
+    # --- student (qu student train / export / bench) ---
+    student_queryner_dir: Path | None = Field(
+        default=None,
+        description="QueryNER train.json/validation.json for the student (env QU_STUDENT_QUERYNER_DIR); default: "
+        "../shared/data/queryner beside the checkout. Its test split is never read.",
+    )
+    student_precision: Literal["fp32", "int8"] = Field(
+        default="int8",
+        description="Which exported graphs a new qu_student version serves (env QU_STUDENT_PRECISION).",
+    )
+    # --- end student ---
 
     @property
     def resolved_catalog_dir(self) -> Path:
@@ -117,6 +154,14 @@ class Settings(BaseSettings):
     @property
     def resolved_conversions_dir(self) -> Path:
         return self.conversions_dir or self.state_dir / "conversions"
+
+    @property
+    def resolved_curriculum_dir(self) -> Path:
+        return self.curriculum_dir or self.state_dir / "curriculum"
+
+    @property
+    def resolved_student_queryner_dir(self) -> Path:
+        return self.student_queryner_dir or Path(__file__).resolve().parents[2] / "shared" / "data" / "queryner"
 
     def resolved_embedding_model_path(self) -> Path:
         if self.embedding_model_path is not None:

@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.fixtures.triton",
     "tests.fixtures.stack",
     "tests.fixtures.openai_server",
+    "tests.fixtures.student",
 ]
 
 # --- environment and settings -----------------------------------------------------------------
@@ -88,14 +89,12 @@ def embedder() -> SentenceEmbedder:
 Cli = Callable[..., Result]
 
 
-@pytest.fixture
-def cli(clean_env: None, state_dir: Path, embedder: SentenceEmbedder, monkeypatch: pytest.MonkeyPatch) -> Cli:
-    """``cli("catalog", "stats", "--json")`` runs ``qu`` in-process with ``QU_STATE_DIR`` = ``state_dir``.
+CliFactory = Callable[[dict[str, str]], Cli]
 
-    Returns the click ``Result`` (``exit_code``, ``stdout``, ``stderr``). Unexpected exceptions
-    propagate instead of being folded into the result. Commands that embed share the session's
-    loaded model (when they ask for the same model), so the weights load once per session.
-    """
+
+@pytest.fixture
+def cli_with_env(clean_env: None, embedder: SentenceEmbedder, monkeypatch: pytest.MonkeyPatch) -> CliFactory:
+    """``cli_with_env({"QU_STATE_DIR": ..., ...})`` -> a ``cli`` (below) that runs ``qu`` with those variables."""
     from services.cli.main import app
 
     build_embedder = Settings.embedder
@@ -107,10 +106,25 @@ def cli(clean_env: None, state_dir: Path, embedder: SentenceEmbedder, monkeypatc
 
     monkeypatch.setattr(Settings, "embedder", shared_embedder)
     runner = CliRunner()
-    # A wide console: rich would otherwise wrap long error lines (file paths) at 80 columns.
-    env = {"QU_STATE_DIR": str(state_dir), "COLUMNS": "10000"}
 
-    def invoke(*args: str | Path) -> Result:
-        return runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+    def make(variables: dict[str, str]) -> Cli:
+        # A wide console: rich would otherwise wrap long error lines (file paths) at 80 columns.
+        env = {"COLUMNS": "10000", **variables}
 
-    return invoke
+        def invoke(*args: str | Path) -> Result:
+            return runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+
+        return invoke
+
+    return make
+
+
+@pytest.fixture
+def cli(state_dir: Path, cli_with_env: CliFactory) -> Cli:
+    """``cli("catalog", "stats", "--json")`` runs ``qu`` in-process with ``QU_STATE_DIR`` = ``state_dir``.
+
+    Returns the click ``Result`` (``exit_code``, ``stdout``, ``stderr``). Unexpected exceptions
+    propagate instead of being folded into the result. Commands that embed share the session's
+    loaded model (when they ask for the same model), so the weights load once per session.
+    """
+    return cli_with_env({"QU_STATE_DIR": str(state_dir)})

@@ -12,9 +12,12 @@ from services.cli import (
     catalog_cmd,
     conversions_cmd,
     demo_cmd,
+    eval_cmd,
+    guardrails_cmd,
     kafka_cmd,
     realtime_cmd,
     stack_cmd,
+    teacher_cmd,
     traffic_cmd,
 )
 from services.settings import Settings
@@ -27,6 +30,9 @@ app = typer.Typer(
 )
 app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(conversions_cmd.app, name="conversions")
+app.add_typer(guardrails_cmd.app, name="guardrails")
+app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(teacher_cmd.app, name="teacher")
 app.command("traffic")(traffic_cmd.traffic)
 app.command("produce")(kafka_cmd.produce)
 app.command("consume")(kafka_cmd.consume)

@@ -1,0 +1,154 @@
+"""``qu teacher run``: teach the head queries, fill the head-tag cache, append the student's curriculum."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tqdm import tqdm
+
+from services.catalog.artifacts import load_catalog
+from services.cli.context import err_console, print_json, reported_errors, settings_from
+from services.settings import Settings
+from services.teacher.context import ExamplePool
+from services.teacher.context_types import TaskName
+from services.teacher.curriculum import CurriculumRun
+from services.teacher.run import RunOptions, TeacherRun, run_fingerprint
+from services.teacher.runtime import (
+    BackendName,
+    build_pipeline,
+    fingerprint_extra,
+    kafka_publisher,
+    load_conversions,
+    open_backend,
+    select_queries,
+    wait_for_activation,
+)
+from services.topics import HEAD_TAGS
+
+app = typer.Typer(help="The offline teacher: head queries in, head tags and curriculum out.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    log: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Search-event log (JSON lines with query, session_id, ts); repeat for several. "
+            "Default: STATE_DIR/traffic/events.jsonl when it exists."
+        ),
+    ] = None,
+    queries: Annotated[
+        Path | None, typer.Option(help="Teach exactly these queries (one per line, or JSON lines with query).")
+    ] = None,
+    top: Annotated[int | None, typer.Option(min=1, help="Head size: most frequent queries of the log.")] = None,
+    misses: Annotated[
+        bool, typer.Option(help="Also promote tail queries that keep missing the cache (qu.cache-misses.v1).")
+    ] = True,
+    min_misses: Annotated[int | None, typer.Option(min=1, help="Misses that promote a tail query.")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="catalog (offline, deterministic) or openai; default QU_TEACHER_BACKEND.")
+    ] = None,
+    task: Annotated[
+        list[TaskName] | None, typer.Option(help="Tasks to run (repeat); default all. srl is always run.")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Queries per curriculum part (the resume step).")] = 64,
+    publish: Annotated[bool, typer.Option(help="Publish the head set to qu.head-tags.v1.")] = True,
+    wait: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for the refresher to activate the run (0: do not wait).")
+    ] = 60.0,
+    json: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON.")] = False,
+) -> None:
+    """Select queries, build their context, ask the teacher one prompt per task, guardrail, publish, record.
+
+    Interrupt it at any time: the same command resumes where the last whole curriculum part ended,
+    and a finished run is not taught again.
+    """
+    settings = settings_from(ctx)
+    name = backend or settings.teacher_backend
+    if name not in ("catalog", "openai"):
+        raise typer.BadParameter(f"--backend must be catalog or openai, not {name!r}")
+    logs = log if log else _default_logs(settings)
+    with reported_errors():
+        summary = asyncio.run(
+            _run(
+                settings,
+                name,  # type: ignore[arg-type]
+                logs=logs,
+                queries_file=queries,
+                top=top or settings.teacher_head_size,
+                read_misses=misses and queries is None,
+                min_misses=min_misses or settings.teacher_min_misses,
+                tasks=[TaskName.SRL, *(task or list(TaskName))],
+                chunk_size=chunk_size,
+                publish=publish,
+                wait_s=wait if publish else 0.0,
+                progress=not json,
+            )
+        )
+    if json:
+        print_json(summary)
+        return
+    err_console.print(
+        f"run {summary['run_id']}: {summary['queries']} queries ({summary['resumed']} resumed), "
+        f"{summary['published']} published, rejected {summary['rejected'] or 'none'}; "
+        f"curriculum {summary['curriculum']['path']} ({summary['curriculum']['records']} records)"
+    )
+
+
+def _default_logs(settings: Settings) -> list[Path]:
+    default = settings.state_dir / "traffic" / "events.jsonl"
+    return [default] if default.is_file() else []
+
+
+async def _run(
+    settings: Settings,
+    backend_name: BackendName,
+    *,
+    logs: list[Path],
+    queries_file: Path | None,
+    top: int,
+    read_misses: bool,
+    min_misses: int,
+    tasks: list[TaskName],
+    chunk_size: int,
+    publish: bool,
+    wait_s: float,
+    progress: bool,
+) -> dict[str, Any]:
+    selected, how = select_queries(
+        settings, logs=logs, queries_file=queries_file, top=top, min_misses=min_misses, read_misses=read_misses
+    )
+    if not selected:
+        raise typer.BadParameter("nothing to teach: give --log FILE (a search-event log) or --queries FILE")
+    catalog = load_catalog(settings.resolved_catalog_dir)
+    conversions = load_conversions(settings)
+    embedder = settings.embedder()
+    async with AsyncExitStack() as stack:
+        backend = await open_backend(backend_name, settings, catalog, stack)
+        pipeline = build_pipeline(settings, catalog, conversions, embedder, backend, tasks)
+        run_id = run_fingerprint(selected, pipeline, fingerprint_extra(settings, conversions))
+        curriculum = CurriculumRun(settings.resolved_curriculum_dir, run_id)
+        with tqdm(total=len(selected), desc=f"teaching {run_id}", unit="q", disable=not progress or None) as bar:
+
+            def advance(done: int, _total: int) -> None:
+                bar.update(done - bar.n)
+
+            teacher_run = TeacherRun(
+                pipeline,
+                curriculum,
+                ExamplePool(embedder),
+                options=RunOptions(chunk_size=chunk_size),
+                publisher=kafka_publisher(settings) if publish else None,
+                on_progress=advance,
+            )
+            summary = await teacher_run.run(selected)
+    summary["selection"] = how
+    summary["head_tags"] = {"topic": HEAD_TAGS if publish else None, "activated": None}
+    if publish and wait_s > 0:
+        summary["head_tags"]["activated"] = await wait_for_activation(settings, run_id, wait_s)
+    return summary

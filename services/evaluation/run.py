@@ -1,0 +1,70 @@
+"""Running an evaluation: read the gold file, ask the predictor in batches, score."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+from pathlib import Path
+
+from services.annotation.model import Understanding
+from services.errors import InputError
+from services.evaluation.categories import CategoryAccuracy
+from services.evaluation.predictors import PredictionError, Predictor
+from services.evaluation.spans import SpanScores
+from services.gold import GoldQuery, read_qu_labels, read_queryner
+
+__all__ = ["GoldFormat", "load_gold", "predict_all", "score_categories", "score_spans_of"]
+
+DEFAULT_BATCH = 64
+
+
+class GoldFormat(StrEnum):
+    QUERYNER = "queryner"  # {"examples": [{"tokens", "ner_tags"}]}, roles mapped (services.gold.queryner)
+    QU = "qu"  # the engine's JSON lines labels (``qu traffic`` writes EVENTS.labels.jsonl)
+
+
+def load_gold(path: Path, gold_format: GoldFormat, *, limit: int | None = None) -> list[GoldQuery]:
+    """The gold queries of ``path`` (the first ``limit``); InputError names a missing, empty or malformed file."""
+    if gold_format is GoldFormat.QUERYNER and path.name.startswith("test"):
+        # QueryNER's test split is held out: nothing in the engine reads it, so no choice is tuned on it.
+        raise InputError(str(path), "QueryNER's test split is held out: evaluate on train.json or validation.json")
+    if not path.exists():
+        raise InputError(str(path), "no such gold file")
+    gold = read_queryner(path) if gold_format is GoldFormat.QUERYNER else read_qu_labels(path)
+    if not gold:
+        raise InputError(str(path), f"no gold queries in the file (read as --format {gold_format.value})")
+    return gold[:limit] if limit is not None else gold
+
+
+async def predict_all(
+    predictor: Predictor,
+    queries: Sequence[str],
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Callable[[int], None] | None = None,
+) -> list[Understanding]:
+    """The predictor's answers to every query, asked ``batch_size`` at a time; ``progress(n)`` after each batch."""
+    out: list[Understanding] = []
+    for first in range(0, len(queries), batch_size):
+        batch = queries[first : first + batch_size]
+        answers = await predictor.predict(batch)
+        if len(answers) != len(batch):
+            raise PredictionError(f"{predictor.name} answered {len(answers)} of a batch of {len(batch)} queries")
+        out += answers
+        if progress is not None:
+            progress(len(batch))
+    return out
+
+
+def score_spans_of(gold: Sequence[GoldQuery], predicted: Sequence[Understanding]) -> SpanScores:
+    scores = SpanScores()
+    for g, p in zip(gold, predicted, strict=True):
+        scores.add(g.spans, p.tags, g.kind)
+    return scores
+
+
+def score_categories(gold: Sequence[GoldQuery], predicted: Sequence[Understanding]) -> CategoryAccuracy:
+    accuracy = CategoryAccuracy()
+    for g, p in zip(gold, predicted, strict=True):
+        accuracy.add(g.category, p.categories, g.kind)
+    return accuracy

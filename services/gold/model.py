@@ -1,0 +1,16 @@
+"""The one shape every gold source is read into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.annotation.model import Tag
+
+
+@dataclass(frozen=True, slots=True)
+class GoldQuery:
+    query: str
+    spans: tuple[Tag, ...]  # offsets into ``query``; sorted, non-overlapping
+    category: tuple[str, ...] | None = None  # the taxonomy path meant, where the source says
+    kind: str = ""  # how the query was phrased (traffic labels), for breakdowns
+    source: str = ""  # "file:line" it was read from, for error messages and reports

@@ -1,0 +1,258 @@
+"""Teaching a batch of queries: context → one prompt per task → teacher → validation → guardrails.
+
+:class:`TeacherPipeline` is the offline counterpart of the annotate handler. For each query it
+builds the retrieved context once, renders every task's template, asks the backend (concurrently,
+at most ``concurrency`` answers in flight), assembles the answers into one
+:class:`~services.annotation.model.Understanding`, and runs the shared guardrails over it. A task
+whose answer is invalid or whose teacher is unavailable is recorded with the problem; the others
+still count. What reaches the head cache is decided by :func:`publishable`, one rule for the run
+and for a resumed run's re-publication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from services.annotation.model import (
+    CategoryScore,
+    GuardrailDecision,
+    Rewrite,
+    RewriteType,
+    Role,
+    Tag,
+    Understanding,
+)
+from services.errors import QuError, ServiceUnavailable
+from services.guardrails import Guardrails
+from services.teacher.backend import TeacherAnswer, TeacherAnswerInvalid, TeacherBackend
+from services.teacher.context import ContextBuilder, ExamplePool
+from services.teacher.context_types import TaskName, TeacherContext
+from services.teacher.curriculum import CurriculumRecord, record_id
+from services.teacher.prompts import RenderedPrompt, template_for
+from services.teacher.prompts.base import CONTEXT_TAG
+from services.teacher.selection import SelectedQuery
+
+log = logging.getLogger(__name__)
+
+REWRITE_TASKS: dict[TaskName, RewriteType] = {
+    TaskName.SUBSTITUTES: RewriteType.SUBSTITUTE,
+    TaskName.BROADER: RewriteType.BROADER,
+    TaskName.SYNONYMS: RewriteType.SYNONYM,
+}
+ANSWERED, INVALID, UNAVAILABLE, REJECTED = "answered", "invalid", "unavailable", "rejected"
+_CONTEXT_BLOCK = re.compile(rf"<{CONTEXT_TAG}>\n(.*?)\n</{CONTEXT_TAG}>", re.S)
+
+
+@dataclass(slots=True)
+class TaskOutcome:
+    task: TaskName
+    prompt: RenderedPrompt
+    status: str
+    problem: str = ""
+    answer: TeacherAnswer | None = None
+
+
+@dataclass(slots=True)
+class TaughtQuery:
+    selected: SelectedQuery
+    context: TeacherContext
+    outcomes: dict[TaskName, TaskOutcome]
+    understanding: Understanding  # after the guardrails
+    decisions: list[GuardrailDecision] = field(default_factory=list)
+
+    @property
+    def query(self) -> str:
+        return self.selected.query
+
+    @property
+    def rejection(self) -> str:
+        """Why the query stays out of the head cache ("" when it goes in)."""
+        srl = self.outcomes.get(TaskName.SRL)
+        return publishable(srl.status if srl else UNAVAILABLE, self.understanding)
+
+
+def publishable(srl_status: str, understanding: Understanding) -> str:
+    """The one rule for the cache: "" when the query's answer may be served, else the reason it may not.
+
+    SRL is what every consumer reads, so a query whose SRL answer failed is not cached (the
+    student serves it instead); nor is one the guardrails left with neither a tag nor a category.
+    """
+    if srl_status != ANSWERED:
+        return f"srl_{srl_status}"
+    if not understanding.tags and not understanding.categories:
+        return "nothing_kept"
+    return ""
+
+
+class TeacherPipeline:
+    def __init__(
+        self,
+        builder: ContextBuilder,
+        backend: TeacherBackend,
+        guardrails: Guardrails,
+        *,
+        tasks: Sequence[TaskName] = tuple(TaskName),
+        concurrency: int = 8,
+        catalog_build: str = "",
+    ) -> None:
+        if TaskName.SRL not in tasks:
+            raise ValueError("the SRL task cannot be left out: the cache and the curriculum are built on it")
+        self.builder = builder
+        self.backend = backend
+        self.guardrails = guardrails
+        self.tasks = tuple(dict.fromkeys(tasks))
+        self.catalog_build = catalog_build
+        self._limit = asyncio.Semaphore(concurrency)
+
+    @property
+    def teacher_version(self) -> str:
+        return f"{self.backend.name}/{self.backend.version}"
+
+    def template_hashes(self) -> dict[str, str]:
+        return {task.value: template_for(task).template_hash for task in self.tasks}
+
+    async def teach(self, selected: Sequence[SelectedQuery], pool: ExamplePool | None = None) -> list[TaughtQuery]:
+        """Teach every query of the batch; never raises for one query's or one task's failure."""
+        if not selected:
+            return []
+        contexts = self.builder.build_many(
+            [s.query for s in selected],
+            session_followups={s.query: s.followups for s in selected},
+            examples_pool=pool,
+        )
+        n = len(self.tasks)
+        prompts = [
+            template_for(task).render(s.query, ctx)
+            for s, ctx in zip(selected, contexts, strict=True)
+            for task in self.tasks
+        ]
+        outcomes = await asyncio.gather(*(self._ask(p) for p in prompts))
+        per_query = [dict(zip(self.tasks, outcomes[i * n : (i + 1) * n], strict=True)) for i in range(len(selected))]
+        proposed = [_understanding(o, self.teacher_version) for o in per_query]
+        checked = self.guardrails.check_many([(u, s.query) for u, s in zip(proposed, selected, strict=True)])
+        return [
+            TaughtQuery(s, ctx, o, understanding, decisions)
+            for s, ctx, o, (understanding, decisions) in zip(selected, contexts, per_query, checked, strict=True)
+        ]
+
+    async def _ask(self, prompt: RenderedPrompt) -> TaskOutcome:
+        async with self._limit:
+            try:
+                answer = await self.backend.answer(prompt.task, prompt)
+            except TeacherAnswerInvalid as err:
+                return TaskOutcome(prompt.task, prompt, INVALID, err.problem)
+            except ServiceUnavailable as err:
+                return TaskOutcome(prompt.task, prompt, UNAVAILABLE, str(err))
+            except QuError as err:  # refused by the endpoint (4xx): the query is skipped for this task
+                return TaskOutcome(prompt.task, prompt, REJECTED, str(err))
+        return TaskOutcome(prompt.task, prompt, ANSWERED, answer=answer)
+
+    def records(self, taught: TaughtQuery, run_id: str, *, now: datetime | None = None) -> list[CurriculumRecord]:
+        """One curriculum record per task: the guardrailed answer and everything it came from."""
+        created = (now or datetime.now(UTC)).isoformat()
+        out = []
+        for task, outcome in taught.outcomes.items():
+            context_json = _context_json(outcome.prompt)
+            answer = outcome.answer
+            out.append(
+                CurriculumRecord(
+                    record_id=record_id(run_id, taught.query, task),
+                    run_id=run_id,
+                    query=taught.query,
+                    origin=taught.selected.origin.value,
+                    query_count=taught.selected.count,
+                    task=task.value,
+                    status=outcome.status,
+                    problem=outcome.problem,
+                    answer_json=_dumps(_task_answer(task, taught.understanding) if answer else {}),
+                    teacher_answer_json=_dumps(answer.data if answer else {}),
+                    reasoning=answer.reasoning if answer else "",
+                    guardrails_json=_dumps([d.to_json() for d in taught.decisions if _decision_task(d) is task]),
+                    teacher_backend=answer.backend if answer else self.backend.name,
+                    teacher_version=answer.version if answer else self.backend.version,
+                    template_hash=outcome.prompt.template_hash,
+                    context_json=context_json,
+                    context_sha256=hashlib.sha256(context_json.encode()).hexdigest(),
+                    catalog_build=self.catalog_build,
+                    prompt_tokens=answer.usage.prompt_tokens if answer else 0,
+                    completion_tokens=answer.usage.completion_tokens if answer else 0,
+                    cost_usd=answer.cost_usd if answer else 0.0,
+                    created_at=created,
+                )
+            )
+        return out
+
+
+def understanding_from_records(records: Sequence[CurriculumRecord], version: str) -> tuple[str, Understanding]:
+    """The guardrailed understanding a query's records hold, and its SRL status (a resumed run re-publishes it)."""
+    by_task = {TaskName(r.task): r for r in records}
+    srl = by_task.get(TaskName.SRL)
+    tags = [Tag.from_json(t) for t in srl.answer.get("tags", [])] if srl else []
+    category = by_task.get(TaskName.CATEGORY)
+    categories = [CategoryScore.from_json(c) for c in category.answer.get("categories", [])] if category else []
+    rewrites = [
+        Rewrite.from_json(r)
+        for task in REWRITE_TASKS
+        if (record := by_task.get(task)) is not None
+        for r in record.answer.get("rewrites", [])
+    ]
+    return (srl.status if srl else UNAVAILABLE), Understanding(tags, categories, rewrites, version)
+
+
+def _understanding(outcomes: dict[TaskName, TaskOutcome], version: str) -> Understanding:
+    tags: list[Tag] = []
+    categories: list[CategoryScore] = []
+    rewrites: list[Rewrite] = []
+    for task, outcome in outcomes.items():
+        if outcome.answer is None:
+            continue
+        data = outcome.answer.data
+        if task is TaskName.SRL:
+            tags = [Tag(Role(t["role"]), t["start"], t["end"], t["text"], t["canonical"]) for t in data["tags"]]
+        elif task is TaskName.CATEGORY:
+            categories = [CategoryScore(tuple(c["path"]), float(c["score"])) for c in data["categories"]]
+        else:
+            rewrites += [Rewrite(REWRITE_TASKS[task], r["query"]) for r in data["rewrites"]]
+    return Understanding(tags, categories, rewrites, version)
+
+
+def _task_answer(task: TaskName, understanding: Understanding) -> dict[str, Any]:
+    if task is TaskName.SRL:
+        return {"tags": [t.to_json() for t in understanding.tags]}
+    if task is TaskName.CATEGORY:
+        return {"categories": [c.to_json() for c in understanding.categories]}
+    kind = REWRITE_TASKS[task]
+    return {"rewrites": [r.to_json() for r in understanding.rewrites if r.type is kind]}
+
+
+def _decision_task(decision: GuardrailDecision) -> TaskName | None:
+    """Which task's item a guardrail decision is about (the checks are named ``catalog.*``, ``category.*``,
+    ``rewrite.*`` and rewrite items ``<type>=<query>``)."""
+    family = decision.check.split(".", 1)[0]
+    if family in ("catalog", "tag"):
+        return TaskName.SRL
+    if family == "category":
+        return TaskName.CATEGORY
+    if family == "rewrite":
+        kind = decision.item.split("=", 1)[0]
+        return next((task for task, t in REWRITE_TASKS.items() if t.value == kind), None)
+    return None
+
+
+def _context_json(prompt: RenderedPrompt) -> str:
+    user = next((m["content"] for m in prompt.messages if m["role"] == "user"), "")
+    found = _CONTEXT_BLOCK.search(user)
+    return found.group(1) if found else "{}"
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()

@@ -1,0 +1,184 @@
+"""``qu teacher run`` as plain code: teach the selected queries in chunks, append the curriculum, publish the head set.
+
+The run id is a hash of everything that shapes its answers (:func:`run_fingerprint`), so:
+
+* the same inputs map to the same run: an interrupted run resumes where its last whole curriculum
+  part ended, and a finished one is not taught again (it is re-published, which the cache takes
+  as the same run);
+* anything changed (a query, the teacher or its version, a template, the catalog build, the
+  conversions, a guardrail threshold) starts a new run, and its head set replaces the old one
+  whole when the refresher activates it.
+
+The few-shot pool holds this run's validated answers, chunk by chunk in selection order (head
+queries first), so a resumed run rebuilds exactly the pool the uninterrupted one had.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from services.annotation.model import Understanding
+from services.teacher.context import ExamplePool
+from services.teacher.context_types import TaskName
+from services.teacher.curriculum import CurriculumRecord, CurriculumRun
+from services.teacher.pipeline import ANSWERED, TeacherPipeline, publishable, understanding_from_records
+from services.teacher.selection import Origin, SelectedQuery
+
+RUN_FORMAT = 1  # bump when the run's own logic changes what it produces
+HeadEntry = tuple[str, Understanding, str]  # (normalized query, understanding, teacher version)
+
+
+class HeadTagPublisher(Protocol):
+    def __call__(self, run_id: str, entries: Sequence[HeadEntry]) -> int: ...
+
+
+@dataclass(slots=True)
+class RunOptions:
+    chunk_size: int = 64
+    pool_limit: int = 5000  # validated answers kept per task for few-shot retrieval
+    extra_fingerprint: dict[str, Any] = field(default_factory=dict)  # conversions, thresholds, ...
+
+
+def run_fingerprint(selected: Sequence[SelectedQuery], pipeline: TeacherPipeline, extra: dict[str, Any]) -> str:
+    material = {
+        "format": RUN_FORMAT,
+        "queries": [[s.query, s.origin.value, s.count, list(s.followups)] for s in selected],
+        "teacher": pipeline.teacher_version,
+        "tasks": [t.value for t in pipeline.tasks],
+        "templates": pipeline.template_hashes(),
+        "catalog": pipeline.catalog_build,
+        **extra,
+    }
+    digest = hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"teach-{digest[:16]}"
+
+
+class TeacherRun:
+    def __init__(
+        self,
+        pipeline: TeacherPipeline,
+        curriculum: CurriculumRun,
+        pool: ExamplePool,
+        *,
+        options: RunOptions | None = None,
+        publisher: HeadTagPublisher | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.curriculum = curriculum
+        self.pool = pool
+        self.options = options or RunOptions()
+        self.publisher = publisher
+        self.on_progress = on_progress
+        self._pooled: Counter[TaskName] = Counter()
+
+    @property
+    def run_id(self) -> str:
+        return self.curriculum.run_id
+
+    async def run(self, selected: Sequence[SelectedQuery]) -> dict[str, Any]:
+        started = time.monotonic()
+        existing = self.curriculum.records()
+        done = {r.query for r in existing}
+        self._fill_pool(existing)
+        todo = [s for s in selected if s.query not in done]
+        resumed = len(selected) - len(todo)
+        if self.on_progress:
+            self.on_progress(resumed, len(selected))
+        for i in range(0, len(todo), self.options.chunk_size):
+            chunk = todo[i : i + self.options.chunk_size]
+            taught = await self.pipeline.teach(chunk, self.pool)
+            records = [r for t in taught for r in self.pipeline.records(t, self.run_id)]
+            self.curriculum.append(records)  # whole part or nothing: the resume point
+            self._fill_pool(records)
+            if self.on_progress:
+                self.on_progress(resumed + i + len(chunk), len(selected))
+
+        records = self.curriculum.records()
+        entries, rejected = self._head_set(selected, records)
+        published = self.publisher(self.run_id, entries) if self.publisher is not None else 0
+        summary = self._summary(selected, records, entries, rejected, published, resumed, time.monotonic() - started)
+        self.curriculum.finish(summary)
+        return summary
+
+    def _fill_pool(self, records: Sequence[CurriculumRecord]) -> None:
+        """Validated answers (answered, nothing dropped by a guardrail) become few-shot examples."""
+        for record in records:
+            task = TaskName(record.task)
+            if record.status != ANSWERED or record.guardrails_json not in ("[]", ""):
+                continue
+            if self._pooled[task] >= self.options.pool_limit:
+                continue
+            self._pooled[task] += 1
+            self.pool.add(record.query, task, orjson.loads(record.teacher_answer_json), record.reasoning)
+
+    def _head_set(
+        self, selected: Sequence[SelectedQuery], records: Sequence[CurriculumRecord]
+    ) -> tuple[list[HeadEntry], Counter[str]]:
+        by_query: dict[str, list[CurriculumRecord]] = defaultdict(list)
+        for record in records:
+            by_query[record.query].append(record)
+        entries: list[HeadEntry] = []
+        rejected: Counter[str] = Counter()
+        version = self.pipeline.teacher_version
+        for s in selected:
+            status, understanding = understanding_from_records(by_query.get(s.query, []), version)
+            reason = publishable(status, understanding)
+            if reason:
+                rejected[reason] += 1
+            else:
+                entries.append((s.query, understanding, version))
+        return entries, rejected
+
+    def _summary(
+        self,
+        selected: Sequence[SelectedQuery],
+        records: Sequence[CurriculumRecord],
+        entries: Sequence[HeadEntry],
+        rejected: Counter[str],
+        published: int,
+        resumed: int,
+        elapsed_s: float,
+    ) -> dict[str, Any]:
+        origins = Counter(s.origin.value for s in selected)
+        tasks: dict[str, Counter[str]] = defaultdict(Counter)
+        dropped: Counter[str] = Counter()
+        for record in records:
+            tasks[record.task][record.status] += 1
+            for decision in orjson.loads(record.guardrails_json or "[]"):
+                if not decision.get("kept", False):
+                    dropped[decision["check"]] += 1
+        backend = self.pipeline.backend
+        usage: dict[str, Any] = {
+            "prompt_tokens": sum(r.prompt_tokens for r in records),
+            "completion_tokens": sum(r.completion_tokens for r in records),
+            "cost_usd": round(sum(r.cost_usd for r in records), 6),
+        }
+        session = getattr(backend, "summary", None)
+        return {
+            "run_id": self.run_id,
+            "queries": len(selected),
+            "origins": {o.value: origins.get(o.value, 0) for o in Origin},
+            "taught_now": len(selected) - resumed,
+            "resumed": resumed,
+            "head_set": len(entries),
+            "published": published,
+            "rejected": dict(sorted(rejected.items())),
+            "tasks": {task: dict(sorted(counts.items())) for task, counts in sorted(tasks.items())},
+            "guardrails_dropped": dict(sorted(dropped.items())),
+            "teacher": {
+                "backend": backend.name,
+                "version": backend.version,
+                "usage": usage,
+                "this_session": session() if callable(session) else None,
+            },
+            "curriculum": {"path": str(self.curriculum.directory), "records": len(records)},
+            "elapsed_s": round(elapsed_s, 2),
+        }

@@ -1,0 +1,154 @@
+"""``qu eval srl`` and ``qu eval report`` in-process, with the catalog-lexicon predictor on the demo catalog.
+
+The QueryNER-shaped file below is scored by hand: what the lexicon tagger answers for each query
+on the demo catalog is pinned in tests/unit/test_lexicon_tagger.py (test_demo_catalog).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from services.catalog.artifacts import load_catalog
+from services.gold.queryner import LABEL_NAMES
+from tests.conftest import Cli
+
+ID = {name: i for i, name in enumerate(LABEL_NAMES)}
+
+# (tokens with their gold labels) -> what the lexicon tagger answers, mapped back to the query as given
+EXAMPLES: list[list[tuple[str, str]]] = [
+    # gold: attribute "organic", product "bananas"; predicted: the same -> attribute tp, product tp
+    [("organic", "B-modifier"), ("bananas", "B-core_product_type")],
+    # gold: brand "happy baby", product "spinach"; predicted: the same -> brand tp, product tp
+    [("happy", "B-creator"), ("baby", "I-creator"), ("spinach", "B-core_product_type")],
+    # gold: attribute "x large", product "zip lock"; predicted: attribute "x large" only -> attribute tp, product fn
+    [("x", "B-modifier"), ("large", "I-modifier"), ("zip", "B-core_product_type"), ("lock", "I-core_product_type")],
+    # gold: brand "Kellogg's" [0, 9), attribute "Special K"; predicted: brand "kelloggs" (normalized, mapped back
+    # to [0, 9)), brand "special k" -> brand tp, brand fp, attribute fn
+    [("Kellogg's", "B-creator"), ("Special", "B-product_name"), ("K", "I-product_name")],
+    # gold: department only (ignored), so nothing; predicted: product "granola bars" -> product fp
+    [("granola", "B-department"), ("bars", "I-department")],
+    # gold: product "bread", attribute "gluten" (an I- without its B-); predicted: product "bread", attribute
+    # "no gluten" [6, 15) -> product tp, attribute fp + attribute fn (boundary mismatch)
+    [("bread", "B-core_product_type"), ("no", "O"), ("gluten", "I-modifier")],
+]
+# product: tp 3 (1, 2, 6), fp 1 (5), fn 1 (3); brand: tp 2 (2, 4), fp 1 (4), fn 0;
+# attribute: tp 2 (1, 3), fp 1 (6), fn 2 (4, 6); micro: tp 7, fp 3, fn 3 -> P = R = F1 = 0.7
+EXPECTED_ROLES = {
+    "product": {"precision": 0.75, "recall": 0.75, "f1": 0.75, "tp": 3, "fp": 1, "fn": 1},
+    "brand": {"precision": 0.6667, "recall": 1.0, "f1": 0.8, "tp": 2, "fp": 1, "fn": 0},
+    "attribute": {"precision": 0.6667, "recall": 0.5, "f1": 0.5714, "tp": 2, "fp": 1, "fn": 2},
+}
+
+
+@pytest.fixture
+def queryner_file(tmp_path: Path) -> Path:
+    examples = [{"tokens": [t for t, _ in ex], "ner_tags": [ID[label] for _, label in ex]} for ex in EXAMPLES]
+    path = tmp_path / "validation.json"
+    path.write_bytes(orjson.dumps({"examples": examples}))
+    return path
+
+
+def run_json(cli: Cli, *args: str | Path) -> dict[str, Any]:
+    result = cli(*args)
+    assert result.exit_code == 0, result.stderr
+    value: dict[str, Any] = orjson.loads(result.stdout)
+    return value
+
+
+def test_srl_queryner_with_the_lexicon_predictor_equals_the_hand_count(
+    cli: Cli, student_catalog_dir: Path, queryner_file: Path
+) -> None:
+    result = run_json(
+        cli, "eval", "srl", "--gold", queryner_file, "--format", "queryner", "--catalog", student_catalog_dir, "--json"
+    )
+    assert (result["precision"], result["recall"], result["f1"]) == (0.7, 0.7, 0.7)
+    assert result["counts"] == {"tp": 7, "fp": 3, "fn": 3}
+    assert result["per_role"] == EXPECTED_ROLES
+    assert (result["n"], result["model"], result["format"]) == (6, "lexicon", "queryner")
+    assert result["gold_file"] == str(queryner_file)
+    assert result["model_version"].startswith("catalog-lexicon-v1+catalog.")
+    assert "by_kind" not in result  # QueryNER has no kinds
+
+    limited = run_json(
+        cli, "eval", "srl", "--gold", queryner_file, "--format", "queryner", "--catalog", student_catalog_dir,
+        "--limit", "2", "--json",
+    )  # fmt: skip
+    assert (limited["n"], limited["counts"]) == (2, {"tp": 4, "fp": 0, "fn": 0})
+
+
+def test_srl_prints_a_table_without_json(cli: Cli, student_catalog_dir: Path, queryner_file: Path) -> None:
+    result = cli("eval", "srl", "--gold", queryner_file, "--format", "queryner", "--catalog", student_catalog_dir)
+    assert result.exit_code == 0, result.stderr
+    for word in ("product", "brand", "attribute", "micro", "0.700"):
+        assert word in result.stdout
+
+
+def test_a_missing_or_wrong_gold_file_is_an_error_naming_it(
+    cli: Cli, student_catalog_dir: Path, tmp_path: Path, queryner_file: Path
+) -> None:
+    missing = tmp_path / "nope.json"
+    result = cli("eval", "srl", "--gold", missing, "--format", "queryner", "--catalog", student_catalog_dir, "--json")
+    assert result.exit_code == 1 and str(missing) in result.stderr and "no such gold file" in result.stderr
+    labels = tmp_path / "events.labels.jsonl"
+    labels.write_text('{"query": "milk", "spans": []}\n{"query": "eggs", "spans": []}\n')
+    result = cli("eval", "srl", "--gold", labels, "--format", "queryner", "--catalog", student_catalog_dir, "--json")
+    assert result.exit_code == 1 and str(labels) in result.stderr and "not JSON" in result.stderr
+    result = cli("eval", "srl", "--gold", queryner_file, "--format", "qu", "--catalog", student_catalog_dir, "--json")
+    assert result.exit_code == 1 and f"{queryner_file}, row 1" in result.stderr
+    result = cli("eval", "srl", "--gold", queryner_file, "--format", "queryner", "--model", "nobody", "--json")
+    assert result.exit_code == 1 and "no predictor named 'nobody'" in result.stderr
+
+
+def test_report_on_labels_and_queryner(
+    cli: Cli, student_catalog_dir: Path, queryner_file: Path, tmp_path: Path
+) -> None:
+    banana = next(
+        p for p in load_catalog(student_catalog_dir).products if p.category_path == ("produce", "fresh fruits")
+    )
+    labels = tmp_path / "events.labels.jsonl"
+    rows = [
+        {"query": "organic bananas", "kind": "attribute_type", "category": "produce > fresh fruits",
+         "spans": [{"role": "attribute", "start": 0, "end": 7, "text": "organic", "canonical": "organic"},
+                   {"role": "product", "start": 8, "end": 15, "text": "bananas", "canonical": "bananas"}]},
+        {"query": "happy baby spinach", "kind": "brand_type", "category": None,
+         "spans": [{"role": "brand", "start": 0, "end": 10, "text": "happy baby", "canonical": "Happy Baby"}]},
+    ]  # fmt: skip
+    labels.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    log = tmp_path / "conversions.jsonl"
+    log.write_bytes(
+        orjson.dumps(
+            {"query": "organic bananas", "session_id": "s", "user_id": "u", "product_id": banana.product_id,
+             "ts": "2026-11-01T00:00:00Z"}
+        ) + b"\n"
+    )  # fmt: skip
+    history = tmp_path / "conversions"
+    built = cli("conversions", "build", log, "--catalog", student_catalog_dir, "--out", history)
+    assert built.exit_code == 0, built.stderr
+
+    report = run_json(
+        cli, "eval", "report", "--labels", labels, "--queryner", queryner_file, "--conversions", history,
+        "--catalog", student_catalog_dir, "--json",
+    )  # fmt: skip
+    assert set(report) == {"model", "model_version", "srl", "categories", "rewrites", "files"}
+    assert report["srl"]["queryner"]["per_role"] == EXPECTED_ROLES
+    on_labels = report["srl"]["labels"]
+    # the brand and the two spans of "organic bananas" are found; "spinach" is predicted but not labelled
+    assert (on_labels["counts"], on_labels["n"]) == ({"tp": 3, "fp": 1, "fn": 0}, 2)
+    assert set(on_labels["by_kind"]) == {"attribute_type", "brand_type"}
+    assert (report["categories"]["n"], report["categories"]["without_gold_category"]) == (1, 1)
+    rewrites = report["rewrites"]
+    # the lexicon predictor writes no rewrites: coverage 0, nothing to judge
+    assert (rewrites["queries"], rewrites["queries_with_conversions"]) == (2, 1)
+    assert (rewrites["any"]["coverage"], rewrites["any"]["precision"], rewrites["any"]["kept"]) == (0.0, None, 0)
+    assert report["files"]["conversions"] == str(history)
+
+    missing = tmp_path / "no-history"
+    result = cli("eval", "report", "--labels", labels, "--conversions", missing, "--catalog", student_catalog_dir)
+    assert result.exit_code == 1 and str(missing) in result.stderr
+    table = cli("eval", "report", "--labels", labels, "--catalog", student_catalog_dir)  # no history in STATE_DIR
+    assert table.exit_code == 0, table.stderr
+    assert "rewrite precision is not measured" in table.stderr and "Category accuracy" in table.stdout

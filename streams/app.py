@@ -1,10 +1,10 @@
 """The Faust worker's entrypoint: the app, its topics and the annotate agent.
 
-The agent only moves bytes: it gives each record to ``AnnotateHandler`` (plain async code
-in ``services``) and sends what comes back. Records are taken in small batches and handled
-concurrently, so Redis lookups and student calls of one batch share round trips; the
-batch's sends are awaited until the broker has them before the stream moves on, and Faust
-commits an offset only after that: a worker killed mid-stream re-reads, never loses.
+The agent only moves bytes: it gives each batch of records to ``AnnotateHandler`` (plain async
+code in ``services``) and sends each outcome as soon as the handler has it. A batch costs one
+Redis lookup, and its misses' student calls share requests; the batch's sends are awaited until
+the broker has them before the stream moves on, and Faust commits an offset only after that: a
+worker killed mid-stream re-reads, never loses.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, cast
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from services.annotation.handler import AnnotateHandler, Outcome
+from services.annotation.handler import AnnotateHandler, InputRecord, Outcome
 from services.annotation.runtime import build_handler
 from services.settings import Settings
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS
@@ -118,19 +118,26 @@ async def _send(outcome: Outcome) -> list[Any]:
 
 @app.agent(search_events)
 async def annotate(stream: faust.StreamT[bytes]) -> None:
-    handle = (await handler()).handle
-    # take_events acks a batch only when the loop comes back for the next one, i.e. after the sends below.
+    handle_batch = (await handler()).handle_batch
+    delivered: list[Any] = []  # the delivery futures of the batch in hand
+
+    async def send(_index: int, outcome: Outcome) -> None:
+        # Queued as soon as the handler knows it: the hits go out while the batch's misses wait for the student.
+        delivered.extend(await _send(outcome))
+
+    # take_events acks a batch only when the loop comes back for the next one, i.e. after every record of it
+    # was delivered below: Faust commits no offset of a batch before that, so a worker killed mid-batch re-reads.
     async for batch in cast(faust.Stream[bytes], stream).take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-        outcomes = await asyncio.gather(
-            *(
-                handle(
-                    e.message.value,
-                    e.message.key,
-                    e.message.headers,
-                    RecordOrigin(e.message.topic, e.message.partition, e.message.offset),
-                )
-                for e in batch
+        records = [
+            InputRecord(
+                e.message.value,
+                e.message.key,
+                e.message.headers,
+                RecordOrigin(e.message.topic, e.message.partition, e.message.offset),
             )
-        )
-        futures = [f for outcome in outcomes for f in await _send(outcome)]
-        await asyncio.gather(*futures)  # delivered before these offsets can be committed
+            for e in batch
+        ]
+        delivered.clear()
+        await handle_batch(records, send)
+        for future in delivered:  # delivered before these offsets can be committed
+            await future

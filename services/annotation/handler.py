@@ -1,10 +1,10 @@
-"""The annotate handler: one input record in, one annotation (or one dead letter) out.
+"""The annotate handler: each input record in, one annotation (or one dead letter) out.
 
 Plain async code with no broker in sight: the Faust agent decodes nothing itself, it hands
-the record's bytes here and sends what comes back. The order of the real-time path:
+a batch of records' bytes here and sends what comes back. The order of the real-time path:
 
 1. decode and validate (bad input -> dead letter, never an exception to the agent);
-2. normalize; look the key up in the head-tag cache;
+2. normalize; look the batch's keys up in the head-tag cache (one lookup per batch);
 3. on a miss, ask the student; if the student is unavailable or late, tag with the catalog
    lexicons instead (source=fallback, degraded=true) so no event goes unanswered;
 4. guardrails, then map tag offsets back to the query as typed.
@@ -12,22 +12,24 @@ the record's bytes here and sends what comes back. The order of the real-time pa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, cast
 
 import orjson
 
-from services.annotation.model import Annotation, Source, Tag, Timings, Understanding
+from services.annotation.model import Annotation, SearchRequest, Source, Tag, Timings, Understanding
 from services.errors import ServiceUnavailable
 from services.guardrails import Guardrails
 from services.normalize import NormalizedText, normalize_with_offsets
 from services.wire import Headers, InvalidEvent, RecordOrigin, decode_search_event, encode_dead_letter
 
 FALLBACK_VERSION = "catalog-lexicon-fallback"
+FALLBACK_LOG_EVERY_S = 1.0
 log = logging.getLogger(__name__)
 
 
@@ -40,8 +42,9 @@ class CachedAnswer(Protocol):
 
 
 class HeadTagCache(Protocol):
-    async def get(self, normalized_query: str) -> CachedAnswer | None:
-        """The cached answer, or None; raises ServiceUnavailable when the cache cannot be reached."""
+    async def get_many(self, normalized_queries: Sequence[str]) -> Sequence[CachedAnswer | None]:
+        """One answer (or None) per query, in order, from one lookup; raises ServiceUnavailable when the
+        cache cannot be reached."""
         ...
 
 
@@ -66,6 +69,32 @@ class Outcome:
     reason: str = ""  # why it was dead-lettered
 
 
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One input record as the broker gave it."""
+
+    value: bytes | None
+    key: bytes | None
+    headers: Headers
+    origin: RecordOrigin
+
+
+# Called with (position in the batch, outcome) as soon as each outcome is known; see handle_batch.
+OnOutcome = Callable[[int, Outcome], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """A record that decoded and normalized: it goes on to the cache and maybe the student."""
+
+    index: int
+    record: InputRecord
+    request: SearchRequest
+    normalized: NormalizedText
+    started: float
+    timings: Timings
+
+
 class AnnotateHandler:
     def __init__(
         self,
@@ -83,80 +112,183 @@ class AnnotateHandler:
         self.guardrails = guardrails
         self.max_query_chars = max_query_chars
         self.clock = clock
+        self._fallback_logged_at = -FALLBACK_LOG_EVERY_S
+        self._fallbacks_unlogged = 0
 
     async def handle(self, value: bytes | None, key: bytes | None, headers: Headers, origin: RecordOrigin) -> Outcome:
-        """Never raises for one record: an unexpected failure dead-letters the record, whole, with the error,
-        so the stream goes on and nothing is lost."""
-        try:
-            return await self._handle(value, key, headers, origin)
-        except Exception as exc:
-            log.exception("annotating %s[%d]@%d failed", origin.topic, origin.partition, origin.offset)
-            error = InvalidEvent("internal_error", f"{type(exc).__name__}: {exc}")
-            letter = encode_dead_letter(value, key, headers, error, origin, now=self.clock())
-            return Outcome(dead_letter=letter, key=key or b"", reason=error.reason)
+        """One record: :meth:`handle_batch` of one."""
+        return (await self.handle_batch([InputRecord(value, key, headers, origin)]))[0]
 
-    async def _handle(self, value: bytes | None, key: bytes | None, headers: Headers, origin: RecordOrigin) -> Outcome:
+    async def handle_batch(self, records: Sequence[InputRecord], on_outcome: OnOutcome | None = None) -> list[Outcome]:
+        """One outcome per record, in order. Never raises for one record: an unexpected failure dead-letters
+        that record (or the records it concerns), whole, with the error, so the stream goes on and nothing is lost.
+
+        The whole batch costs one cache lookup (its distinct queries) and one student call per distinct
+        missed query, made concurrently (the student client batches them); hits cost no task each.
+        ``on_outcome`` is awaited with each outcome as soon as it is known — bad records and hits right
+        after the lookup, misses as the student answers — so a slow miss does not hold up the batch's
+        hits. An exception raised by ``on_outcome`` is not a record's failure: it ends the call (the
+        student calls still running are cancelled) and reaches the caller.
+        """
+        outcomes: list[Outcome | None] = [None] * len(records)
+
+        async def deliver(index: int, outcome: Outcome) -> None:
+            outcomes[index] = outcome
+            if on_outcome is not None:
+                await on_outcome(index, outcome)
+
+        parsed: list[_Parsed] = []
+        for index, record in enumerate(records):
+            item = self._parse(index, record)
+            if isinstance(item, Outcome):
+                await deliver(index, item)
+            else:
+                parsed.append(item)
+        if parsed:
+            await self._answer(parsed, deliver)
+        return cast(list[Outcome], outcomes)  # every path above delivers each record once
+
+    def _parse(self, index: int, record: InputRecord) -> _Parsed | Outcome:
         started = time.perf_counter()
-        timings = Timings()
         try:
-            request = decode_search_event(value, headers, max_query_chars=self.max_query_chars)
-            normalized = normalize_with_offsets(request.query)
-            if not normalized.text:
-                raise InvalidEvent("empty_after_normalization", f"query {request.query!r} has no words")
-        except InvalidEvent as err:
-            letter = encode_dead_letter(value, key, headers, err, origin, now=self.clock())
-            return Outcome(dead_letter=letter, key=key or b"", reason=err.reason)
-        timings.decode_ms = _ms_since(started)
-
-        lap = time.perf_counter()
-        cached: CachedAnswer | None = None
-        try:
-            cached = await self.cache.get(normalized.text)
-        except ServiceUnavailable:
-            cached = None  # Redis down: every event goes to the student until it returns
-        timings.cache_ms = _ms_since(lap)
-
-        degraded = False
-        miss: bytes | None = None
-        if cached is not None:
-            understanding, source, version = cached.understanding, Source.CACHE, cached.teacher_version
-        else:
-            miss = orjson.dumps(
-                {
-                    "normalized_query": normalized.text,
-                    "query": request.query,
-                    "event_id": request.event_id,
-                    "ts": self.clock().isoformat(),
-                }
-            )
-            lap = time.perf_counter()
             try:
-                understanding = await self.student.understand(normalized.text)
-                source, version = Source.STUDENT, understanding.version
-            except ServiceUnavailable as err:
-                log.warning("student unavailable, answering from the catalog lexicons: %s", err)
-                understanding = Understanding(self.fallback.tag(normalized.text), version=FALLBACK_VERSION)
-                source, version, degraded = Source.FALLBACK, FALLBACK_VERSION, True
-            timings.student_ms = _ms_since(lap)
+                request = decode_search_event(record.value, record.headers, max_query_chars=self.max_query_chars)
+                normalized = normalize_with_offsets(request.query)
+                if not normalized.text:
+                    raise InvalidEvent("empty_after_normalization", f"query {request.query!r} has no words")
+            except InvalidEvent as err:
+                return self._dead_letter(record, err)
+        except Exception as exc:
+            return self._internal_error(record, exc)
+        return _Parsed(index, record, request, normalized, started, Timings(decode_ms=_ms_since(started)))
 
+    async def _answer(self, parsed: list[_Parsed], deliver: OnOutcome) -> None:
         lap = time.perf_counter()
-        checked, decisions = self.guardrails.check(understanding, normalized.text)
-        timings.guardrails_ms = _ms_since(lap)
-        checked.tags = [_to_original(tag, normalized) for tag in checked.tags]
-        timings.total_ms = _ms_since(started)
+        queries = list(dict.fromkeys(p.normalized.text for p in parsed))  # a popular query is looked up once
+        try:
+            answers = dict(zip(queries, await self.cache.get_many(queries), strict=True))
+        except ServiceUnavailable:
+            answers = {}  # Redis down: every event goes to the student until it returns
+        except Exception as exc:  # what handle() would do for each record alone
+            for p in parsed:
+                await deliver(p.index, self._internal_error(p.record, exc))
+            return
+        cache_ms = _ms_since(lap)
+
+        hits: list[tuple[_Parsed, CachedAnswer]] = []
+        misses: dict[str, list[_Parsed]] = {}
+        for p in parsed:
+            p.timings.cache_ms = cache_ms
+            cached = answers.get(p.normalized.text)
+            if cached is None:
+                misses.setdefault(p.normalized.text, []).append(p)
+            else:
+                hits.append((p, cached))
+        # The student calls start first: they are the slow part, and the hits are sent while they run.
+        tasks = [asyncio.create_task(self._answer_misses(query, group, deliver)) for query, group in misses.items()]
+        try:
+            for p, cached in hits:
+                try:
+                    outcome = self._annotate(p, cached.understanding, Source.CACHE, cached.teacher_version)
+                except Exception as exc:
+                    outcome = self._internal_error(p.record, exc)
+                await deliver(p.index, outcome)
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()  # a no-op for finished ones; stops the rest when delivering failed
+
+    async def _answer_misses(self, query: str, group: list[_Parsed], deliver: OnOutcome) -> None:
+        """Every record of the batch whose normalized query is ``query``: one student call for all of them."""
+        lap = time.perf_counter()
+        try:
+            understanding, source, version, degraded = await self._understand_miss(query)
+        except Exception as exc:
+            for p in group:
+                await deliver(p.index, self._internal_error(p.record, exc))
+            return
+        student_ms = _ms_since(lap)
+        for p in group:
+            try:
+                p.timings.student_ms = student_ms
+                miss = orjson.dumps(
+                    {
+                        "normalized_query": query,
+                        "query": p.request.query,
+                        "event_id": p.request.event_id,
+                        "ts": self.clock().isoformat(),
+                    }
+                )
+                outcome = self._annotate(p, understanding, source, version, degraded=degraded, miss=miss)
+            except Exception as exc:
+                outcome = self._internal_error(p.record, exc)
+            await deliver(p.index, outcome)
+
+    async def _understand_miss(self, query: str) -> tuple[Understanding, Source, str, bool]:
+        try:
+            understanding = await self.student.understand(query)
+            return understanding, Source.STUDENT, understanding.version, False
+        except ServiceUnavailable as err:
+            self._warn_fallback(err)
+            return (
+                Understanding(self.fallback.tag(query), version=FALLBACK_VERSION),
+                Source.FALLBACK,
+                FALLBACK_VERSION,
+                True,
+            )
+
+    def _warn_fallback(self, err: ServiceUnavailable) -> None:
+        # At most one line per FALLBACK_LOG_EVERY_S: an outage at hundreds of misses a second would otherwise
+        # spend the worker's CPU on writing the same warning (the annotations say degraded=true anyway).
+        self._fallbacks_unlogged += 1
+        now = time.monotonic()
+        if now - self._fallback_logged_at >= FALLBACK_LOG_EVERY_S:
+            log.warning(
+                "student unavailable, answering from the catalog lexicons (%d answers since the last message): %s",
+                self._fallbacks_unlogged,
+                err,
+            )
+            self._fallback_logged_at, self._fallbacks_unlogged = now, 0
+
+    def _annotate(
+        self,
+        p: _Parsed,
+        understanding: Understanding,
+        source: Source,
+        version: str,
+        *,
+        degraded: bool = False,
+        miss: bytes | None = None,
+    ) -> Outcome:
+        lap = time.perf_counter()
+        checked, decisions = self.guardrails.check(understanding, p.normalized.text)
+        p.timings.guardrails_ms = _ms_since(lap)
+        # A new Understanding, never an edit: a cached answer is shared by every event that hits it.
+        tags = [_to_original(tag, p.normalized) for tag in checked.tags]
+        p.timings.total_ms = _ms_since(p.started)
         annotation = Annotation(
-            event_id=request.event_id,
-            query=request.query,
-            normalized_query=normalized.text,
-            understanding=checked,
+            event_id=p.request.event_id,
+            query=p.request.query,
+            normalized_query=p.normalized.text,
+            understanding=Understanding(tags, checked.categories, checked.rewrites, checked.version),
             source=source,
             model_version=version,
             guardrails=decisions,
             degraded=degraded,
-            timings=timings,
+            timings=p.timings,
             annotated_at=self.clock(),
         )
-        return Outcome(annotation=annotation, key=normalized.text.encode(), cache_miss=miss)
+        return Outcome(annotation=annotation, key=p.normalized.text.encode(), cache_miss=miss)
+
+    def _dead_letter(self, record: InputRecord, err: InvalidEvent) -> Outcome:
+        letter = encode_dead_letter(record.value, record.key, record.headers, err, record.origin, now=self.clock())
+        return Outcome(dead_letter=letter, key=record.key or b"", reason=err.reason)
+
+    def _internal_error(self, record: InputRecord, exc: Exception) -> Outcome:
+        origin = record.origin
+        log.error("annotating %s[%d]@%d failed", origin.topic, origin.partition, origin.offset, exc_info=exc)
+        return self._dead_letter(record, InvalidEvent("internal_error", f"{type(exc).__name__}: {exc}"))
 
 
 def _to_original(tag: Tag, normalized: NormalizedText) -> Tag:

@@ -1,5 +1,5 @@
 """Reading the head-tag cache: :class:`HeadTagStore` (one round trip per batch) and
-:class:`BatchingHeadTagLookup` (concurrent single lookups gathered into one batch).
+:class:`BatchingHeadTagLookup` (concurrent single lookups gathered into one batch, or a caller's batch).
 
 How a batch finds the active run: the store remembers the run id it saw last and sends, in one
 pipeline (one round trip), ``GET current`` and ``MGET`` of the batch's keys under that run. When the
@@ -31,6 +31,11 @@ from services.cache.keys import CachedHeadTags, HeadTagKeys, decode_entry
 
 log = logging.getLogger(__name__)
 
+# Decoded entries kept per store (see HeadTagStore._decoded): the head of the traffic, a few MiB.
+DECODED_MAX = 4096
+# Keys per MGET of get_many: one MGET for a worker's batch (streams.app.BATCH_MAX = 256) with room to spare,
+# small enough that one command does not hold Redis (single-threaded) for long.
+MGET_MAX = 1024
 # Errors that mean "Redis is not answering" rather than "we asked something wrong".
 UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -87,12 +92,19 @@ class HeadTagStore:
     raises :class:`CacheUnavailable` while Redis is away and works again once it is back.
     """
 
-    def __init__(self, redis: Redis, *, schema_version: int = SCHEMA_VERSION) -> None:
+    def __init__(self, redis: Redis, *, schema_version: int = SCHEMA_VERSION, decoded_max: int = DECODED_MAX) -> None:
         if redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("HeadTagStore needs a Redis client with decode_responses=False: values are protobuf")
+        if decoded_max < 0:
+            raise ValueError(f"decoded_max must be >= 0, got {decoded_max}")
         self._redis = redis
         self._keys = HeadTagKeys(schema_version)
         self._run: str | None = None
+        # Stored value -> its decoded entry. Keyed by the bytes themselves: a value holds its run id and query,
+        # so another run or a rewritten entry is other bytes and can never be served a stale decode. The
+        # entries are frozen, and the annotate handler builds new objects from them instead of editing them.
+        self._decoded: dict[bytes, CachedHeadTags] = {}
+        self._decoded_max = decoded_max
         self.stats = StoreStats()
 
     @property
@@ -154,13 +166,20 @@ class HeadTagStore:
     def _decode(self, query: str, value: bytes | None) -> CachedHeadTags | None:
         if value is None:
             return None
-        try:
-            entry = decode_entry(value)
-        except ValueError as exc:
-            # A bad value is a miss, not an outage: the student answers and the next run overwrites it.
-            self.stats.corrupt_entries += 1
-            log.warning("head-tag cache: undecodable entry for %r in run %s: %s", query, self._run, exc)
-            return None
+        entry = self._decoded.get(value)
+        if entry is None:
+            try:
+                entry = decode_entry(value)
+            except ValueError as exc:
+                # A bad value is a miss, not an outage: the student answers and the next run overwrites it.
+                self.stats.corrupt_entries += 1
+                log.warning("head-tag cache: undecodable entry for %r in run %s: %s", query, self._run, exc)
+                return None
+            if self._decoded_max:
+                if len(self._decoded) >= self._decoded_max:
+                    # Oldest first (dicts keep insertion order): a popular entry that goes is decoded once more.
+                    del self._decoded[next(iter(self._decoded))]
+                self._decoded[value] = entry
         if entry.normalized_query != query:
             self.stats.corrupt_entries += 1
             log.warning("head-tag cache: entry under %r is for %r; ignored", query, entry.normalized_query)
@@ -171,14 +190,19 @@ class HeadTagStore:
 class BatchingHeadTagLookup:
     """``await lookup.get(q)`` from many tasks; the queries asked within ``window_ms`` (or until
     ``max_batch`` distinct ones wait) go to Redis as one batch. A query asked twice in one window
-    is fetched once. Errors of a batch (e.g. :class:`CacheUnavailable`) are raised to each caller."""
+    is fetched once. Errors of a batch (e.g. :class:`CacheUnavailable`) are raised to each caller.
 
-    def __init__(self, store: HeadTagStore, window_ms: float, max_batch: int) -> None:
-        if window_ms < 0 or max_batch < 1:
-            raise ValueError(f"window_ms must be >= 0 and max_batch >= 1, got {window_ms} and {max_batch}")
+    A caller that already holds a batch uses :meth:`get_many` instead: no window, no future per query."""
+
+    def __init__(self, store: HeadTagStore, window_ms: float, max_batch: int, *, mget_max: int = MGET_MAX) -> None:
+        if window_ms < 0 or max_batch < 1 or mget_max < 1:
+            raise ValueError(
+                f"window_ms must be >= 0, max_batch and mget_max >= 1, got {window_ms}, {max_batch} and {mget_max}"
+            )
         self._store = store
         self._window_s = window_ms / 1000.0
         self._max_batch = max_batch
+        self._mget_max = mget_max
         self._pending: dict[str, list[asyncio.Future[CachedHeadTags | None]]] = {}
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -196,6 +220,18 @@ class BatchingHeadTagLookup:
                 loop.call_later(self._window_s, self._flush) if self._window_s > 0 else loop.call_soon(self._flush)
             )
         return await future
+
+    async def get_many(self, normalized_queries: Sequence[str]) -> list[CachedHeadTags | None]:
+        """One answer per query, in order, now: MGETs of at most ``mget_max`` keys, sent concurrently.
+
+        Each MGET is answered from one run; a run swapped in between two of them can answer them
+        from different runs (each answer is still one run's, as for two separate batches)."""
+        queries = list(normalized_queries)
+        if len(queries) <= self._mget_max:
+            return await self._store.get_many(queries)
+        chunks = [queries[i : i + self._mget_max] for i in range(0, len(queries), self._mget_max)]
+        answers = await asyncio.gather(*(self._store.get_many(chunk) for chunk in chunks))
+        return [answer for chunk in answers for answer in chunk]
 
     def _flush(self) -> None:
         if self._timer is not None:

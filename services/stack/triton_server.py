@@ -91,6 +91,9 @@ def server_environment() -> dict[str, str]:
     # Not resolved: the venv's bin/python is a symlink, and the stub must see the venv, not its base Python.
     python_bin = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join(p for p in (python_bin, env.get("PATH", "")) if p)
+    # One intra-op thread for the CPU models (torch, onnxruntime) unless the caller says otherwise: on a small
+    # machine their spinning thread pools fight the broker and the worker for the cores (docs/BENCHMARKS.md).
+    env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 

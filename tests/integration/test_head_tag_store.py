@@ -23,8 +23,9 @@ from services.cache import (
     HeadTagWriter,
     RetiredRunError,
     connect_head_tag_cache,
+    head_tags,
 )
-from services.cache.keys import HeadTagKeys, to_head_tags
+from services.cache.keys import CachedHeadTags, HeadTagKeys, decode_entry, encode_entry, to_head_tags
 from services.stack.ports import free_port
 from services.stack.redis_server import RedisServer, RedisServerError
 from tests.fixtures.redis import run_async
@@ -123,6 +124,42 @@ def test_a_corrupt_value_is_a_miss_not_an_error(redis_server: RedisServer, redis
         return store
 
     assert run_async(scenario()).stats.corrupt_entries == 2
+
+
+def test_a_decoded_entry_is_reused_only_for_the_same_bytes(
+    redis_server: RedisServer, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[bytes] = []
+
+    def counting_decode(value: bytes) -> CachedHeadTags:
+        decoded.append(value)
+        return decode_entry(value)
+
+    monkeypatch.setattr(head_tags, "decode_entry", counting_decode)
+
+    async def scenario() -> None:
+        client = connect_head_tag_cache(redis_server.url)
+        writer = HeadTagWriter(client)
+        await load_run(writer, "m1", QUERIES[:3])
+        store = HeadTagStore(client, decoded_max=2)
+        first = await store.get_many(QUERIES[:2])
+        again = await store.get_many(QUERIES[:2])
+        assert len(decoded) == 2 and again == first
+        # The same run, the entry rewritten: other bytes, decoded anew.
+        rewritten = to_head_tags(QUERIES[0], Understanding(), teacher_version="rewritten", run_id="m1")
+        redis_client.set(HeadTagKeys().entry("m1", QUERIES[0]), encode_entry(rewritten))
+        (entry,) = await store.get_many(QUERIES[:1])
+        assert entry is not None and entry.teacher_version == "rewritten" and len(decoded) == 3
+        # A new run with the same answers: its run id is in the bytes, so nothing of m1 is served.
+        await load_run(writer, "m2", QUERIES[:3])
+        assert [e.run_id if e else None for e in await store.get_many(QUERIES[:3])] == ["m2"] * 3
+        assert len(decoded) == 6
+        # Bounded: two entries kept, the oldest goes first (QUERIES[0] of m2 was pushed out by QUERIES[2]).
+        await store.get_many(QUERIES[:1])
+        assert len(decoded) == 7
+        await client.aclose()
+
+    run_async(scenario())
 
 
 def test_a_client_that_decodes_replies_is_refused(redis_server: RedisServer) -> None:

@@ -6,6 +6,7 @@ The real Redis and Triton adapters are tested against real servers in tests/inte
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -13,7 +14,7 @@ import orjson
 import pytest
 from qu.v1 import dead_letter_pb2
 
-from services.annotation.handler import FALLBACK_VERSION, AnnotateHandler
+from services.annotation.handler import FALLBACK_VERSION, AnnotateHandler, InputRecord, Outcome
 from services.annotation.model import CategoryScore, Role, Source, Tag, Understanding
 from services.catalog.artifacts import Catalog, build_catalog
 from services.catalog.model import Product
@@ -46,13 +47,13 @@ class DictCache:
     def __init__(self, entries: dict[str, Cached] | None = None, *, down: bool = False) -> None:
         self.entries = entries or {}
         self.down = down
-        self.asked: list[str] = []
+        self.asked: list[list[str]] = []  # one list per lookup
 
-    async def get(self, normalized_query: str) -> Cached | None:
-        self.asked.append(normalized_query)
+    async def get_many(self, normalized_queries: Sequence[str]) -> list[Cached | None]:
+        self.asked.append(list(normalized_queries))
         if self.down:
             raise ServiceUnavailable("redis down")
-        return self.entries.get(normalized_query)
+        return [self.entries.get(q) for q in normalized_queries]
 
 
 class ScriptedStudent:
@@ -184,3 +185,135 @@ def test_an_unexpected_failure_dead_letters_the_record_instead_of_crashing(catal
     assert outcome.annotation is None and outcome.reason == "internal_error"
     letter = dead_letter_pb2.DeadLetter.FromString(outcome.dead_letter or b"")
     assert letter.original == event("milk") and "a bug, not an outage" in letter.detail
+
+
+def records(*values: bytes) -> list[InputRecord]:
+    return [InputRecord(v, b"k%d" % i, None, RecordOrigin("qu.search-events.v1", 0, i)) for i, v in enumerate(values)]
+
+
+def milk_cache() -> DictCache:
+    return DictCache({"milk": Cached(Understanding([Tag(Role.PRODUCT, 0, 4, "milk", "milk")]), "teacher-1")})
+
+
+def test_a_batch_costs_one_lookup_of_its_distinct_queries_and_one_student_call_per_distinct_miss(
+    catalog: Catalog,
+) -> None:
+    cache, student = milk_cache(), ScriptedStudent()
+    batch = records(event("Milk", "a"), event("bread", "b"), b"{broken", event("MILK!", "c"), event("Bread", "d"))
+    outcomes = asyncio.run(handler(catalog, cache, student).handle_batch(batch))
+    assert cache.asked == [["milk", "bread"]]
+    assert student.asked == ["bread"]
+    answered = [o.annotation.event_id if o.annotation else o.reason for o in outcomes]
+    assert answered == ["a", "b", "invalid_json", "c", "d"]
+    sources = [o.annotation.source if o.annotation else None for o in outcomes]
+    assert sources == [Source.CACHE, Source.STUDENT, None, Source.CACHE, Source.STUDENT]
+    assert all(o.cache_miss is not None for o in (outcomes[1], outcomes[4]))
+    assert outcomes[3].annotation is not None and outcomes[3].annotation.understanding.tags[0].text == "MILK"
+
+
+class GatedStudent(ScriptedStudent):
+    """Answers only once ``gate`` is set; records whether a call was cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.cancelled = False
+
+    async def understand(self, normalized_query: str) -> Understanding:
+        self.asked.append(normalized_query)
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return self.answer
+
+
+def test_the_hits_of_a_batch_are_delivered_while_its_miss_waits_for_the_student(catalog: Catalog) -> None:
+    student = GatedStudent()
+    h = handler(catalog, milk_cache(), student)
+    delivered: list[int] = []
+
+    async def on_outcome(index: int, outcome: Outcome) -> None:
+        delivered.append(index)
+        if sorted(delivered) == [0, 2, 3]:  # the hits and the dead letter: only now may the student answer
+            student.gate.set()
+
+    batch = records(event("milk"), event("bread"), event("milk"), b"")
+    outcomes = asyncio.run(asyncio.wait_for(h.handle_batch(batch, on_outcome), timeout=5))
+    assert delivered[-1] == 1 and sorted(delivered) == [0, 1, 2, 3]
+    assert outcomes[1].annotation is not None and outcomes[1].annotation.source is Source.STUDENT
+
+
+def test_a_failing_delivery_ends_the_batch_and_cancels_its_student_calls(catalog: Catalog) -> None:
+    student = GatedStudent()
+
+    async def on_outcome(index: int, outcome: Outcome) -> None:
+        await asyncio.sleep(0)  # the student call is under way
+        raise ConnectionError("the broker went away")
+
+    with pytest.raises(ConnectionError):
+        asyncio.run(
+            handler(catalog, milk_cache(), student).handle_batch(records(event("bread"), event("milk")), on_outcome)
+        )
+    assert student.asked == ["bread"] and student.cancelled
+
+
+class PickyStudent(ScriptedStudent):
+    async def understand(self, normalized_query: str) -> Understanding:
+        if normalized_query == "eggs":
+            raise RuntimeError("a bug for eggs only")
+        return await super().understand(normalized_query)
+
+
+def test_an_unexpected_failure_dead_letters_only_the_records_it_concerns(catalog: Catalog) -> None:
+    batch = records(event("bread", "a"), event("eggs", "b"), event("milk", "c"), event("eggs", "d"))
+    outcomes = asyncio.run(handler(catalog, milk_cache(), PickyStudent()).handle_batch(batch))
+    assert [o.reason for o in outcomes] == ["", "internal_error", "", "internal_error"]
+    assert outcomes[0].annotation is not None and outcomes[2].annotation is not None
+    letter = dead_letter_pb2.DeadLetter.FromString(outcomes[3].dead_letter or b"")
+    assert letter.original == event("eggs", "d") and letter.offset == 3 and "a bug for eggs only" in letter.detail
+
+
+class BrokenCache:
+    async def get_many(self, normalized_queries: Sequence[str]) -> list[Cached | None]:
+        raise KeyError("a bug in the lookup")
+
+
+def test_a_lookup_bug_dead_letters_the_batch_records_it_concerned_and_raises_nothing(catalog: Catalog) -> None:
+    h = AnnotateHandler(
+        cache=BrokenCache(),
+        student=ScriptedStudent(),
+        fallback=FixedFallback(),
+        guardrails=Guardrails(catalog),
+        max_query_chars=512,
+        clock=lambda: NOW,
+    )
+    outcomes = asyncio.run(h.handle_batch(records(event("milk"), b"{broken", event("bread"))))
+    assert [o.reason for o in outcomes] == ["internal_error", "invalid_json", "internal_error"]
+
+
+def test_a_shared_cached_answer_is_never_edited_by_the_events_that_hit_it(catalog: Catalog) -> None:
+    cache = milk_cache()
+    before = cache.entries["milk"].understanding.tags[0]
+    outcomes = asyncio.run(handler(catalog, cache, ScriptedStudent()).handle_batch(records(event("  MILK"))))
+    assert outcomes[0].annotation is not None and outcomes[0].annotation.understanding.tags[0].start == 2
+    assert cache.entries["milk"].understanding.tags == [before]
+
+
+def test_an_empty_batch_asks_nothing(catalog: Catalog) -> None:
+    cache, student = DictCache(), ScriptedStudent()
+    assert asyncio.run(handler(catalog, cache, student).handle_batch([])) == []
+    assert cache.asked == [] and student.asked == []
+
+
+def test_a_student_outage_is_logged_once_a_second_not_once_per_event(
+    catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = handler(catalog, DictCache(), ScriptedStudent(down=True))
+    batch = records(*(event(f"bread {i}", str(i)) for i in range(50)))
+    with caplog.at_level("WARNING", logger="services.annotation.handler"):
+        outcomes = asyncio.run(h.handle_batch(batch))
+    assert all(o.annotation is not None and o.annotation.source is Source.FALLBACK for o in outcomes)
+    warnings = [r.getMessage() for r in caplog.records if "student unavailable" in r.getMessage()]
+    assert len(warnings) == 1 and "(1 answers since the last message)" in warnings[0]

@@ -29,8 +29,8 @@ class FakeStore:
         return [CachedHeadTags(q, Understanding(), "t", "r1") if q.startswith("hit") else None for q in queries]
 
 
-def lookup(store: FakeStore, window_ms: float, max_batch: int) -> BatchingHeadTagLookup:
-    return BatchingHeadTagLookup(cast(HeadTagStore, store), window_ms, max_batch)
+def lookup(store: FakeStore, window_ms: float, max_batch: int, mget_max: int = 1024) -> BatchingHeadTagLookup:
+    return BatchingHeadTagLookup(cast(HeadTagStore, store), window_ms, max_batch, mget_max=mget_max)
 
 
 def test_concurrent_gets_share_batches_and_each_gets_its_own_answer() -> None:
@@ -91,10 +91,30 @@ def test_a_cancelled_caller_does_not_break_the_batch() -> None:
     assert result.normalized_query == "hit b"
 
 
-@pytest.mark.parametrize(("window_ms", "max_batch"), [(-1, 8), (1, 0)])
-def test_bad_settings_are_refused(window_ms: float, max_batch: int) -> None:
+def test_a_callers_batch_goes_in_mgets_of_mget_max_not_of_max_batch_and_keeps_its_order() -> None:
+    store = FakeStore()
+    queries = [f"hit {i}" if i % 3 else f"miss {i}" for i in range(10)]
+
+    async def scenario() -> list[Any]:
+        return await lookup(store, window_ms=50, max_batch=2, mget_max=4).get_many(queries)
+
+    results = run_async(scenario(), timeout=5)
+    assert store.batches == [queries[0:4], queries[4:8], queries[8:10]]
+    assert [r.normalized_query if r else None for r in results] == [q if q.startswith("hit") else None for q in queries]
+
+
+def test_a_callers_batch_within_mget_max_is_one_lookup_and_its_error_reaches_the_caller() -> None:
+    ok, failing = FakeStore(), FakeStore(fail=True)
+    run_async(lookup(ok, window_ms=50, max_batch=2).get_many([f"hit {i}" for i in range(300)]), timeout=5)
+    assert [len(b) for b in ok.batches] == [300]
+    with pytest.raises(CacheUnavailable):
+        run_async(lookup(failing, window_ms=50, max_batch=2).get_many(["hit a"]), timeout=5)
+
+
+@pytest.mark.parametrize(("window_ms", "max_batch", "mget_max"), [(-1, 8, 8), (1, 0, 8), (1, 8, 0)])
+def test_bad_settings_are_refused(window_ms: float, max_batch: int, mget_max: int) -> None:
     with pytest.raises(ValueError):
-        lookup(FakeStore(), window_ms, max_batch)
+        lookup(FakeStore(), window_ms, max_batch, mget_max)
 
 
 def test_cache_unavailable_is_what_the_real_time_path_degrades_on() -> None:

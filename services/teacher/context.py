@@ -77,13 +77,16 @@ class _Record:
 class ExamplePool:
     """Already validated answers, retrievable by query similarity per task (the teacher's few-shot memory).
 
-    Vectors are computed lazily, all pending records in one ``encode`` call, and cached per query text.
+    Vectors are computed lazily, all pending records in one ``encode`` call, and cached per query text;
+    each task's matrix is kept and extended as records arrive, so a lookup costs one matrix-vector
+    product however many answers a run has validated.
     """
 
     def __init__(self, embedder: SentenceEmbedder) -> None:
         self.embedder = embedder
         self._records: dict[TaskName, list[_Record]] = defaultdict(list)
         self._vectors: dict[str, Vectors] = {}
+        self._matrices: dict[TaskName, Vectors] = {}
 
     def __len__(self) -> int:
         return sum(len(r) for r in self._records.values())
@@ -96,14 +99,31 @@ class ExamplePool:
 
     def nearest_to(self, vector: Vectors, task: TaskName, k: int, *, exclude: str = "") -> list[FewShotExample]:
         """The ``k`` records of ``task`` most similar to a unit query vector, best first (never ``exclude``)."""
-        records = [r for r in self._records.get(task, []) if r.example.query != exclude]
+        records = self._records.get(task, [])
         if not records or k <= 0:
             return []
-        vectors = self._embed([r.example.query for r in records])
-        matrix = np.stack([vectors[r.example.query] for r in records])
-        scores = matrix @ vector.astype(np.float32)
-        order = np.argsort(-scores, kind="stable")[:k]  # stable: ties keep insertion order (deterministic)
-        return [records[i].example for i in order]
+        scores = self._matrix(task) @ vector.astype(np.float32)
+        order = np.argsort(-scores, kind="stable")  # stable: ties keep insertion order (deterministic)
+        out: list[FewShotExample] = []
+        for i in order:
+            if records[i].example.query != exclude:
+                out.append(records[i].example)
+                if len(out) == k:
+                    break
+        return out
+
+    def _matrix(self, task: TaskName) -> Vectors:
+        records = self._records[task]
+        matrix = self._matrices.get(task)
+        have = 0 if matrix is None else len(matrix)
+        if have < len(records):
+            fresh = records[have:]
+            vectors = self._embed([r.example.query for r in fresh])
+            rows = np.stack([vectors[r.example.query] for r in fresh]).astype(np.float32)
+            matrix = rows if matrix is None else np.concatenate([matrix, rows])
+            self._matrices[task] = matrix
+        assert matrix is not None
+        return matrix
 
     def _embed(self, texts: Sequence[str]) -> dict[str, Vectors]:
         missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]

@@ -7,12 +7,9 @@ Definitions (the figures of ``qu eval report``):
   here is a kept one.
 * **coverage** of a type (substitute, broader, synonym): the share of evaluated queries with at
   least one kept rewrite of that type; ``any`` is the share with at least one rewrite at all.
-* **what a rewrite would retrieve** (:class:`CatalogRetriever`): a plain keyword search over the
-  catalog. The rewrite is normalized (:func:`services.normalize.normalize_query`) and split into
-  words; a product matches when every word occurs among the words of its name, its brand or its
-  category path (so "frozen desserts" finds products filed under "frozen > frozen dessert"), after
-  folding a plural "s"/"es". Matches are ranked by popularity (then product id) and the first
-  ``page`` (default 20, one results page) are kept; their category paths are what it retrieves.
+* **what a rewrite would retrieve**: the categories of the first results page (20 products) of
+  :class:`services.catalog.retrieval.CatalogRetriever`, a keyword search over product names,
+  brands and category paths (its docstring has the details; the guardrails use the same search).
   A rewrite none of whose words all meet in one product retrieves nothing.
 * **what the query converted to**: the category paths of the query's entry in the conversion
   history (``qu conversions build``; the stored top-K list, full paths).
@@ -24,63 +21,15 @@ Definitions (the figures of ``qu eval report``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from services.annotation.model import RewriteType, Understanding
-from services.catalog.model import CategoryPath, Product
+from services.catalog.retrieval import CatalogRetriever, fold_plural
 from services.conversions.history import QueryConversions
-from services.normalize import normalize_query
 
-__all__ = ["CatalogRetriever", "ConvertedCategories", "RewriteScores", "fold_plural"]
-
-DEFAULT_PAGE = 20
-_KEEP_ENDINGS = ("ss", "us", "is")
-_ES_ENDINGS = ("oes", "ches", "shes", "xes", "sses", "zes")
-
-
-def fold_plural(word: str) -> str:
-    """A crude English singular: "bananas" -> "banana", "tomatoes" -> "tomato"; "hummus", "swiss" unchanged."""
-    if len(word) <= 3 or not word.endswith("s") or word.endswith(_KEEP_ENDINGS):
-        return word
-    if word.endswith(_ES_ENDINGS):
-        return word[:-2]
-    return word[:-1]
-
-
-def _words(text: str) -> list[str]:
-    return [fold_plural(w) for w in normalize_query(text).split()]
-
-
-class CatalogRetriever:
-    """Keyword search over product name, brand and category path words (see the module docstring)."""
-
-    def __init__(self, products: Sequence[Product], *, page: int = DEFAULT_PAGE) -> None:
-        if page < 1:
-            raise ValueError(f"page must be at least 1, got {page}")
-        self.page = page
-        # Best first once, so a search keeps the first ``page`` of an ordered intersection.
-        self._products = sorted(products, key=lambda p: (-p.popularity, p.product_id))
-        self._index: dict[str, set[int]] = {}
-        for i, product in enumerate(self._products):
-            words = set(_words(product.name)) | set(_words(product.brand))
-            for level in product.category_path:
-                words.update(_words(level))
-            for word in words:
-                self._index.setdefault(word, set()).add(i)
-
-    def products(self, query: str) -> list[Product]:
-        """The first ``page`` matching products, best first."""
-        words = set(_words(query))
-        if not words:
-            return []
-        postings = sorted((self._index.get(w, set()) for w in words), key=len)
-        hits = set(postings[0]).intersection(*postings[1:])
-        return [self._products[i] for i in sorted(hits)[: self.page]]
-
-    def categories(self, query: str) -> set[CategoryPath]:
-        return {p.category_path for p in self.products(query)}
+__all__ = ["CatalogRetriever", "ConvertedCategories", "RewriteScores", "fold_plural"]  # retriever re-exported
 
 
 class ConvertedCategories(Protocol):

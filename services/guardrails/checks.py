@@ -15,7 +15,9 @@ What is checked:
   query's embedding and the path's stored embedding (the teacher's scores are re-ranking scores,
   not similarities); without one (the real-time path) the student's score, which is already that
   cosine, is used. At most ``max_categories`` are kept, best first.
-- rewrites: not empty, not the query itself, not a repeat. With an embedder, also semantically
+- rewrites: not empty, not the query itself, not a repeat, and retrieving at least one catalog
+  product (:class:`~services.catalog.retrieval.CatalogRetriever`: "one percent milk" is valid and
+  finds nothing a shopper could buy). With an embedder, also semantically
   related to the query (cosine >= ``rewrite_min_similarity``). A substitute must land in a
   plausible category: its own categories (the top categories of the product types it names,
   plus, with an embedder, its nearest category paths) share a department (or an aisle, see
@@ -27,6 +29,7 @@ What is checked:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 
 import numpy as np
 
@@ -41,6 +44,7 @@ from services.annotation.model import (
 )
 from services.catalog.artifacts import Catalog
 from services.catalog.model import CategoryPath, format_path, parse_path
+from services.catalog.retrieval import CatalogRetriever
 from services.embeddings import Vectors
 from services.guardrails.attribute_patterns import attribute_canonical
 from services.guardrails.embedding_cache import EmbeddingCache, TextEncoder
@@ -57,6 +61,7 @@ NOT_IN_TAXONOMY = "not a path of the taxonomy"
 TOO_MANY_CATEGORIES = "more than {limit} categories"
 REWRITE_IS_QUERY = "the rewrite is empty or the query itself"
 REWRITE_REPEATED = "the same rewrite is already kept"
+REWRITE_RETRIEVES_NOTHING = "retrieves no catalog product: useless for discovery"
 
 
 def related_paths(a: CategoryPath, b: CategoryPath, level: CategoryLevel) -> bool:
@@ -270,6 +275,8 @@ class Guardrails:
                 check, reason = "rewrite.differs", REWRITE_IS_QUERY
             elif (rewrite.type, key) in seen:
                 check, reason = "rewrite.duplicate", REWRITE_REPEATED
+            elif not self.retriever.products(key):
+                check, reason = "rewrite.retrieves", REWRITE_RETRIEVES_NOTHING
             elif self.embeddings is not None:
                 similarity = self.text_similarity(normalized, key)
                 if similarity < self.thresholds.rewrite_min_similarity:
@@ -288,6 +295,11 @@ class Guardrails:
             self._kept(decisions, "rewrite", item, "related to the query")
             kept.append(rewrite)
         return kept
+
+    @cached_property
+    def retriever(self) -> CatalogRetriever:
+        # Built on first use: the real-time path only needs it when a student starts writing rewrites.
+        return CatalogRetriever(self.catalog.products)
 
     def substitute_problem(self, query_paths: Iterable[CategoryPath], normalized_rewrite: str) -> str | None:
         """Why a substitute lands in no plausible category, or None (also when there is nothing to judge by)."""

@@ -19,6 +19,7 @@ from services.annotation.model import Role, Tag
 from services.catalog.artifacts import Catalog
 from services.catalog.lexicons import plural_variants
 from services.catalog.model import CategoryPath
+from services.catalog.retrieval import CatalogRetriever
 from services.normalize import normalize_query
 from services.tagging.lexicon_tagger import LexiconTagger
 from services.teacher.backend import TeacherAnswer, Usage, parse_answer
@@ -38,7 +39,7 @@ from services.teacher.prompts.base import CONTEXT_TAG, ContextSlot
 __all__ = ["CatalogTeacher", "context_from_prompt"]
 
 TEACHER_NAME = "catalog-teacher"
-TEACHER_VERSION = "v1"  # bump when a rule below changes an answer
+TEACHER_VERSION = "v2"  # bump when a rule below changes an answer
 # A brand the lexicon did not tag is added to SRL only when retrieval was this sure and a span of the
 # query is spelled like it (so "verdant machine" never becomes Velveeta: close by meaning, not by spelling).
 BRAND_MIN_SCORE = 0.6
@@ -96,6 +97,7 @@ class CatalogTeacher:
         self.catalog = catalog
         self.tagger = LexiconTagger(catalog)
         self.version = f"{TEACHER_VERSION}+catalog.{catalog.manifest.get('build') or 'unsaved'}"
+        self.retriever = CatalogRetriever(catalog.products)
 
     async def answer(self, task: TaskName, prompt: RenderedPrompt) -> TeacherAnswer:
         context = context_from_prompt(prompt)
@@ -122,9 +124,24 @@ class CatalogTeacher:
             found = self._broader(query, tags, product, context)
         else:
             found = self._synonyms(query, product)
-        kept = _useful(query, found)
+        kept = _useful(query, self._discoverable(task, found, context))
         why = f"product type {product.canonical!r}" if product else "no product type tagged"
         return f"{task.value} from the catalog for {why}; kept {len(kept)} of {len(found)}.", {"rewrites": kept}
+
+    def _discoverable(self, task: TaskName, candidates: list[str], context: TeacherContext) -> list[str]:
+        """Candidates a search would find products for; for substitutes and broader queries, those whose
+        products sit where shoppers converted after this query first (the others only when none does).
+
+        The search is the catalog keyword search the guardrails and ``qu eval`` use: a rewrite that finds
+        nothing is useless for discovery, whatever it means.
+        """
+        found = [c for c in candidates if self.retriever.products(c)]
+        if task is TaskName.SYNONYMS:
+            return found
+        converted = {c.path for c in context.categories if c.conversions}
+        target = converted or {c.path for c in context.categories}
+        landing = [c for c in found if self.retriever.categories(c) & target]
+        return landing or found
 
     # --- srl --------------------------------------------------------------------------------------
 

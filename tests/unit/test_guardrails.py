@@ -37,6 +37,8 @@ PRODUCTS = [
     Product("8", "Gluten Free Bread", "Canyon Bakehouse", BREAD, ("gluten free",)),
     Product("9", "Dish Soap", "Dawn", CLEANING),
     Product("10", "Lemon Dish Soap", "Dawn", CLEANING),
+    Product("11", "Sourdough Bread", "Boudin", BREAD),
+    Product("12", "Oat Beverage", "Oatly", SOY),
 ]
 
 # Hand-made unit vectors: axis 0 dairy, 1 bakery, 2 household, 3 everything else.
@@ -376,3 +378,13 @@ def test_thresholds_come_from_the_settings(monkeypatch: pytest.MonkeyPatch, clea
 )
 def test_related_paths(a: tuple[str, ...], b: tuple[str, ...], level: str, related: bool) -> None:
     assert related_paths(a, b, "aisle" if level == "aisle" else "department") is related
+
+
+def test_a_rewrite_that_retrieves_no_catalog_product_is_dropped(catalog: Catalog) -> None:
+    """The source system's lesson: "one percent milk" for "1% milk" is valid and finds nothing new."""
+    rewrites = [Rewrite(RewriteType.SYNONYM, "one percent milk"), Rewrite(RewriteType.SYNONYM, "reduced fat milk")]
+    kept, decisions = Guardrails(catalog).check(Understanding(rewrites=rewrites), "2% milk")
+    assert [r.query for r in kept.rewrites] == ["reduced fat milk"]
+    assert rejected(decisions) == [
+        ("rewrite.retrieves", "synonym=one percent milk", "retrieves no catalog product: useless for discovery")
+    ]

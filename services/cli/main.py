@@ -17,6 +17,7 @@ from services.cli import (
     kafka_cmd,
     realtime_cmd,
     stack_cmd,
+    student_cmd,
     teacher_cmd,
     traffic_cmd,
 )
@@ -33,6 +34,7 @@ app.add_typer(conversions_cmd.app, name="conversions")
 app.add_typer(guardrails_cmd.app, name="guardrails")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(teacher_cmd.app, name="teacher")
+app.add_typer(student_cmd.app, name="student")
 app.command("traffic")(traffic_cmd.traffic)
 app.command("produce")(kafka_cmd.produce)
 app.command("consume")(kafka_cmd.consume)

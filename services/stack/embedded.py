@@ -25,6 +25,7 @@ from services.stack.supervisor import ProcessRecord, StackError, StackState
 from services.stack.tansu import TansuBroker
 from services.stack.topics import ensure_topics
 from services.stack.triton_server import TritonServer, remove_shared_memory
+from services.student.export.publish import restore_published_versions
 
 Report = Callable[[str], None]
 # What a worker logs once its handler is built and warm (streams.app.HANDLER_READY; not imported:
@@ -236,6 +237,10 @@ class EmbeddedStack:
             embedding_model_path=s.resolved_embedding_model_path(),
             embedding_model_id=s.embedding_model_id,
         )
+        # Exported student versions (`qu student export`) live in the state dir; the fresh copy gets them back.
+        restored = restore_published_versions(self.state_dir, repository)
+        if restored:
+            self.report(f"triton: qu_student versions {restored} restored from {self.state_dir / 'student'}")
         triton = TritonServer(
             repository, s.triton_http_port, s.triton_grpc_port, self.logs / "triton.log", self.stack_dir / "triton"
         )

@@ -1,0 +1,206 @@
+"""``qu student train``: LoRA-distil the teacher's curriculum (and QueryNER train) into the MiniLM student.
+
+A run writes ``student/runs/<run_id>/`` under the state directory (or ``--out``):
+
+* ``config.json``  what was trained, on what, with which seed (enough to train it again);
+* ``metrics.json`` span P/R/F1 per role on each held-out set, the loss curve, the data counts;
+* ``adapter/``     the LoRA adapter and the trained head (peft ``save_pretrained``);
+* ``tokenizer/``   the tokenizer files, so export and serving need nothing else from the base model;
+* ``heldout/``     the held-out examples as scored, so export scores its ONNX graphs on the same queries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from services.student.bio import LABELS, MAX_TOKENS, load_tokenizer
+from services.student.training.data import Example, StudentData, write_examples
+from services.student.training.scoring import span_scores
+
+Report = Callable[[str], None]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+HELDOUT_SETS = ("heldout", "queryner_validation")
+SCORER = "services.evaluation.spans (exact (role, start, end) match on the normalized query)"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    base_model_path: Path
+    base_model_id: str
+    curriculum: Path | None
+    queryner_dir: Path | None
+    queryner_train: bool
+    epochs: int = 8
+    max_steps: int | None = None  # stop after this many optimizer steps (CI, smoke runs)
+    batch_size: int = 16
+    learning_rate: float = 5e-4  # LoRA and head alike; LoRA wants a larger rate than full fine-tuning
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    lora_r: int = 16
+    lora_alpha: int | None = None  # default 2 x r
+    lora_dropout: float = 0.1
+    seed: int = 13
+    heldout_percent: int = 10
+    max_tokens: int = MAX_TOKENS
+    # One thread: with other processes on the cores, torch's spinning worker threads made a step ~10x slower
+    # (32 queries: 1.6 s with 1 thread, 20 s with 2, on this 2-core machine under load). None: every core.
+    torch_threads: int | None = 1
+
+    def to_json(self) -> dict[str, Any]:
+        row = dataclasses.asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in row.items()}
+
+    @property
+    def alpha(self) -> int:
+        return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    run_dir: Path
+    run_id: str
+    metrics: dict[str, Any]
+
+
+def new_run_id(config: TrainConfig) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    digest = hashlib.blake2b(orjson.dumps(config.to_json(), option=orjson.OPT_SORT_KEYS), digest_size=3).hexdigest()
+    return f"{stamp}-{digest}"
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def evaluate(model: Any, tokenizer: Any, examples: list[Example]) -> dict[str, Any]:
+    from services.student.training.model import predict
+
+    predicted = predict(model, tokenizer, [e.text for e in examples])
+    return span_scores([list(e.spans) for e in examples], predicted)
+
+
+def train_student(
+    config: TrainConfig,
+    data: StudentData,
+    run_dir: Path,
+    *,
+    run_id: str,
+    progress: bool = True,
+    report: Report = lambda _message: None,
+) -> TrainResult:
+    import torch
+    from tqdm import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    from services.student.training.model import batch_tensors, load_base, with_lora
+
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    seed_everything(config.seed)
+    tokenizer = load_tokenizer(config.base_model_path / "tokenizer.json", config.max_tokens)
+    model = with_lora(load_base(config.base_model_path), config.lora_r, config.alpha, config.lora_dropout)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    report(f"student: {trainable:,} of {total:,} parameters train (LoRA r={config.lora_r} + head)")
+
+    steps_per_epoch = (len(data.train) + config.batch_size - 1) // config.batch_size
+    planned = steps_per_epoch * config.epochs
+    steps = min(planned, config.max_steps) if config.max_steps else planned
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    schedule = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
+        optimizer, int(config.warmup_ratio * steps), steps
+    )
+    order = random.Random(config.seed)
+    history: list[dict[str, Any]] = []
+    unaligned = 0
+    step = 0
+    started = time.monotonic()
+    metrics: dict[str, Any] = {}
+    bar = tqdm(total=steps, desc="student train", unit="step", disable=not progress, dynamic_ncols=True)
+    try:
+        for epoch in range(config.epochs):
+            if step >= steps:
+                break
+            model.train()
+            indices = list(range(len(data.train)))
+            order.shuffle(indices)
+            losses: list[float] = []
+            for i in range(0, len(indices), config.batch_size):
+                if step >= steps:
+                    break
+                batch = [data.train[j] for j in indices[i : i + config.batch_size]]
+                inputs, labels, batch_unaligned = batch_tensors(tokenizer, batch)
+                if epoch == 0:
+                    unaligned += batch_unaligned
+                loss = model(**inputs, labels=labels).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad()
+                losses.append(float(loss.item()))
+                step += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-50:]):.4f}")
+            model.eval()
+            point: dict[str, Any] = {"epoch": epoch + 1, "steps": step, "loss": round(float(np.mean(losses)), 5)}
+            scores = {name: evaluate(model, tokenizer, examples) for name, examples in _heldout_sets(data)}
+            point.update({f"{name}_f1": score["f1"] for name, score in scores.items()})
+            history.append(point)
+            report(f"student: epoch {epoch + 1}: {point}")
+            # Saved after every epoch: an interrupted run keeps its last finished epoch, and says so.
+            metrics = {
+                "run_id": run_id,
+                "epochs_done": epoch + 1,
+                "steps": step,
+                "train_seconds": round(time.monotonic() - started, 1),
+                "trainable_parameters": trainable,
+                "history": history,
+                "data": {**data.stats, "unaligned_train_spans": unaligned},
+                "scorer": SCORER,
+                **scores,
+            }
+            _save(run_dir, run_id, config, data, model, metrics)
+    finally:
+        bar.close()
+    return TrainResult(run_dir, run_id, metrics)
+
+
+def _heldout_sets(data: StudentData) -> list[tuple[str, list[Example]]]:
+    sets = zip(HELDOUT_SETS, (data.heldout, data.queryner_validation), strict=True)
+    return [(name, examples) for name, examples in sets if examples]
+
+
+def _save(
+    run_dir: Path, run_id: str, config: TrainConfig, data: StudentData, model: Any, metrics: dict[str, Any]
+) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(run_dir / "adapter"))
+    tokenizer_dir = run_dir / "tokenizer"
+    tokenizer_dir.mkdir(exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (config.base_model_path / name).is_file():
+            shutil.copy2(config.base_model_path / name, tokenizer_dir / name)
+    write_examples(run_dir / "heldout" / "heldout.jsonl", data.heldout)
+    write_examples(run_dir / "heldout" / "queryner_validation.jsonl", data.queryner_validation)
+    run_config = {"run_id": run_id, "labels": list(LABELS), **config.to_json()}
+    (run_dir / "config.json").write_bytes(orjson.dumps(run_config, option=orjson.OPT_INDENT_2))
+    (run_dir / "metrics.json").write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2))

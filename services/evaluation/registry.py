@@ -96,6 +96,27 @@ def _teacher(env: PredictorEnv) -> Predictor:
     return env.wrap("teacher", answer, guarded=False)
 
 
+def _onnx(where: str) -> PredictorFactory:
+    """An exported student version in-process: ``onnx:N`` (version N of STATE_DIR's published store) or
+    ``onnx:DIR`` (a version directory)."""
+
+    def build(env: PredictorEnv) -> Predictor:
+        from services.student.export.publish import published_store
+        from services.student.onnx_student import OnnxStudent
+
+        directory = published_store(env.settings.state_dir) / where if where.isdigit() else Path(where)
+        if not directory.is_dir():
+            raise UnknownPredictor(f"no exported student version at {directory} (see `qu student export`)")
+        student = OnnxStudent(directory, env.catalog_dir)
+
+        async def close() -> None:
+            student.close()
+
+        return env.wrap(f"onnx:{where}", student.understand, close=close)
+
+    return build
+
+
 def _triton(version: str) -> PredictorFactory:
     def build(env: PredictorEnv) -> Predictor:
         answer = TritonStudentAnswer(env.settings.triton_grpc_url, env.settings.student_model, version)
@@ -113,7 +134,7 @@ PREDICTOR_FACTORIES: dict[str, PredictorFactory] = {
     "student": _triton(""),
     # The deterministic catalog-grounded teacher through the teacher's pipeline (context, prompts, guardrails).
     "teacher": _teacher,
-    # "onnx": the in-process ONNX student registers here (services/student/onnx_student.py).
+    # "onnx:N" / "onnx:DIR": an exported student version, in-process (build_predictor below).
 }
 
 
@@ -124,12 +145,14 @@ def predictor_names() -> list[str]:
 def build_predictor(name_or_version: str, env: PredictorEnv) -> Predictor:
     """The predictor registered as ``name_or_version``, or version N of the Triton student for "N"/"student:N"."""
     factory = PREDICTOR_FACTORIES.get(name_or_version)
+    if factory is None and name_or_version.startswith("onnx:"):
+        factory = _onnx(name_or_version.removeprefix("onnx:"))
     if factory is None:
         version = _VERSION.fullmatch(name_or_version)
         if version is None:
             raise UnknownPredictor(
                 f"no predictor named {name_or_version!r}: use one of {', '.join(predictor_names())}, "
-                "or a Triton student version number (e.g. 2 or student:2)"
+                "a Triton student version number (e.g. 2 or student:2), or onnx:N / onnx:DIR (in-process)"
             )
         factory = _triton(version.group(1))
     return factory(env)

@@ -7,6 +7,7 @@ The run and its export are session fixtures (tests/fixtures/student.py): made on
 from __future__ import annotations
 
 import filecmp
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ import numpy as np
 import orjson
 import pytest
 
-from services.annotation.model import Role
+from services.annotation.model import Role, Tag
 from services.catalog.artifacts import load_catalog
 from services.embeddings import SentenceEmbedder
+from services.normalize import normalize_query
 from services.settings import Settings
 from services.stack.model_repository import STUDENT_MODEL
 from services.student.bio import load_tokenizer
@@ -30,7 +32,8 @@ from services.student.onnx_student import OnnxStudent, OnnxTagger, answer_batche
 from services.student.training.model import load_adapter, logits
 from services.student.training.trainer import TrainResult
 from services.tagging import LexiconTagger
-from tests.fixtures.student import bare_repository
+from tests.conftest import Cli
+from tests.fixtures.student import bare_repository, tiny_gold
 
 pytestmark = [pytest.mark.slow]
 
@@ -148,3 +151,37 @@ def test_the_onnx_student_answers_with_tags_categories_and_its_version(
         assert first["version"] == student_export["version"] and first["tags"][0]["role"] == "brand"
     finally:
         student.close()
+
+
+def test_qu_eval_scores_an_exported_version_in_process(
+    student_export: dict[str, Any], student_catalog_dir: Path, cli: Cli, tmp_path: Path
+) -> None:
+    """``--model onnx:DIR`` answers as the served model does; the score equals a hand count on its answers."""
+    from services.guardrails import Guardrails
+
+    gold = tiny_gold()[:6]
+    assert all(normalize_query(g.query) == g.query for g in gold)
+    path = tmp_path / "gold.jsonl"
+    path.write_bytes(
+        b"".join(orjson.dumps({"query": g.query, "spans": [t.to_json() for t in g.spans]}) + b"\n" for g in gold)
+    )
+    version_dir = student_export["version_dir"]
+    result = cli(
+        "eval", "srl", "--gold", path, "--format", "qu", "--model", f"onnx:{version_dir}",
+        "--catalog", student_catalog_dir, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = orjson.loads(result.stdout)
+    student = OnnxStudent(Path(version_dir), student_catalog_dir)
+    guardrails = Guardrails(load_catalog(student_catalog_dir))  # what the real-time path keeps
+    kept = [
+        guardrails.check(u, g.query)[0] for u, g in zip(student.understand([g.query for g in gold]), gold, strict=True)
+    ]
+    tp = sum(len(spans(u.tags) & spans(g.spans)) for u, g in zip(kept, gold, strict=True))
+    assert report["counts"]["tp"] == tp
+    missing = cli("eval", "srl", "--gold", path, "--format", "qu", "--model", "onnx:/no/such/version", "--json")
+    assert missing.exit_code == 1 and "/no/such/version" in missing.stderr
+
+
+def spans(tags: Sequence[Tag]) -> set[tuple[Role, int, int]]:
+    return {(t.role, t.start, t.end) for t in tags}

@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         default="int8",
         description="Which exported graphs a new qu_student version serves (env QU_STUDENT_PRECISION).",
     )
+    student_embedder_precision: Literal["fp32", "int8"] = Field(
+        default="int8",
+        description="The query embedder a new qu_student version ranks categories with (env "
+        "QU_STUDENT_EMBEDDER_PRECISION). int8 meets the Triton latency targets at -0.6 point of category top-1 "
+        "(docs/STUDENT.md).",
+    )
     # --- end student ---
 
     @property

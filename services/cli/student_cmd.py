@@ -127,14 +127,16 @@ def export(
         str | None, typer.Option(help="fp32 or int8: the graphs the new version serves; default QU_STUDENT_PRECISION.")
     ] = None,
     embedder_precision: Annotated[
-        str, typer.Option(help="fp32 or int8 query embedder for categories (int8 reorders them; see export.json).")
-    ] = "fp32",
+        str | None,
+        typer.Option(help="fp32 or int8 query embedder for categories; default QU_STUDENT_EMBEDDER_PRECISION."),
+    ] = None,
     load: Annotated[bool, typer.Option("--load", help="Ask the running Triton to load the new version.")] = False,
     json: JsonOption = False,
 ) -> None:
     """Merge the adapter, export ONNX fp32 + int8 (checked against torch), and install the next qu_student version."""
     settings = settings_from(ctx)
     chosen = precision or settings.student_precision
+    embedder_precision = embedder_precision or settings.student_embedder_precision
     for name, value in (("--precision", chosen), ("--embedder-precision", embedder_precision)):
         if value not in ("fp32", "int8"):
             raise typer.BadParameter(f"{name} must be fp32 or int8, not {value!r}")

@@ -23,12 +23,11 @@ import orjson
 from services.annotation.model import Understanding
 from services.errors import QuError, ServiceUnavailable
 from services.normalize import normalize_query
+from services.student.contract import INPUT, OUTPUT
 
 if TYPE_CHECKING:
     from tritonclient.grpc.aio import InferenceServerClient
 
-INPUT = "QUERY"
-OUTPUT = "TAGS_JSON"
 RECONNECT_BACKOFF_MS = 250
 # gRPC's own limits are 4 MiB; Triton's are INT32_MAX. A batch of 64 answers is far below either.
 _MAX_MESSAGE = 2**31 - 1

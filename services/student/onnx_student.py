@@ -28,8 +28,8 @@ from tokenizers import Encoding
 
 from services.annotation.model import Tag, Understanding
 from services.errors import QuError
-from services.normalize import normalize_query
 from services.student.bio import LABELS, decode_spans, load_tokenizer, softmax
+from services.student.contract import decode_query
 
 MANIFEST = "student.json"
 TOP_CATEGORIES = 3
@@ -186,24 +186,6 @@ class OnnxStudent:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
-
-
-def decode_query(index: int, raw: object) -> str:
-    """One element of ``QUERY`` as text; ValueError names the element and what is wrong with it."""
-    if not isinstance(raw, bytes):
-        raise ValueError(f"QUERY[{index}] is {type(raw).__name__}, expected UTF-8 bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"QUERY[{index}] is not valid UTF-8 ({err.reason} at byte {err.start})") from err
-    if not text:
-        raise ValueError(f"QUERY[{index}] is empty: send only non-empty normalized queries")
-    if normalize_query(text) != text:
-        # Tag offsets index the text received, and the student was trained on normalized text only.
-        raise ValueError(
-            f"QUERY[{index}]={text[:80]!r} is not normalized: send services.normalize.normalize_query(text)"
-        )
-    return text
 
 
 def answer_batches(student: OnnxStudent, batches: Sequence[Sequence[object]]) -> list[list[bytes] | ValueError]:

@@ -13,30 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from services.normalize import normalize_query
+from services.student.contract import decode_query
 
 __all__ = ["decode_query", "first_beam_tokens", "pad_token_ids"]
-
-
-def decode_query(index: int, raw: object) -> str:
-    """One element of ``QUERY`` as text, held to the same rules as the CPU student (``qu_student``).
-
-    Raises ValueError naming the element and what is wrong with it.
-    """
-    if not isinstance(raw, bytes):
-        raise ValueError(f"QUERY[{index}] is {type(raw).__name__}, expected UTF-8 bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"QUERY[{index}] is not valid UTF-8 ({err.reason} at byte {err.start})") from err
-    if not text:
-        raise ValueError(f"QUERY[{index}] is empty: send only non-empty normalized queries")
-    if normalize_query(text) != text:
-        # Span offsets index the text received: an un-normalized query would get offsets into the wrong text.
-        raise ValueError(
-            f"QUERY[{index}]={text[:80]!r} is not normalized: send services.normalize.normalize_query(text)"
-        )
-    return text
 
 
 def pad_token_ids(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:

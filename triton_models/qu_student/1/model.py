@@ -31,7 +31,7 @@ import triton_python_backend_utils as pb_utils  # provided by the Python backend
 from services.annotation.model import Understanding
 from services.catalog.artifacts import load_catalog
 from services.embeddings import SentenceEmbedder
-from services.normalize import normalize_query
+from services.student.contract import decode_query
 from services.tagging import LexiconTagger
 
 TOP_CATEGORIES = 3
@@ -55,24 +55,6 @@ def _parameter_path(parameters: dict[str, Any], name: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"qu_student: parameter {name}={value} does not exist: {MATERIALIZE_HINT}")
     return path
-
-
-def _decode(index: int, raw: object) -> str:
-    """One element of QUERY as text; raises ValueError naming the element and what is wrong with it."""
-    if not isinstance(raw, bytes):
-        raise ValueError(f"QUERY[{index}] is {type(raw).__name__}, expected UTF-8 bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"QUERY[{index}] is not valid UTF-8 ({err.reason} at byte {err.start})") from err
-    if not text:
-        raise ValueError(f"QUERY[{index}] is empty: send only non-empty normalized queries")
-    if normalize_query(text) != text:
-        # Tag offsets index the text received; un-normalized text would also miss the lexicons.
-        raise ValueError(
-            f"QUERY[{index}]={text[:80]!r} is not normalized: send services.normalize.normalize_query(text)"
-        )
-    return text
 
 
 class TritonPythonModel:
@@ -114,7 +96,7 @@ class TritonPythonModel:
         for request in requests:
             elements = pb_utils.get_input_tensor_by_name(request, "QUERY").as_numpy().reshape(-1)
             try:
-                decoded.append([_decode(i, raw) for i, raw in enumerate(elements)])
+                decoded.append([decode_query(i, raw) for i, raw in enumerate(elements)])
             except ValueError as err:
                 decoded.append(str(err))
         flat = [q for item in decoded if isinstance(item, list) for q in item]

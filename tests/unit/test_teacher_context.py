@@ -43,6 +43,7 @@ PRODUCTS = [
     _p("15", "Bananas", "", "produce > fresh fruits"),
     _p("16", "Organic Bananas", "", "produce > fresh fruits", ("organic",)),
     _p("17", "Banana Baby Food", "Happy Baby", "babies > baby food"),
+    _p("18", "Moo Juice 1% Milk", "", "dairy eggs > milk"),  # so the synonym "1% moo juice" finds something
 ]
 TERMS = {"milk": {"synonyms": ["milks", "moo juice", "one percent milk"], "broader": ["dairies"]}}
 
@@ -133,7 +134,8 @@ def test_rewrites_never_restate_the_query(catalog: Catalog, embedder: SentenceEm
     builder = ContextBuilder(catalog, None, embedder)
     teacher = CatalogTeacher(catalog)
     synonyms = [r["query"] for r in answer(teacher, TaskName.SYNONYMS, builder, "1% milk").data["rewrites"]]
-    assert synonyms == ["1% moo juice"]  # not "1% milks" (a plural), not "one percent milk" (a spelling)
+    # Not "1% milks" (a plural), not "one percent milk" (a spelling that finds no product).
+    assert synonyms == ["1% moo juice"]
     substitutes = [r["query"] for r in answer(teacher, TaskName.SUBSTITUTES, builder, "1% milk").data["rewrites"]]
     assert "milk" not in substitutes and "soy milk" in substitutes
     broader = [r["query"] for r in answer(teacher, TaskName.BROADER, builder, "organic whole milk").data["rewrites"]]

@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from services.annotation.model import Role, Tag
 from services.errors import InputError
 from services.gold.model import GoldQuery
+from services.jsonl import read_json_lines
 
 _SEPARATOR = " > "
 
@@ -26,19 +25,8 @@ def read_qu_labels(path: Path) -> list[GoldQuery]:
 
 
 def iter_qu_labels(path: Path) -> Iterator[GoldQuery]:
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read the gold file: {exc.strerror or exc}") from None
-    with handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise InputError(str(path), f"not JSON ({exc})", row=line_no, problem="not JSON") from None
-            yield _record(row, path, line_no)
+    for line_no, row in read_json_lines(path, "the gold file"):
+        yield _record(row, path, line_no)
 
 
 def _record(row: Any, path: Path, line_no: int) -> GoldQuery:

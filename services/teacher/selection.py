@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from services.errors import InputError
+from services.jsonl import read_json_lines
 from services.normalize import normalize_query
 
 MAX_FOLLOWUPS = 5
@@ -143,18 +144,7 @@ def read_query_list(path: Path, log: QueryLog | None = None) -> list[SelectedQue
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read the query log: {exc.strerror or exc}") from None
-    with handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise InputError(str(path), f"not JSON ({exc})", row=line_no) from None
-            if not isinstance(row, dict):
-                raise InputError(str(path), "expected a JSON object", row=line_no)
-            yield line_no, row
+    for line_no, row in read_json_lines(path, "the query log"):
+        if not isinstance(row, dict):
+            raise InputError(str(path), "expected a JSON object", row=line_no)
+        yield line_no, row

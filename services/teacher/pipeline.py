@@ -48,7 +48,7 @@ REWRITE_TASKS: dict[TaskName, RewriteType] = {
     TaskName.BROADER: RewriteType.BROADER,
     TaskName.SYNONYMS: RewriteType.SYNONYM,
 }
-ANSWERED, INVALID, UNAVAILABLE, REJECTED = "answered", "invalid", "unavailable", "rejected"
+ANSWERED, INVALID, UNAVAILABLE, REJECTED, FAILED = "answered", "invalid", "unavailable", "rejected", "failed"
 _CONTEXT_BLOCK = re.compile(rf"<{CONTEXT_TAG}>\n(.*?)\n</{CONTEXT_TAG}>", re.S)
 
 
@@ -154,6 +154,9 @@ class TeacherPipeline:
                 return TaskOutcome(prompt.task, prompt, UNAVAILABLE, str(err))
             except QuError as err:  # refused by the endpoint (4xx): the query is skipped for this task
                 return TaskOutcome(prompt.task, prompt, REJECTED, str(err))
+            except Exception as err:  # a backend's bug on one prompt must not stop the run: recorded, not raised
+                log.exception("the %s teacher failed on %s for %r", self.backend.name, prompt.task.value, prompt.query)
+                return TaskOutcome(prompt.task, prompt, FAILED, f"{type(err).__name__}: {err}")
         return TaskOutcome(prompt.task, prompt, ANSWERED, answer=answer)
 
     def records(self, taught: TaughtQuery, run_id: str, *, now: datetime | None = None) -> list[CurriculumRecord]:

@@ -225,3 +225,24 @@ def test_an_injected_instruction_never_puts_an_outside_tag_into_the_head_set(
     assert decision["item"] == "brand=Acme" and "not in the catalog" in decision["reason"]
     assert summary["guardrails_dropped"] == {"catalog.brand": 1}
     assert summary["teacher"]["usage"]["prompt_tokens"] == 100  # type: ignore[index]
+
+
+class BrokenOnBread(CatalogTeacher):
+    """The catalog teacher with a bug that only the SRL prompt of one query reaches."""
+
+    async def answer(self, task: TaskName, prompt: RenderedPrompt) -> TeacherAnswer:
+        if task is TaskName.SRL and prompt.query == "bread no gluten":
+            raise RuntimeError("index out of range")
+        return await super().answer(task, prompt)
+
+
+def test_a_backend_bug_on_one_query_is_recorded_and_the_run_goes_on(
+    demo: Catalog, embedder: SentenceEmbedder, tmp_path: Path
+) -> None:
+    summary, published = teach(pipeline_for(demo, embedder, BrokenOnBread(demo)), tmp_path, HEAD, embedder)
+    assert summary["rejected"] == {"srl_failed": 1}
+    assert summary["tasks"]["srl"] == {"answered": len(HEAD) - 1, "failed": 1}  # type: ignore[index]
+    [(_, entries)] = published.runs
+    assert {q for q, _, _ in entries} == set(HEAD) - {"bread no gluten"}
+    [failed] = [r for r in read_records(tmp_path) if r.status == "failed"]
+    assert (failed.query, failed.task, failed.problem) == ("bread no gluten", "srl", "RuntimeError: index out of range")

@@ -194,15 +194,21 @@ def term_department(catalog: Catalog, term: str) -> str | None:
     return department if department and department not in CATCH_ALL_DEPARTMENTS else None
 
 
-def rewrite_examples(catalog: Catalog, seed: int = 0) -> RewriteExamples:
-    """Positive and negative (term, rewrite) pairs from the catalog's Open Food Facts terms (module docstring)."""
-    examples = RewriteExamples()
-    terms = {normalize_query(t): v for t, v in catalog.category_terms.items() if isinstance(v, dict)}
+def _departments(catalog: Catalog, terms: dict[str, Any]) -> tuple[dict[str, str | None], dict[str, list[str]]]:
+    """Each term's department (None when the catalog places it nowhere), and the terms of each department."""
     departments = {t: term_department(catalog, t) for t in sorted(terms)}
     by_department: dict[str, list[str]] = {}
     for term, department in departments.items():
         if department is not None:
             by_department.setdefault(department, []).append(term)
+    return departments, by_department
+
+
+def rewrite_examples(catalog: Catalog, seed: int = 0) -> RewriteExamples:
+    """Positive and negative (term, rewrite) pairs from the catalog's Open Food Facts terms (module docstring)."""
+    examples = RewriteExamples()
+    terms = {normalize_query(t): v for t, v in catalog.category_terms.items() if isinstance(v, dict)}
+    departments, by_department = _departments(catalog, terms)
     rng = random.Random(seed)
     for term in sorted(terms):
         related = [*terms[term].get("synonyms", []), *terms[term].get("broader", [])]
@@ -235,11 +241,7 @@ def substitute_examples(catalog: Catalog, seed: int = 0) -> RewriteExamples:
     for term, value in terms.items():
         for broader in value.get("broader", []):
             groups.setdefault(normalize_query(str(broader)), set()).add(term)
-    departments = {t: term_department(catalog, t) for t in sorted(terms)}
-    by_department: dict[str, list[str]] = {}
-    for term, department in departments.items():
-        if department is not None:
-            by_department.setdefault(department, []).append(term)
+    departments, by_department = _departments(catalog, terms)
     rng = random.Random(seed)
     for term in sorted(terms):
         same = set(plural_variants(term))

@@ -15,9 +15,12 @@ from services.embeddings import SentenceEmbedder
 from services.settings import Settings
 from services.teacher.backend import TeacherBackend
 from services.teacher.context import ExamplePool
+from services.teacher.context_types import TaskName
 from services.teacher.pipeline import TeacherPipeline
 from services.teacher.runtime import build_pipeline, load_conversions
 from services.teacher.selection import Origin, SelectedQuery
+
+EVAL_RUN = "eval"  # records made here only feed the few-shot pool; they are never written
 
 
 class TeacherAnswer:
@@ -36,8 +39,7 @@ class TeacherAnswer:
 
     async def __call__(self, queries: Sequence[str]) -> list[Understanding]:
         taught = await self.pipeline.teach([SelectedQuery(q, Origin.EXPLICIT, 0) for q in queries], self.pool)
-        for t in taught:
-            for task, outcome in t.outcomes.items():
-                if outcome.answer is not None and not any(d for d in t.decisions):
-                    self.pool.add(t.query, task, outcome.answer.data, outcome.answer.reasoning)
+        for record in (r for t in taught for r in self.pipeline.records(t, EVAL_RUN)):
+            if record.validated:  # the run's rule (services/teacher/run.py)
+                self.pool.add(record.query, TaskName(record.task), record.teacher_answer, record.reasoning)
         return [t.understanding for t in taught]

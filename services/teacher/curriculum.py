@@ -97,9 +97,22 @@ class CurriculumRecord:
     schema_version: int = SCHEMA_VERSION
 
     @property
+    def validated(self) -> bool:
+        """Answered and nothing dropped by a guardrail: fit to be a few-shot example for later queries."""
+        return self.status == "answered" and self.guardrails_json in ("[]", "")
+
+    @property
     def answer(self) -> dict[str, Any]:
-        value = orjson.loads(self.answer_json)
-        return value if isinstance(value, dict) else {}
+        return _object(self.answer_json)
+
+    @property
+    def teacher_answer(self) -> dict[str, Any]:
+        return _object(self.teacher_answer_json)
+
+
+def _object(text: str) -> dict[str, Any]:
+    value = orjson.loads(text)
+    return value if isinstance(value, dict) else {}
 
 
 def record_id(run_id: str, query: str, task: TaskName | str) -> str:

@@ -28,7 +28,7 @@ from services.annotation.model import Understanding
 from services.teacher.context import ExamplePool
 from services.teacher.context_types import TaskName
 from services.teacher.curriculum import CurriculumRecord, CurriculumRun
-from services.teacher.pipeline import ANSWERED, TeacherPipeline, publishable, understanding_from_records
+from services.teacher.pipeline import TeacherPipeline, publishable, understanding_from_records
 from services.teacher.selection import Origin, SelectedQuery
 
 RUN_FORMAT = 1  # bump when the run's own logic changes what it produces
@@ -112,12 +112,12 @@ class TeacherRun:
         """Validated answers (answered, nothing dropped by a guardrail) become few-shot examples."""
         for record in records:
             task = TaskName(record.task)
-            if record.status != ANSWERED or record.guardrails_json not in ("[]", ""):
+            if not record.validated:
                 continue
             if self._pooled[task] >= self.options.pool_limit:
                 continue
             self._pooled[task] += 1
-            self.pool.add(record.query, task, orjson.loads(record.teacher_answer_json), record.reasoning)
+            self.pool.add(record.query, task, record.teacher_answer, record.reasoning)
 
     def _head_set(
         self, selected: Sequence[SelectedQuery], records: Sequence[CurriculumRecord]

@@ -41,6 +41,13 @@ def train(
     learning_rate: Annotated[float, typer.Option(min=0, help="AdamW learning rate (LoRA and head).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of initialization, dropout and shuffling.")] = 13,
     heldout_percent: Annotated[int, typer.Option(min=0, max=50, help="Curriculum share held out (by hash).")] = 10,
+    queryner_repeat: Annotated[
+        int, typer.Option(min=1, help="Times each QueryNER train example appears per epoch (weighs human labels).")
+    ] = 1,
+    ema_decay: Annotated[
+        float | None, typer.Option(help="Score and save a moving average of the weights (per-step decay, e.g. 0.999).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="torch device to train on: cpu, or cuda where a GPU is.")] = "cpu",
     threads: Annotated[
         int, typer.Option(min=1, help="torch threads. 1 by default: on a shared CPU more threads spin and run slower.")
     ] = 1,
@@ -62,6 +69,9 @@ def train(
             learning_rate=learning_rate,
             seed=seed,
             heldout_percent=heldout_percent,
+            queryner_repeat=queryner_repeat,
+            ema_decay=ema_decay,
+            device=device,
             threads=threads,
             out=out,
         )

@@ -145,3 +145,12 @@ def test_the_version_string_names_the_run_and_both_precisions() -> None:
     assert version_string("20261126T000018Z-27cf49", "int8") == "student-minilm-lora.20261126T000018Z-27cf49.int8"
     assert version_string("r", "fp32", "fp32") == "student-minilm-lora.r.fp32"
     assert version_string("r", "int8", "int8") == "student-minilm-lora.r.int8.embed-int8"
+
+
+def test_an_epoch_repeats_queryner_examples_as_asked() -> None:
+    curriculum = [gold("acme organic milk", (Role.BRAND, "acme")), gold("fresh pasta", (Role.PRODUCT, "pasta"))]
+    queryner_train = [gold("red cotton shirt", (Role.PRODUCT, "shirt"))]
+    data = build_data(curriculum, queryner_train, [], heldout_percent=0)
+    assert data.train_origins == ["curriculum", "curriculum", "queryner_train"]
+    assert data.epoch_indices({}) == [0, 1, 2]
+    assert data.epoch_indices({"queryner_train": 3}) == [0, 1, 2, 2, 2]

@@ -152,6 +152,14 @@ class StudentData:
     heldout: list[Example]  # the curriculum's held-out split
     queryner_validation: list[Example]
     stats: dict[str, object] = field(default_factory=dict)
+    # Where each training example came from ("curriculum" or "queryner_train"), parallel to ``train``.
+    train_origins: list[str] = field(default_factory=list)
+
+    def epoch_indices(self, repeats: dict[str, int]) -> list[int]:
+        """Indices into ``train`` for one epoch: an example of origin O appears ``repeats.get(O, 1)`` times."""
+        if not self.train_origins:
+            return list(range(len(self.train)))
+        return [i for i, origin in enumerate(self.train_origins) for _ in range(repeats.get(origin, 1))]
 
 
 def build_data(
@@ -165,6 +173,7 @@ def build_data(
     validation = normalize_all(queryner_validation, qn_val_stats)
     unseen = {e.text for e in heldout} | {e.text for e in validation}
     train: list[Example] = []
+    origins: list[str] = []
     excluded: Counter[str] = Counter()
     seen: set[str] = set()
     for name, examples in (
@@ -179,6 +188,7 @@ def build_data(
             else:
                 seen.add(example.text)
                 train.append(example)
+                origins.append(name)
     stats: dict[str, object] = {
         "curriculum": curriculum_stats.to_json(),
         "queryner_train": qn_train_stats.to_json(),
@@ -190,7 +200,7 @@ def build_data(
     }
     if not train:
         raise StudentDataError("no training examples: give a curriculum and/or QueryNER train")
-    return StudentData(train, heldout, validation, stats)
+    return StudentData(train, heldout, validation, stats, origins)
 
 
 def write_examples(path: Path, examples: Iterable[Example]) -> None:

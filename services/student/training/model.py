@@ -85,9 +85,10 @@ def _inputs(encodings: Sequence[Encoding]) -> dict[str, torch.Tensor]:
 def logits(model: Any, tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], list[Encoding]]:
     """Token logits ``[n, tokens, labels]`` of one batch of texts (padded to the longest) and their encodings."""
     encodings = tokenizer.encode_batch(list(texts))
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        out = model(**_inputs(encodings)).logits
-    return out.float().numpy(), encodings
+        out = model(**{name: tensor.to(device) for name, tensor in _inputs(encodings).items()}).logits
+    return out.float().cpu().numpy(), encodings
 
 
 def predict(model: Any, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 64) -> list[list[Tag]]:

@@ -25,11 +25,18 @@ from typing import Any
 import numpy as np
 import orjson
 
+from services.errors import QuError
 from services.student.bio import LABELS, MAX_TOKENS, load_tokenizer
 from services.student.training.data import Example, StudentData, write_examples
 from services.student.training.scoring import span_scores
 
 Report = Callable[[str], None]
+
+
+class StudentTrainError(QuError):
+    """The student cannot be trained as configured."""
+
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 HELDOUT_SETS = ("heldout", "queryner_validation")
 SCORER = "services.evaluation.spans (exact (role, start, end) match on the normalized query)"
@@ -54,6 +61,13 @@ class TrainConfig:
     seed: int = 13
     heldout_percent: int = 10
     max_tokens: int = MAX_TOKENS
+    # QueryNER train examples appear this many times per epoch: its human labels weigh more against the
+    # curriculum's (which outnumber them once the teacher has annotated a whole log).
+    queryner_repeat: int = 1
+    # Evaluate and save an exponential moving average of the weights (decay per step), not the last step's: on
+    # noisy labels (QueryNER) the average generalizes better than any single point of the trajectory. None: off.
+    ema_decay: float | None = None
+    device: str = "cpu"  # "cuda" trains on a GPU; the run directory is the same either way
     # One thread: with other processes on the cores, torch's spinning worker threads made a step ~10x slower
     # (32 queries: 1.6 s with 1 thread, 20 s with 2, on this 2-core machine under load). None: every core.
     torch_threads: int | None = 1
@@ -114,12 +128,16 @@ def train_student(
         torch.set_num_threads(config.torch_threads)
     seed_everything(config.seed)
     tokenizer = load_tokenizer(config.base_model_path / "tokenizer.json", config.max_tokens)
+    device = _device(config.device)
     model = with_lora(load_base(config.base_model_path), config.lora_r, config.alpha, config.lora_dropout)
+    model.to(device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     report(f"student: {trainable:,} of {total:,} parameters train (LoRA r={config.lora_r} + head)")
 
-    steps_per_epoch = (len(data.train) + config.batch_size - 1) // config.batch_size
+    repeats = {"queryner_train": config.queryner_repeat}
+    epoch_size = len(data.epoch_indices(repeats))
+    steps_per_epoch = (epoch_size + config.batch_size - 1) // config.batch_size
     planned = steps_per_epoch * config.epochs
     steps = min(planned, config.max_steps) if config.max_steps else planned
     optimizer = torch.optim.AdamW(
@@ -128,9 +146,12 @@ def train_student(
     schedule = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
         optimizer, int(config.warmup_ratio * steps), steps
     )
+    averaged = _averaged(model, config.ema_decay)
+    scored = averaged.module if averaged is not None else model  # what is evaluated and saved
     order = random.Random(config.seed)
     history: list[dict[str, Any]] = []
-    unaligned = 0
+    # Spans BIO over words cannot express, counted once per example (repeats would count them again).
+    unaligned = sum(batch_tensors(tokenizer, data.train[i : i + 512])[2] for i in range(0, len(data.train), 512))
     step = 0
     started = time.monotonic()
     metrics: dict[str, Any] = {}
@@ -140,29 +161,30 @@ def train_student(
             if step >= steps:
                 break
             model.train()
-            indices = list(range(len(data.train)))
+            indices = data.epoch_indices(repeats)
             order.shuffle(indices)
             losses: list[float] = []
             for i in range(0, len(indices), config.batch_size):
                 if step >= steps:
                     break
                 batch = [data.train[j] for j in indices[i : i + config.batch_size]]
-                inputs, labels, batch_unaligned = batch_tensors(tokenizer, batch)
-                if epoch == 0:
-                    unaligned += batch_unaligned
-                loss = model(**inputs, labels=labels).loss
+                inputs, labels, _ = batch_tensors(tokenizer, batch)
+                inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
+                loss = model(**inputs, labels=labels.to(device)).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 losses.append(float(loss.item()))
                 step += 1
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-50:]):.4f}")
-            model.eval()
+            scored.eval()
             point: dict[str, Any] = {"epoch": epoch + 1, "steps": step, "loss": round(float(np.mean(losses)), 5)}
-            scores = {name: evaluate(model, tokenizer, examples) for name, examples in _heldout_sets(data)}
+            scores = {name: evaluate(scored, tokenizer, examples) for name, examples in _heldout_sets(data)}
             point.update({f"{name}_f1": score["f1"] for name, score in scores.items()})
             history.append(point)
             report(f"student: epoch {epoch + 1}: {point}")
@@ -178,10 +200,33 @@ def train_student(
                 "scorer": SCORER,
                 **scores,
             }
-            _save(run_dir, run_id, config, data, model, metrics)
+            _save(run_dir, run_id, config, data, scored, metrics)
     finally:
         bar.close()
     return TrainResult(run_dir, run_id, metrics)
+
+
+def _averaged(model: Any, decay: float | None) -> Any:
+    """An exponential moving average of ``model``'s weights (torch's AveragedModel), or None without a decay."""
+    if decay is None:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise StudentTrainError(f"--ema-decay {decay}: expected a number between 0 and 1 (0.999 is usual)")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))  # type: ignore[no-untyped-call]
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise StudentTrainError(f"--device {name!r} is not a torch device ({err})") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise StudentTrainError(f"--device {name!r}: this machine has no CUDA device torch can use; train on cpu")
+    return device
 
 
 def _heldout_sets(data: StudentData) -> list[tuple[str, list[Example]]]:

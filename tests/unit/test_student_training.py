@@ -1,0 +1,62 @@
+"""The trainer's options: a moving average of the weights is what is scored and saved; bad options are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from services.student.training.data import StudentData
+from services.student.training.trainer import StudentTrainError, train_student
+from tests.fixtures.student import tiny_train_config
+
+
+def adapter_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "adapter" / "adapter_model.safetensors")
+
+
+def test_with_a_moving_average_the_saved_weights_are_the_average(
+    tmp_path: Path, student_tiny_data: StudentData
+) -> None:
+    # The average starts as a copy of the first step's weights; with a decay of almost 1 it barely moves after,
+    # so a 2-step run with the average saves (nearly) what a 1-step run without it saves, not its own last step.
+    one_step = train_student(
+        tiny_train_config(max_steps=1, epochs=1), student_tiny_data, tmp_path / "one", run_id="one", progress=False
+    )
+    averaged = train_student(
+        tiny_train_config(max_steps=2, epochs=1, ema_decay=0.999999),
+        student_tiny_data, tmp_path / "ema", run_id="ema", progress=False,
+    )  # fmt: skip
+    last = train_student(
+        tiny_train_config(max_steps=2, epochs=1), student_tiny_data, tmp_path / "two", run_id="two", progress=False
+    )
+    first, ema, second = (adapter_weights(r.run_dir) for r in (one_step, averaged, last))
+    lora_b = [name for name in first if "lora_B" in name]
+    assert lora_b  # zero at initialization, so any difference below is training's
+    for name in lora_b:
+        assert torch.allclose(ema[name], first[name], atol=1e-5), name
+    assert any(not torch.allclose(second[name], first[name], atol=1e-5) for name in lora_b)
+    assert averaged.metrics["steps"] == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"ema_decay": 1.5}, "--ema-decay 1.5"),
+        ({"device": "no-such-device"}, "'no-such-device' is not a torch device"),
+    ],
+)
+def test_bad_options_are_named(
+    tmp_path: Path, student_tiny_data: StudentData, overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(StudentTrainError, match=message):
+        train_student(tiny_train_config(**overrides), student_tiny_data, tmp_path / "run", run_id="x", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: --device cuda would train")
+def test_cuda_without_a_gpu_says_so(tmp_path: Path, student_tiny_data: StudentData) -> None:
+    with pytest.raises(StudentTrainError, match="no CUDA device"):
+        train_student(tiny_train_config(device="cuda"), student_tiny_data, tmp_path / "run", run_id="x", progress=False)

@@ -47,6 +47,10 @@ def train(
     ema_decay: Annotated[
         float | None, typer.Option(help="Score and save a moving average of the weights (per-step decay, e.g. 0.999).")
     ] = None,
+    type_head_weight: Annotated[
+        float,
+        typer.Option(min=0, help="Loss weight of a training-only head for QueryNER's 16 span types (0: none)."),
+    ] = 0.0,
     device: Annotated[str, typer.Option(help="torch device to train on: cpu, or cuda where a GPU is.")] = "cpu",
     threads: Annotated[
         int, typer.Option(min=1, help="torch threads. 1 by default: on a shared CPU more threads spin and run slower.")
@@ -71,6 +75,7 @@ def train(
             heldout_percent=heldout_percent,
             queryner_repeat=queryner_repeat,
             ema_decay=ema_decay,
+            type_head_weight=type_head_weight,
             device=device,
             threads=threads,
             out=out,

@@ -14,3 +14,6 @@ class GoldQuery:
     category: tuple[str, ...] | None = None  # the taxonomy path meant, where the source says
     kind: str = ""  # how the query was phrased (traffic labels), for breakdowns
     source: str = ""  # "file:line" it was read from, for error messages and reports
+    # The source's own type of each span, parallel to ``spans`` (QueryNER's 16 types behind our three roles);
+    # empty where the source knows only roles.
+    span_types: tuple[str, ...] = ()

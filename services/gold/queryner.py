@@ -70,12 +70,23 @@ def _example(raw: Any, path: Path, index: int) -> GoldQuery:
         if not isinstance(label_id, int) or not 0 <= label_id < len(LABEL_NAMES):
             raise bad(f"ner_tags[{i}]", f"{label_id!r} is not a label id 0-{len(LABEL_NAMES) - 1}")
         labels.append(LABEL_NAMES[label_id])
-    return GoldQuery(" ".join(tokens), tuple(spans_from_bio(tokens, labels)), source=f"{path}#{index}")
+    typed = typed_spans_from_bio(tokens, labels)
+    return GoldQuery(
+        " ".join(tokens),
+        tuple(span for span, _ in typed),
+        source=f"{path}#{index}",
+        span_types=tuple(kind for _, kind in typed),
+    )
 
 
 def spans_from_bio(tokens: list[str], labels: list[str]) -> list[Tag]:
     """Spans (char offsets into the tokens joined by spaces) from BIO labels; an I- without its B- starts a span."""
-    spans: list[Tag] = []
+    return [span for span, _ in typed_spans_from_bio(tokens, labels)]
+
+
+def typed_spans_from_bio(tokens: list[str], labels: list[str]) -> list[tuple[Tag, str]]:
+    """:func:`spans_from_bio`, each span with its QueryNER type (``"color"``, ``"core_product_type"``...)."""
+    spans: list[tuple[Tag, str]] = []
     current: tuple[str, int, int] | None = None  # (type, start, end)
     offset = 0
 
@@ -86,7 +97,7 @@ def spans_from_bio(tokens: list[str], labels: list[str]) -> list[Tag]:
         role = QUERYNER_ROLES.get(kind)
         if role is not None:
             text = " ".join(tokens)[start:end]
-            spans.append(Tag(role, start, end, text, text))
+            spans.append((Tag(role, start, end, text, text), kind))
 
     for token, label in zip(tokens, labels, strict=True):
         start, end = offset, offset + len(token)

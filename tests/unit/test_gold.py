@@ -167,6 +167,9 @@ def test_queryner_examples_map_to_roles_on_space_joined_tokens(tmp_path: Path) -
     ]
     assert roles(gold[1]) == [("attribute", "organic", 0, 7), ("product", "bananas", 8, 15)]
     assert gold[2].spans == ()
+    # QueryNER's own types ride along, one per span (a training-only head learns them).
+    assert gold[0].span_types == ("creator", "product_name", "core_product_type", "quantity", "UoM")
+    assert gold[1].span_types == ("modifier", "core_product_type") and gold[2].span_types == ()
     assert (gold[0].category, gold[0].kind, gold[1].source) == (None, "", f"{path}#1")
 
 

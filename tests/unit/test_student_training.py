@@ -60,3 +60,29 @@ def test_bad_options_are_named(
 def test_cuda_without_a_gpu_says_so(tmp_path: Path, student_tiny_data: StudentData) -> None:
     with pytest.raises(StudentTrainError, match="no CUDA device"):
         train_student(tiny_train_config(device="cuda"), student_tiny_data, tmp_path / "run", run_id="x", progress=False)
+
+
+def test_the_type_head_trains_beside_the_roles_and_is_not_saved(tmp_path: Path) -> None:
+    from services.annotation.model import Role, Tag
+    from services.gold import GoldQuery
+    from services.student.training.data import build_data
+    from tests.fixtures.student import tiny_gold
+
+    def typed(query: str, kinds: list[tuple[str, Role, str]]) -> GoldQuery:
+        tags = tuple(Tag(role, query.index(w), query.index(w) + len(w), w, w) for w, role, _ in kinds)
+        return GoldQuery(query, tags, span_types=tuple(kind for *_, kind in kinds))
+
+    queryner = [
+        typed("red cotton shirt", [("red", Role.ATTRIBUTE, "color"), ("cotton", Role.ATTRIBUTE, "material"),
+                                   ("shirt", Role.PRODUCT, "core_product_type")]),
+        typed("acme blue mug", [("acme", Role.BRAND, "creator"), ("blue", Role.ATTRIBUTE, "color"),
+                                ("mug", Role.PRODUCT, "core_product_type")]),
+    ] * 4  # fmt: skip
+    data = build_data(tiny_gold(), queryner, [], heldout_percent=20)
+    result = train_student(
+        tiny_train_config(max_steps=3, epochs=1, type_head_weight=0.5, queryner_repeat=2),
+        data, tmp_path / "run", run_id="typed", progress=False,
+    )  # fmt: skip
+    assert result.metrics["steps"] == 3
+    saved = adapter_weights(result.run_dir)
+    assert saved and not any("type" in name for name in saved)

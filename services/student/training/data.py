@@ -38,21 +38,28 @@ class StudentDataError(QuError):
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """A normalized query and its spans, offsets into ``text``."""
+    """A normalized query and its spans, offsets into ``text``; ``types`` as :attr:`GoldQuery.span_types`."""
 
     text: str
     spans: tuple[Tag, ...]
     source: str = ""
+    types: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        return {"query": self.text, "spans": [t.to_json() for t in self.spans], "source": self.source}
+        row: dict[str, object] = {"query": self.text, "spans": [t.to_json() for t in self.spans], "source": self.source}
+        if self.types:
+            row["types"] = list(self.types)
+        return row
 
     @classmethod
     def from_json(cls, row: dict[str, object]) -> Example:
-        spans = row.get("spans", [])
+        spans, types = row.get("spans", []), row.get("types", [])
         if not isinstance(spans, list):
             raise ValueError(f"spans is {type(spans).__name__}, expected a list")
-        return cls(str(row["query"]), tuple(Tag.from_json(t) for t in spans), str(row.get("source", "")))
+        if not isinstance(types, list) or (types and len(types) != len(spans)):
+            raise ValueError(f"types must be a list with one type per span ({len(spans)})")
+        tags = tuple(Tag.from_json(t) for t in spans)
+        return cls(str(row["query"]), tags, str(row.get("source", "")), tuple(str(t) for t in types))
 
 
 @dataclass(slots=True)
@@ -84,7 +91,8 @@ def normalize_gold(gold: GoldQuery, stats: MappingStats) -> Example | None:
         stats.dropped_spans += len(gold.spans)
         return None
     spans: list[Tag] = []
-    for span in gold.spans:
+    types: list[str] = []
+    for i, span in enumerate(gold.spans):
         # Normalized characters whose source lies inside the span; inserted ones ("&" -> " and ") map to their source.
         inside = [i for i, source in enumerate(normalized.offsets) if span.start <= source < span.end]
         if not inside:
@@ -100,7 +108,9 @@ def normalize_gold(gold: GoldQuery, stats: MappingStats) -> Example | None:
             continue
         piece = text[start:end]
         spans.append(Tag(span.role, start, end, piece, piece, 1.0))
-    return Example(text, tuple(spans), gold.source)
+        if gold.span_types:
+            types.append(gold.span_types[i])
+    return Example(text, tuple(spans), gold.source, tuple(types))
 
 
 def normalize_all(golds: Iterable[GoldQuery], stats: MappingStats) -> list[Example]:

@@ -67,6 +67,9 @@ class TrainConfig:
     # Evaluate and save an exponential moving average of the weights (decay per step), not the last step's: on
     # noisy labels (QueryNER) the average generalizes better than any single point of the trajectory. None: off.
     ema_decay: float | None = None
+    # Weight of the training-only head that predicts QueryNER's 16 span types on its examples
+    # (services.student.training.type_head); 0: no such head.
+    type_head_weight: float = 0.0
     device: str = "cpu"  # "cuda" trains on a GPU; the run directory is the same either way
     # One thread: with other processes on the cores, torch's spinning worker threads made a step ~10x slower
     # (32 queries: 1.6 s with 1 thread, 20 s with 2, on this 2-core machine under load). None: every core.
@@ -123,6 +126,7 @@ def train_student(
     from transformers import get_linear_schedule_with_warmup
 
     from services.student.training.model import batch_tensors, load_base, with_lora
+    from services.student.training.type_head import TypeHead, type_labels
 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
@@ -131,6 +135,7 @@ def train_student(
     device = _device(config.device)
     model = with_lora(load_base(config.base_model_path), config.lora_r, config.alpha, config.lora_dropout)
     model.to(device)
+    type_head = TypeHead(model.config.hidden_size).to(device) if config.type_head_weight > 0 else None
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     report(f"student: {trainable:,} of {total:,} parameters train (LoRA r={config.lora_r} + head)")
@@ -140,9 +145,9 @@ def train_student(
     steps_per_epoch = (epoch_size + config.batch_size - 1) // config.batch_size
     planned = steps_per_epoch * config.epochs
     steps = min(planned, config.max_steps) if config.max_steps else planned
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
-    )
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    parameters += list(type_head.parameters()) if type_head is not None else []
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
         optimizer, int(config.warmup_ratio * steps), steps
     )
@@ -161,6 +166,8 @@ def train_student(
             if step >= steps:
                 break
             model.train()
+            if type_head is not None:
+                type_head.train()
             indices = data.epoch_indices(repeats)
             order.shuffle(indices)
             losses: list[float] = []
@@ -170,9 +177,14 @@ def train_student(
                 batch = [data.train[j] for j in indices[i : i + config.batch_size]]
                 inputs, labels, _ = batch_tensors(tokenizer, batch)
                 inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
-                loss = model(**inputs, labels=labels.to(device)).loss
+                if type_head is None:
+                    loss = model(**inputs, labels=labels.to(device)).loss
+                else:
+                    out = model(**inputs, labels=labels.to(device), output_hidden_states=True)
+                    type_loss = type_head.loss(out.hidden_states[-1], type_labels(tokenizer, batch).to(device))
+                    loss = out.loss + config.type_head_weight * type_loss
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(parameters, 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()

@@ -51,6 +51,10 @@ def train(
         float,
         typer.Option(min=0, help="Loss weight of a training-only head for QueryNER's 16 span types (0: none)."),
     ] = 0.0,
+    select_on: Annotated[
+        str | None,
+        typer.Option(help="Keep the epoch best on this held-out set (heldout or queryner_validation), not the last."),
+    ] = None,
     device: Annotated[str, typer.Option(help="torch device to train on: cpu, or cuda where a GPU is.")] = "cpu",
     threads: Annotated[
         int, typer.Option(min=1, help="torch threads. 1 by default: on a shared CPU more threads spin and run slower.")
@@ -76,6 +80,7 @@ def train(
             queryner_repeat=queryner_repeat,
             ema_decay=ema_decay,
             type_head_weight=type_head_weight,
+            select_on=select_on,
             device=device,
             threads=threads,
             out=out,

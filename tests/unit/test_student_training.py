@@ -46,6 +46,7 @@ def test_with_a_moving_average_the_saved_weights_are_the_average(
     [
         ({"ema_decay": 1.5}, "--ema-decay 1.5"),
         ({"device": "no-such-device"}, "'no-such-device' is not a torch device"),
+        ({"select_on": "test"}, "expected one of the held-out sets here"),
     ],
 )
 def test_bad_options_are_named(
@@ -86,3 +87,16 @@ def test_the_type_head_trains_beside_the_roles_and_is_not_saved(tmp_path: Path) 
     assert result.metrics["steps"] == 3
     saved = adapter_weights(result.run_dir)
     assert saved and not any("type" in name for name in saved)
+
+
+def test_selection_keeps_the_best_epoch_on_the_named_set(tmp_path: Path, student_tiny_data: StudentData) -> None:
+    result = train_student(
+        tiny_train_config(epochs=4, max_steps=None, learning_rate=1e-2, select_on="heldout"),
+        student_tiny_data, tmp_path / "run", run_id="best", progress=False,
+    )  # fmt: skip
+    history = result.metrics["history"]
+    assert len(history) == 4 and result.metrics["epochs_done"] == 4
+    best = max(history, key=lambda point: point["heldout_f1"])  # the first of equals, as the trainer keeps it
+    assert result.metrics["epoch_saved"] == best["epoch"]
+    assert result.metrics["heldout"]["f1"] == best["heldout_f1"]
+    assert result.metrics["selected_on"] == "heldout"

@@ -46,6 +46,14 @@ CatalogOption = Annotated[Path | None, typer.Option(help="Catalog directory; def
 LimitOption = Annotated[int | None, typer.Option(min=1, help="Score only the first N gold queries of each file.")]
 BatchOption = Annotated[int, typer.Option(min=1, help="Queries per predictor call.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+GuardrailsOption = Annotated[
+    bool,
+    typer.Option(
+        "--guardrails/--no-guardrails",
+        help="Check answers with the catalog guardrails, as the engine does before publishing; "
+        "--no-guardrails scores the model's raw answer (general, non-grocery gold such as QueryNER).",
+    ),
+]
 
 
 async def _predict(predictor: Predictor, gold: list[GoldQuery], batch_size: int, what: str) -> tuple[list[Any], float]:
@@ -90,14 +98,16 @@ def srl(
     catalog: CatalogOption = None,
     limit: LimitOption = None,
     batch_size: BatchOption = 64,
+    guardrails: GuardrailsOption = True,
     json: JsonOption = False,
 ) -> None:
     """Span precision, recall and F1 per role and micro-averaged (exact start, end and role)."""
     settings = settings_from(ctx)
     with reported_errors():
         gold_queries = load_gold(gold, gold_format, limit=limit)
-        result = asyncio.run(_srl(PredictorEnv(settings, catalog), model, gold_queries, batch_size, gold.name))
-    result = {"model": model, **result, "gold_file": str(gold), "format": gold_format.value}
+        env = PredictorEnv(settings, catalog, guardrails=guardrails)
+        result = asyncio.run(_srl(env, model, gold_queries, batch_size, gold.name))
+    result = {"model": model, **result, "gold_file": str(gold), "format": gold_format.value, "guardrails": guardrails}
     if json:
         print_json(result)
         return
@@ -129,6 +139,7 @@ def report(
     catalog: CatalogOption = None,
     limit: LimitOption = None,
     batch_size: BatchOption = 64,
+    guardrails: GuardrailsOption = True,
     json: JsonOption = False,
 ) -> None:
     """SRL on each gold set, category accuracy and rewrite coverage/precision on the labels, for one model."""
@@ -148,8 +159,9 @@ def report(
                 history = ConversionHistory.load(history_dir)
             else:
                 err_console.print(f"no conversion history in {history_dir}: rewrite precision is not measured")
-        env = PredictorEnv(settings, catalog)
+        env = PredictorEnv(settings, catalog, guardrails=guardrails)
         result = asyncio.run(_report(env, model, label_gold, queryner_gold, history, batch_size))
+    result["guardrails"] = guardrails
     result["files"] = {
         "labels": str(labels) if labels else None,
         "queryner": str(queryner) if queryner else None,

@@ -43,9 +43,13 @@ class UnknownPredictor(QuError):
 class PredictorEnv:
     """What a predictor factory may need, each loaded on first use: settings, the catalog, MiniLM, guardrails."""
 
-    def __init__(self, settings: Settings, catalog_dir: Path | None = None) -> None:
+    def __init__(self, settings: Settings, catalog_dir: Path | None = None, *, guardrails: bool = True) -> None:
         self.settings = settings
         self.catalog_dir = catalog_dir or settings.resolved_catalog_dir
+        # False scores a model's raw answer: what the tagger does, not what the engine would publish. The
+        # catalog guardrails drop every tag outside the grocery catalog, so on general queries (QueryNER)
+        # only the raw answer says how well the model tags.
+        self.guardrails_on = guardrails
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -68,7 +72,8 @@ class PredictorEnv:
         guarded: bool = True,
         close: Callable[[], Awaitable[None]] | None = None,
     ) -> NormalizingPredictor:
-        return NormalizingPredictor(name, answer, guard=self._guard if guarded else None, close=close)
+        guard = self._guard if guarded and self.guardrails_on else None
+        return NormalizingPredictor(name, answer, guard=guard, close=close)
 
     def _guard(self, understanding: Understanding, normalized: str) -> Understanding:
         # The catalog loads on the first answer, not when the predictor is built.

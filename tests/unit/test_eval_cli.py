@@ -6,14 +6,18 @@ on the demo catalog is pinned in tests/unit/test_lexicon_tagger.py (test_demo_ca
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from services.annotation.model import Role, Tag, Understanding
 from services.catalog.artifacts import load_catalog
+from services.evaluation.registry import PredictorEnv
 from services.gold.queryner import LABEL_NAMES
+from services.settings import Settings
 from tests.conftest import Cli
 
 ID = {name: i for i, name in enumerate(LABEL_NAMES)}
@@ -133,7 +137,8 @@ def test_report_on_labels_and_queryner(
         cli, "eval", "report", "--labels", labels, "--queryner", queryner_file, "--conversions", history,
         "--catalog", student_catalog_dir, "--json",
     )  # fmt: skip
-    assert set(report) == {"model", "model_version", "srl", "categories", "rewrites", "files"}
+    assert set(report) == {"model", "model_version", "srl", "categories", "rewrites", "guardrails", "files"}
+    assert report["guardrails"] is True
     assert report["srl"]["queryner"]["per_role"] == EXPECTED_ROLES
     on_labels = report["srl"]["labels"]
     # the brand and the two spans of "organic bananas" are found; "spinach" is predicted but not labelled
@@ -152,3 +157,16 @@ def test_report_on_labels_and_queryner(
     table = cli("eval", "report", "--labels", labels, "--catalog", student_catalog_dir)  # no history in STATE_DIR
     assert table.exit_code == 0, table.stderr
     assert "rewrite precision is not measured" in table.stderr and "Category accuracy" in table.stdout
+
+
+@pytest.mark.parametrize(("guardrails", "kept"), [(True, []), (False, ["Zorb"])])  # mapped back to the query as typed
+def test_without_guardrails_the_raw_answer_is_scored(
+    student_catalog_dir: Path, tmp_path: Path, guardrails: bool, kept: list[str]
+) -> None:
+    # "zorb" is no brand of the catalog: the guardrails drop it, as the engine would before publishing.
+    def answer(queries: list[str]) -> list[Understanding]:
+        return [Understanding([Tag(Role.BRAND, 0, 4, "zorb", "zorb")], version="fake") for _ in queries]
+
+    env = PredictorEnv(Settings(state_dir=tmp_path), student_catalog_dir, guardrails=guardrails)
+    [understood] = asyncio.run(env.wrap("fake", answer).predict(["Zorb cola"]))
+    assert [t.text for t in understood.tags] == kept

@@ -34,7 +34,7 @@ def train(
     no_queryner: Annotated[
         bool, typer.Option("--no-queryner", help="Do not train on QueryNER train (validation is still scored).")
     ] = False,
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training examples.")] = 8,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training examples.")] = 7,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many optimizer steps.")] = None,
     lora_r: Annotated[int, typer.Option(min=1, help="LoRA rank (alpha = 2 x r).")] = 16,
     batch_size: Annotated[int, typer.Option(min=1, help="Queries per optimizer step.")] = 32,
@@ -43,10 +43,11 @@ def train(
     heldout_percent: Annotated[int, typer.Option(min=0, max=50, help="Curriculum share held out (by hash).")] = 10,
     queryner_repeat: Annotated[
         int, typer.Option(min=1, help="Times each QueryNER train example appears per epoch (weighs human labels).")
-    ] = 1,
+    ] = 2,
     ema_decay: Annotated[
-        float | None, typer.Option(help="Score and save a moving average of the weights (per-step decay, e.g. 0.999).")
-    ] = None,
+        float,
+        typer.Option(min=0, help="Score and save a moving average of the weights (per-step decay); 0 turns it off."),
+    ] = 0.999,
     type_head_weight: Annotated[
         float,
         typer.Option(min=0, help="Loss weight of a training-only head for QueryNER's 16 span types (0: none)."),
@@ -78,7 +79,7 @@ def train(
             seed=seed,
             heldout_percent=heldout_percent,
             queryner_repeat=queryner_repeat,
-            ema_decay=ema_decay,
+            ema_decay=ema_decay or None,
             type_head_weight=type_head_weight,
             select_on=select_on,
             device=device,

@@ -67,3 +67,19 @@ def test_export_names_a_missing_model_repository(cli: Cli, student_run: TrainRes
     result = cli("student", "export", student_run.run_dir)
     assert result.exit_code == 1
     assert str(state_dir / "stack" / "model_repository" / "qu_student") in result.stderr
+
+
+def test_the_command_defaults_are_the_trainer_defaults() -> None:
+    # One shipped recipe: `qu student train` with no options trains what TrainConfig describes.
+    import dataclasses
+    import inspect
+
+    from services.cli.student_cmd import train
+    from services.student.training.trainer import TrainConfig
+
+    options = inspect.signature(train).parameters
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    shared = ["epochs", "batch_size", "learning_rate", "lora_r", "seed", "heldout_percent", "queryner_repeat"]
+    assert {name: options[name].default for name in shared} == {name: fields[name] for name in shared}
+    assert options["ema_decay"].default == fields["ema_decay"]
+    assert options["type_head_weight"].default == fields["type_head_weight"]

@@ -15,6 +15,10 @@ def _score_rows(label: str, scores: dict[str, Any]) -> list[str]:
     return [f"| {label} | {scores.get('n', scores.get('queries', '?'))} | " + " | ".join(cells) + " |"]
 
 
+def _averaging(decay: object) -> str:
+    return f"a moving average (decay {decay} per step)" if decay else "of the last step"
+
+
 def model_card(record: dict[str, Any], config: dict[str, Any], metrics: dict[str, Any]) -> str:
     """The card's Markdown, from the export record, the run's config.json and its metrics.json."""
     data = metrics.get("data", {})
@@ -36,6 +40,10 @@ def model_card(record: dict[str, Any], config: dict[str, Any], metrics: dict[str
         f" **{record.get('embedder_precision', record['precision'])}**; exported {record['exported_at']}",
         f"- run `{record['run_id']}`: LoRA r={r} alpha={alpha} on query/key/value/dense, head trained fully;"
         f" {epochs}, {optimizer}, seed {config.get('seed')}, {metrics.get('train_seconds')} s",
+        f"- recipe: QueryNER train x{config.get('queryner_repeat', 1)} per epoch; weights"
+        f" {_averaging(config.get('ema_decay'))}; QueryNER type head weight {config.get('type_head_weight', 0.0)};"
+        f" epoch saved {metrics.get('epoch_saved', metrics.get('epochs_done', '?'))}"
+        f" ({'best on ' + str(config['select_on']) if config.get('select_on') else 'the last'})",
         "",
         "## Data",
         "",

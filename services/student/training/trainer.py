@@ -130,9 +130,9 @@ def train_student(
     from transformers import get_linear_schedule_with_warmup
 
     from services.student.training.model import batch_tensors, load_base, with_lora
-    from services.student.training.type_head import TypeHead, type_labels
+    from services.student.training.type_head import TypeHead
 
-    _check_selection(config.select_on, data)
+    _check_options(config, data)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     seed_everything(config.seed)
@@ -181,14 +181,7 @@ def train_student(
                 if step >= steps:
                     break
                 batch = [data.train[j] for j in indices[i : i + config.batch_size]]
-                inputs, labels, _ = batch_tensors(tokenizer, batch)
-                inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
-                if type_head is None:
-                    loss = model(**inputs, labels=labels.to(device)).loss
-                else:
-                    out = model(**inputs, labels=labels.to(device), output_hidden_states=True)
-                    type_loss = type_head.loss(out.hidden_states[-1], type_labels(tokenizer, batch).to(device))
-                    loss = out.loss + config.type_head_weight * type_loss
+                loss = _batch_loss(model, type_head, config.type_head_weight, tokenizer, batch, device)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(parameters, 1.0)
                 optimizer.step()
@@ -229,12 +222,25 @@ def train_student(
     return TrainResult(run_dir, run_id, metrics)
 
 
+def _batch_loss(
+    model: Any, type_head: Any, type_weight: float, tokenizer: Any, batch: list[Example], device: Any
+) -> Any:
+    """The role tagger's loss on ``batch``, plus the type head's (weighted) when there is one."""
+    from services.student.training.model import batch_tensors
+    from services.student.training.type_head import type_labels
+
+    inputs, labels, _ = batch_tensors(tokenizer, batch)
+    inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
+    if type_head is None:
+        return model(**inputs, labels=labels.to(device)).loss
+    out = model(**inputs, labels=labels.to(device), output_hidden_states=True)
+    return out.loss + type_weight * type_head.loss(out.hidden_states[-1], type_labels(tokenizer, batch).to(device))
+
+
 def _averaged(model: Any, decay: float | None) -> Any:
     """An exponential moving average of ``model``'s weights (torch's AveragedModel), or None without a decay."""
     if decay is None:
         return None
-    if not 0.0 < decay < 1.0:
-        raise StudentTrainError(f"--ema-decay {decay}: expected a number between 0 and 1 (0.999 is usual)")
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))  # type: ignore[no-untyped-call]
@@ -252,12 +258,13 @@ def _device(name: str) -> Any:
     return device
 
 
-def _check_selection(select_on: str | None, data: StudentData) -> None:
-    if select_on is None:
-        return
+def _check_options(config: TrainConfig, data: StudentData) -> None:
+    """Options that cannot work, named before the model loads."""
+    if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
+        raise StudentTrainError(f"--ema-decay {config.ema_decay}: expected a number between 0 and 1 (0.999 is usual)")
     present = [name for name, _ in _heldout_sets(data)]
-    if select_on not in present:
-        raise StudentTrainError(f"--select-on {select_on!r}: expected one of the held-out sets here, {present}")
+    if config.select_on is not None and config.select_on not in present:
+        raise StudentTrainError(f"--select-on {config.select_on!r}: expected one of the held-out sets here, {present}")
 
 
 def _improves(select_on: str | None, scores: dict[str, Any], kept: dict[str, Any]) -> bool:

@@ -65,8 +65,8 @@ class TrainConfig:
     # QueryNER train examples appear this many times per epoch: its human labels weigh more against the
     # curriculum's (which outnumber them once the teacher has annotated a whole log).
     queryner_repeat: int = 2
-    # Evaluate and save an exponential moving average of the weights (decay per step), not the last step's: on
-    # noisy labels (QueryNER) the average generalizes better than any single point of the trajectory. None: off.
+    # Evaluate and save an exponential moving average of the weights (decay per step, warmed up), not the last
+    # step's: on noisy labels (QueryNER) the average generalizes better than any point of the trajectory. None: off.
     ema_decay: float | None = 0.999
     # Weight of the training-only head that predicts QueryNER's 16 span types on its examples
     # (services.student.training.type_head); 0: no such head.
@@ -238,12 +238,26 @@ def _batch_loss(
 
 
 def _averaged(model: Any, decay: float | None) -> Any:
-    """An exponential moving average of ``model``'s weights (torch's AveragedModel), or None without a decay."""
+    """An exponential moving average of ``model``'s weights (torch's AveragedModel), or None without a decay.
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after n updates (as TensorFlow's moving
+    average does): without it a short run's average would still hold much of its first steps
+    (0.999 ** 800 = 45% after the 800 steps of a curriculum-only run).
+    """
     if decay is None:
         return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    import torch
+    from torch.optim.swa_utils import AveragedModel
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))  # type: ignore[no-untyped-call]
+    Params = tuple[torch.Tensor, ...] | list[torch.Tensor]
+
+    def update(averaged: Params, current: Params, updates: torch.Tensor | int) -> None:
+        n = int(updates)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        for average, value in zip(averaged, current, strict=True):
+            average.lerp_(value, weight)
+
+    return AveragedModel(model, multi_avg_fn=update)
 
 
 def _device(name: str) -> Any:

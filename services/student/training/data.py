@@ -92,7 +92,7 @@ def normalize_gold(gold: GoldQuery, stats: MappingStats) -> Example | None:
         return None
     spans: list[Tag] = []
     types: list[str] = []
-    for i, span in enumerate(gold.spans):
+    for index, span in enumerate(gold.spans):
         # Normalized characters whose source lies inside the span; inserted ones ("&" -> " and ") map to their source.
         inside = [i for i, source in enumerate(normalized.offsets) if span.start <= source < span.end]
         if not inside:
@@ -109,7 +109,7 @@ def normalize_gold(gold: GoldQuery, stats: MappingStats) -> Example | None:
         piece = text[start:end]
         spans.append(Tag(span.role, start, end, piece, piece, 1.0))
         if gold.span_types:
-            types.append(gold.span_types[i])
+            types.append(gold.span_types[index])
     return Example(text, tuple(spans), gold.source, tuple(types))
 
 

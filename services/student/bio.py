@@ -10,7 +10,7 @@ exactly as the tags the cache and the lexicon tagger produce.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,20 +75,25 @@ def label_tokens(encoding: Encoding, spans: Sequence[Tag]) -> Labelled:
     A span whose ends do not fall on word boundaries (or that truncation cut off) cannot be
     expressed in BIO over words: it is left out (its words stay O) and counted in ``unaligned``.
     """
+    return label_words(encoding, [(span, span.role.value) for span in spans], LABEL_IDS)
+
+
+def label_words(encoding: Encoding, named: Sequence[tuple[Tag, str]], label_ids: Mapping[str, int]) -> Labelled:
+    """:func:`label_tokens` for any BIO label set: each span labelled ``B-name``/``I-name`` from ``label_ids``."""
     found = words(encoding)
-    label_ids = [IGNORE] * len(encoding.ids)
+    ids = [IGNORE] * len(encoding.ids)
     for word in found:
-        label_ids[word.token] = LABEL_IDS["O"]
+        ids[word.token] = label_ids["O"]
     unaligned = 0
-    for span in spans:
+    for span, name in named:
         covered = [w for w in found if w.start >= span.start and w.end <= span.end]
         if not covered or covered[0].start != span.start or covered[-1].end != span.end:
             unaligned += 1
             continue
-        label_ids[covered[0].token] = LABEL_IDS[f"B-{span.role.value}"]
+        ids[covered[0].token] = label_ids[f"B-{name}"]
         for word in covered[1:]:
-            label_ids[word.token] = LABEL_IDS[f"I-{span.role.value}"]
-    return Labelled(label_ids, unaligned)
+            ids[word.token] = label_ids[f"I-{name}"]
+    return Labelled(ids, unaligned)
 
 
 def decode_spans(text: str, encoding: Encoding, probabilities: npt.NDArray[np.float32]) -> list[Tag]:

@@ -44,7 +44,8 @@ def test_adjacent_attributes_of_two_types_get_two_b_labels(tokenizer) -> None:  
     )
     assert example is not None
     untyped = Example("red cotton shirt", example.spans)  # a curriculum example: roles only
-    labels = type_labels(tokenizer, [example, untyped])
+    batch = [example, untyped]
+    labels = type_labels(tokenizer.encode_batch([e.text for e in batch]), batch)
     names = [TYPE_LABELS[i] for i in labels[0].tolist() if i != IGNORE]
     assert names == ["B-color", "B-material", "O"]
     assert set(labels[1].tolist()) == {IGNORE}

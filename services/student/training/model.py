@@ -68,7 +68,13 @@ def batch_tensors(
     tokenizer: Tokenizer, examples: Sequence[Example]
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
     """Model inputs, label ids and the number of spans that could not be put on word boundaries."""
-    encodings = tokenizer.encode_batch([e.text for e in examples])
+    return encoded_batch(tokenizer.encode_batch([e.text for e in examples]), examples)
+
+
+def encoded_batch(
+    encodings: Sequence[Encoding], examples: Sequence[Example]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
+    """:func:`batch_tensors` of a batch already encoded (so a second head's labels reuse the encodings)."""
     labelled = [label_tokens(enc, e.spans) for enc, e in zip(encodings, examples, strict=True)]
     inputs = _inputs(encodings)
     labels = torch.tensor([item.label_ids for item in labelled], dtype=torch.long)
@@ -102,4 +108,4 @@ def predict(model: Any, tokenizer: Tokenizer, texts: Sequence[str], batch_size: 
     return tags
 
 
-__all__ = ["IGNORE", "batch_tensors", "load_adapter", "load_base", "logits", "predict", "with_lora"]
+__all__ = ["IGNORE", "batch_tensors", "encoded_batch", "load_adapter", "load_base", "logits", "predict", "with_lora"]

@@ -226,15 +226,16 @@ def _batch_loss(
     model: Any, type_head: Any, type_weight: float, tokenizer: Any, batch: list[Example], device: Any
 ) -> Any:
     """The role tagger's loss on ``batch``, plus the type head's (weighted) when there is one."""
-    from services.student.training.model import batch_tensors
+    from services.student.training.model import encoded_batch
     from services.student.training.type_head import type_labels
 
-    inputs, labels, _ = batch_tensors(tokenizer, batch)
+    encodings = tokenizer.encode_batch([e.text for e in batch])
+    inputs, labels, _ = encoded_batch(encodings, batch)
     inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
     if type_head is None:
         return model(**inputs, labels=labels.to(device)).loss
     out = model(**inputs, labels=labels.to(device), output_hidden_states=True)
-    return out.loss + type_weight * type_head.loss(out.hidden_states[-1], type_labels(tokenizer, batch).to(device))
+    return out.loss + type_weight * type_head.loss(out.hidden_states[-1], type_labels(encodings, batch).to(device))
 
 
 def _averaged(model: Any, decay: float | None) -> Any:

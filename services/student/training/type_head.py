@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tokenizers import Tokenizer
+from tokenizers import Encoding
 
 from services.gold.queryner import QUERYNER_ROLES
-from services.student.bio import IGNORE, words
+from services.student.bio import IGNORE, label_words
 from services.student.training.data import Example
 
 TYPES: tuple[str, ...] = tuple(QUERYNER_ROLES)
@@ -24,24 +24,19 @@ TYPE_LABELS: tuple[str, ...] = ("O", *(f"{prefix}-{kind}" for kind in TYPES for 
 TYPE_LABEL_IDS: dict[str, int] = {label: i for i, label in enumerate(TYPE_LABELS)}
 
 
-def type_labels(tokenizer: Tokenizer, examples: Sequence[Example]) -> torch.Tensor:
-    """``[n, tokens]`` type label ids of a batch, padded as the role labels; IGNORE where an example has no types."""
-    encodings = tokenizer.encode_batch([e.text for e in examples])
+def type_labels(encodings: Sequence[Encoding], examples: Sequence[Example]) -> torch.Tensor:
+    """``[n, tokens]`` type label ids of an encoded batch; IGNORE where an example has no types.
+
+    Labelled as the role labels are (:func:`services.student.bio.label_words`): a span off word
+    boundaries is left out.
+    """
     rows: list[list[int]] = []
     for encoding, example in zip(encodings, examples, strict=True):
-        row = [IGNORE] * len(encoding.ids)
-        if example.types:
-            found = words(encoding)
-            for word in found:
-                row[word.token] = TYPE_LABEL_IDS["O"]
-            for span, kind in zip(example.spans, example.types, strict=True):
-                covered = [w for w in found if w.start >= span.start and w.end <= span.end]
-                if kind not in TYPES or not covered or (covered[0].start, covered[-1].end) != (span.start, span.end):
-                    continue  # as the role labels do: a span off word boundaries is left out
-                row[covered[0].token] = TYPE_LABEL_IDS[f"B-{kind}"]
-                for word in covered[1:]:
-                    row[word.token] = TYPE_LABEL_IDS[f"I-{kind}"]
-        rows.append(row)
+        if not example.types:
+            rows.append([IGNORE] * len(encoding.ids))
+            continue
+        named = [(span, kind) for span, kind in zip(example.spans, example.types, strict=True) if kind in TYPES]
+        rows.append(label_words(encoding, named, TYPE_LABEL_IDS).label_ids)
     return torch.tensor(rows, dtype=torch.long)
 
 

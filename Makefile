@@ -24,10 +24,7 @@ $(STAMP): pyproject.toml
 
 # Debian's redis-server is the head-tag cache of the embedded stack and of the tests.
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (Debian package)"; \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@sh scripts/install-system-deps.sh
 
 run: venv system-deps
 	$(BIN)/qu --state-dir $(RUN_DIR) catalog import --demo

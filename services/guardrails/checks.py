@@ -3,19 +3,24 @@
 Shared by the real-time path and the offline teacher. A dropped item is recorded as a
 :class:`GuardrailDecision` with its reason, so an annotation says what it left out and why.
 
-What is checked:
+What is checked, first the catalog binding (:mod:`services.guardrails.binding`: the trust boundary,
+the same for every source), then the quality checks:
 
-- tags: the span is the tagged text in the normalized query and overlaps no earlier tag; a
-  brand exists in the catalog under its canonical name or an alias; a product type is in the
-  product-type lexicon or names a taxonomy node; an attribute is in the vocabulary or a
-  recognised pattern (sizes, counts, percentages: :mod:`services.guardrails.attribute_patterns`).
-  Nothing outside the catalog can reach the cache, whatever the query told the model.
+- tags: the span is the tagged text in the normalized query, names its entry (one of its aliases)
+  and overlaps no earlier tag; a brand exists in the catalog under its canonical name or an alias;
+  a product type is in the product-type lexicon or names a taxonomy node; an attribute is in the
+  vocabulary or a recognised pattern (sizes, counts, percentages:
+  :mod:`services.guardrails.attribute_patterns`). A kept tag carries the catalog's canonical value,
+  never the model's string. Nothing outside the catalog can reach the cache, whatever the query
+  told the model.
+- scores: every confidence and score is a finite number in [0, 1].
 - categories: the path is in the taxonomy, and its cosine similarity to the query passes
   ``category_min_similarity``. With an embedder that similarity is computed here, between the
   query's embedding and the path's stored embedding (the teacher's scores are re-ranking scores,
   not similarities); without one (the real-time path) the student's score, which is already that
   cosine, is used. At most ``max_categories`` are kept, best first.
-- rewrites: not empty, not the query itself, not a repeat, and retrieving at least one catalog
+- rewrites: no control, bidi or zero-width character; not empty, not the query itself, not a repeat,
+  and retrieving at least one catalog
   product (:class:`~services.catalog.retrieval.CatalogRetriever`: "one percent milk" is valid and
   finds nothing a shopper could buy). With an embedder, also semantically
   related to the query (cosine >= ``rewrite_min_similarity``). A substitute must land in a
@@ -38,26 +43,18 @@ from services.annotation.model import (
     GuardrailDecision,
     Rewrite,
     RewriteType,
-    Role,
-    Tag,
     Understanding,
 )
 from services.catalog.artifacts import Catalog
 from services.catalog.model import CategoryPath, format_path, parse_path
 from services.catalog.retrieval import CatalogRetriever
 from services.embeddings import Vectors
-from services.guardrails.attribute_patterns import attribute_canonical
+from services.guardrails.binding import CatalogBinding
 from services.guardrails.embedding_cache import EmbeddingCache, TextEncoder
 from services.guardrails.thresholds import CategoryLevel, GuardrailThresholds
 from services.normalize import normalize_query
 
-# Reasons, one per rejection, so reports can count by them.
-SPAN_MISMATCH = "span [{start}, {end}) is not {text!r} in the query"
-OVERLAP = "overlaps an earlier tag"
-BRAND_UNKNOWN = "brand not in the catalog"
-PRODUCT_UNKNOWN = "product type not in the catalog"
-ATTRIBUTE_UNKNOWN = "attribute not in the vocabulary nor a size, count or percentage"
-NOT_IN_TAXONOMY = "not a path of the taxonomy"
+# Reasons, one per rejection, so reports can count by them (the catalog binding's are in binding.py).
 TOO_MANY_CATEGORIES = "more than {limit} categories"
 REWRITE_IS_QUERY = "the rewrite is empty or the query itself"
 REWRITE_REPEATED = "the same rewrite is already kept"
@@ -93,11 +90,11 @@ class Guardrails:
         self.catalog = catalog
         self.thresholds = thresholds or GuardrailThresholds()
         self.record_kept = record_kept
+        self.binding = CatalogBinding(catalog)
         if embedder is None or isinstance(embedder, EmbeddingCache):
             self.embeddings = embedder
         else:
             self.embeddings = EmbeddingCache(embedder)
-        self._node_names = {normalize_query(node.name) for node in catalog.taxonomy}
         self._path_vectors: dict[CategoryPath, Vectors] | None = None
         self.leaf_paths: list[CategoryPath] = sorted(node.path for node in catalog.taxonomy.leaves)
         self._leaf_matrix: Vectors | None = None
@@ -123,11 +120,11 @@ class Guardrails:
     def _check_one(
         self, understanding: Understanding, normalized_query: str
     ) -> tuple[Understanding, list[GuardrailDecision]]:
-        decisions: list[GuardrailDecision] = []
-        tags = self._check_tags(understanding.tags, normalized_query, decisions)
-        categories = self._check_categories(understanding.categories, normalized_query, decisions)
-        rewrites = self._check_rewrites(understanding.rewrites, normalized_query, categories, decisions)
-        return Understanding(tags, categories, rewrites, understanding.version), decisions
+        # The binding first: what the quality checks below see (and sort, and compare) is catalog values only.
+        bound, decisions = self.binding.bind(understanding, normalized_query, record_kept=self.record_kept)
+        categories = self._check_categories(bound.categories, normalized_query, decisions)
+        rewrites = self._check_rewrites(bound.rewrites, normalized_query, categories, decisions)
+        return Understanding(bound.tags, categories, rewrites, understanding.version), decisions
 
     # --- similarities and categories, shared with the calibration -------------------------------
 
@@ -186,39 +183,6 @@ class Guardrails:
                 self._path_vectors[path] = cache.vector(format_path(path))
         return [self._path_vectors[p] for p in paths]
 
-    # --- tags -----------------------------------------------------------------------------------
-
-    def _check_tags(self, tags: list[Tag], normalized: str, decisions: list[GuardrailDecision]) -> list[Tag]:
-        kept: list[Tag] = []
-        end = 0
-        for tag in sorted(tags, key=lambda t: (t.start, -t.end)):
-            item = f"{tag.role.value}={tag.canonical}"
-            reason = self._tag_problem(tag, normalized)
-            if reason is None and tag.start < end:
-                reason = OVERLAP
-            if reason is not None:
-                decisions.append(GuardrailDecision(f"catalog.{tag.role.value}", item, False, reason))
-                continue
-            self._kept(decisions, f"catalog.{tag.role.value}", item, "in the catalog")
-            kept.append(tag)
-            end = tag.end
-        return kept
-
-    def _tag_problem(self, tag: Tag, normalized: str) -> str | None:
-        if not 0 <= tag.start < tag.end <= len(normalized) or normalized[tag.start : tag.end] != tag.text:
-            return SPAN_MISMATCH.format(start=tag.start, end=tag.end, text=tag.text)
-        if tag.role is Role.BRAND and self.catalog.brands.lookup(tag.canonical) is None:
-            return BRAND_UNKNOWN
-        if (
-            tag.role is Role.PRODUCT
-            and self.catalog.types.lookup(tag.canonical) is None
-            and normalize_query(tag.canonical) not in self._node_names
-        ):
-            return PRODUCT_UNKNOWN
-        if tag.role is Role.ATTRIBUTE and attribute_canonical(self.catalog.attributes, tag.canonical) is None:
-            return ATTRIBUTE_UNKNOWN
-        return None
-
     # --- categories -----------------------------------------------------------------------------
 
     def _check_categories(
@@ -226,23 +190,15 @@ class Guardrails:
     ) -> list[CategoryScore]:
         limit = self.thresholds.max_categories
         minimum = self.thresholds.category_min_similarity
-        in_taxonomy: list[CategoryScore] = []
-        for category in categories:
-            if category.path in self.catalog.taxonomy:
-                in_taxonomy.append(category)
-            else:
-                decisions.append(
-                    GuardrailDecision("category.taxonomy", format_path(category.path), False, NOT_IN_TAXONOMY)
-                )
         if self.embeddings is not None:
-            similarities = self.category_similarities(normalized, [c.path for c in in_taxonomy])
+            similarities = self.category_similarities(normalized, [c.path for c in categories])
         else:
-            similarities = [c.score for c in in_taxonomy]
+            similarities = [c.score for c in categories]
         kept: list[CategoryScore] = []
         # Best score first (the producer's ranking); the similarity only decides what is dropped.
-        order = sorted(range(len(in_taxonomy)), key=lambda i: -in_taxonomy[i].score)
+        order = sorted(range(len(categories)), key=lambda i: -categories[i].score)
         for i in order:
-            category, similarity = in_taxonomy[i], similarities[i]
+            category, similarity = categories[i], similarities[i]
             item = format_path(category.path)
             if similarity < minimum:
                 reason = f"similarity {similarity:.3f} < {minimum}"

@@ -27,6 +27,7 @@ import numpy as np
 from services.annotation.model import Role, Tag
 from services.catalog.artifacts import Catalog
 from services.catalog.model import format_path
+from services.catalog.spelling import trigram_jaccard, trigrams
 from services.conversions.store import ConversionHistory
 from services.embeddings import SentenceEmbedder, Vectors
 from services.tagging.lexicon_tagger import SUGGESTED_PRIOR_WEIGHT, CategoryIndexMissing, LexiconTagger
@@ -56,16 +57,6 @@ def ngrams(query: str, max_n: int = MAX_NGRAM) -> list[str]:
     words = query.split()
     out = [" ".join(words[i : i + n]) for n in range(min(max_n, len(words)), 0, -1) for i in range(len(words) - n + 1)]
     return [g for g in dict.fromkeys(out) if g != query]
-
-
-def trigrams(text: str) -> frozenset[str]:
-    padded = f"  {text} "  # padding weighs word starts, where misspellings are rarest
-    return frozenset(padded[i : i + 3] for i in range(len(padded) - 2))
-
-
-def trigram_jaccard(a: str, b: str) -> float:
-    left, right = trigrams(a), trigrams(b)
-    return len(left & right) / len(left | right) if left or right else 0.0
 
 
 @dataclass(slots=True)

@@ -6,7 +6,9 @@ cosine similarity is known exactly; the real MiniLM is exercised by the calibrat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +16,16 @@ import pytest
 
 from services.annotation.model import CategoryScore, GuardrailDecision, Rewrite, RewriteType, Role, Tag, Understanding
 from services.catalog.artifacts import Catalog, build_catalog
+from services.catalog.demo import demo_files
 from services.catalog.embedding_index import CatalogEmbeddings, EmbeddedSet
 from services.catalog.model import Product, format_path
+from services.catalog.reader import read_catalog
 from services.embeddings import Vectors
 from services.guardrails import EmbeddingCache, Guardrails, GuardrailThresholds, related_paths
+from services.guardrails.binding import SPELLING_MIN_SIMILARITY
+from services.normalize import normalize_query
 from services.settings import Settings
+from services.teacher.catalog_teacher import BRAND_MIN_SPAN_SIMILARITY
 
 MILK = ("dairy eggs", "milk")
 SOY = ("dairy eggs", "soy lactosefree")
@@ -117,7 +124,8 @@ def test_known_tags_pass_and_a_brand_alias_counts(catalog: Catalog) -> None:
         Tag(Role.PRODUCT, 32, 37, "bread", "bread"),
     ]
     kept, decisions = Guardrails(catalog).check(Understanding(tags), query)
-    assert kept.tags == sorted(tags, key=lambda t: t.start)
+    # The alias finds the brand, and the brand is published as the catalog spells it.
+    assert kept.tags == [replace(tags[0], canonical="Dave's Killer Bread"), *tags[1:]]
     assert decisions == []
 
 
@@ -163,9 +171,8 @@ def test_a_product_type_may_name_a_taxonomy_node(catalog: Catalog) -> None:
     ["12 oz", "2 lb", "x large", "1 gallon", "6 pack", "2%", "1 %", "1.5 l", "24 ct", "2 percent", "2 x 12 oz"],
 )
 def test_sizes_counts_and_percentages_are_attributes_by_pattern(catalog: Catalog, attribute: str) -> None:
-    query = "milk"
-    # The canonical is what is checked; the span stays on "milk" so only the attribute check can fail.
-    understanding = Understanding([Tag(Role.ATTRIBUTE, 0, 4, "milk", attribute)])
+    query = normalize_query(attribute)
+    understanding = Understanding([Tag(Role.ATTRIBUTE, 0, len(query), query, attribute)])
     kept, decisions = Guardrails(catalog).check(understanding, query)
     assert len(kept.tags) == 1 and decisions == []
 
@@ -174,15 +181,149 @@ def test_a_span_that_is_not_its_text_and_an_overlap_are_rejected(catalog: Catalo
     query = "whole milk"
     tags = [
         Tag(Role.PRODUCT, 6, 10, "milk", "milk"),
-        Tag(Role.PRODUCT, 8, 10, "lk", "milk"),  # inside the first: overlaps
+        Tag(Role.PRODUCT, 6, 10, "milk", "milks"),  # a valid tag on the same span: overlaps
         Tag(Role.BRAND, 0, 5, "horizon", "Horizon Organic"),  # "whole" is at [0, 5)
     ]
     kept, decisions = Guardrails(catalog).check(Understanding(tags), query)
     assert [t.text for t in kept.tags] == ["milk"]
     assert rejected(decisions) == [
         ("catalog.brand", "brand=Horizon Organic", "span [0, 5) is not 'horizon' in the query"),
-        ("catalog.product", "product=milk", "overlaps an earlier tag"),
+        ("catalog.product", "product=milks", "overlaps an earlier tag"),
     ]
+
+
+# --- the catalog binding: the catalog's values, whatever the model wrote --------------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "text", "claimed", "published"),
+    [
+        (Role.BRAND, "horizon organic", "HORIZON organic\u202e!!<>", "Horizon Organic"),
+        (Role.BRAND, "dave killer bread", "daves killer bread", "Dave's Killer Bread"),
+        (Role.PRODUCT, "milks", "Milk\u200b", "milk"),
+        (Role.PRODUCT, "cleaning", "CLEANING!", "cleaning"),  # a taxonomy node: the node's own name
+        (Role.ATTRIBUTE, "2 percent", "2 Percent", "2%"),
+    ],
+)
+def test_a_kept_tag_carries_the_catalogs_canonical_never_the_models_string(
+    catalog: Catalog, role: Role, text: str, claimed: str, published: str
+) -> None:
+    query = f"{text} today"
+    kept, decisions = Guardrails(catalog).check(Understanding([tag(role, query, text, claimed)]), query)
+    assert [(t.text, t.canonical) for t in kept.tags] == [(text, published)] and decisions == []
+
+
+@pytest.mark.parametrize(
+    ("role", "query", "text", "claimed", "reason"),
+    [
+        (Role.BRAND, "whole milk", "whole", "Horizon Organic", "span 'whole' does not name 'Horizon Organic'"),
+        (Role.BRAND, "silk milk", "milk", "Silk", "span 'milk' does not name 'Silk'"),
+        (Role.PRODUCT, "whole milk", "whole", "milk", "span 'whole' does not name 'milk'"),
+        (Role.PRODUCT, "bakery bread", "bakery", "cleaning", "span 'bakery' does not name 'cleaning'"),
+        (Role.ATTRIBUTE, "gluten free bread", "gluten free", "12 oz", "span 'gluten free' does not name '12 oz'"),
+    ],
+)
+def test_a_tags_span_must_name_the_entry_it_is_tagged_as(
+    catalog: Catalog, role: Role, query: str, text: str, claimed: str, reason: str
+) -> None:
+    kept, decisions = Guardrails(catalog).check(Understanding([tag(role, query, text, claimed)]), query)
+    assert kept.tags == []
+    [(check, _, why)] = rejected(decisions)
+    assert check == f"catalog.{role.value}" and why.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("role", "text", "claimed", "published"),
+    [
+        (Role.BRAND, "horizn organic", "Horizon Organic", "Horizon Organic"),
+        (Role.PRODUCT, "millk", "milk", "milk"),
+        (Role.PRODUCT, "cleanning", "cleaning", "cleaning"),
+        (Role.ATTRIBUTE, "glutenn free", "gluten free", "gluten free"),
+    ],
+)
+def test_a_span_spelled_like_one_of_the_entrys_aliases_names_it(
+    catalog: Catalog, role: Role, text: str, claimed: str, published: str
+) -> None:
+    """A teacher resolves misspellings ("pepridge farm" -> Pepperidge Farm): its tags must reach the cache."""
+    query = f"{text} today"
+    kept, decisions = Guardrails(catalog).check(Understanding([tag(role, query, text, claimed)]), query)
+    assert [t.canonical for t in kept.tags] == [published] and decisions == []
+    kept, decisions = Guardrails(catalog).check(Understanding([tag(role, query, text)]), query)
+    assert kept.tags == [] and " not in the " in rejected(decisions)[0][2]  # the claim still decides
+
+
+def test_a_span_that_names_another_entry_is_not_taken_for_a_misspelling() -> None:
+    jars = [Product(str(i), "Peanut Butter", brand, ("pantry", "spreads")) for i, brand in enumerate(["Jif", "Jiff"])]
+    guardrails = Guardrails(build_catalog([*PRODUCTS, *jars], embedder=None))
+    query = "jiff peanut butter"  # "jiff" is spelled like "jif" (trigram Jaccard 0.5), and is a brand itself
+    kept, decisions = guardrails.check(Understanding([tag(Role.BRAND, query, "jiff", "Jif")]), query)
+    assert kept.tags == [] and rejected(decisions)[0][2].startswith("span 'jiff' does not name 'Jif'")
+    query = "16 oz milk"
+    kept, decisions = guardrails.check(Understanding([tag(Role.ATTRIBUTE, query, "16 oz", "12 oz")]), query)
+    assert kept.tags == [] and rejected(decisions)[0][2].startswith("span '16 oz' does not name '12 oz'")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, -0.01, 1.01])
+def test_a_score_that_is_not_a_number_in_0_1_is_rejected_wherever_it_is(catalog: Catalog, bad: float) -> None:
+    query = "whole milk"
+    understanding = Understanding(
+        [Tag(Role.PRODUCT, 6, 10, "milk", "milk", bad)],
+        [CategoryScore(MILK, bad), CategoryScore(EGGS, 0.9)],
+        [Rewrite(RewriteType.SYNONYM, "dairy", bad), Rewrite(RewriteType.BROADER, "dairy", 1.0)],
+    )
+    # A threshold of 0 would keep any real score: NaN passed every comparison before.
+    kept, decisions = Guardrails(catalog, GuardrailThresholds(0.0)).check(understanding, query)
+    assert kept.tags == []
+    assert kept.categories == [CategoryScore(EGGS, 0.9)]
+    assert [(r.type, r.score) for r in kept.rewrites] == [(RewriteType.BROADER, 1.0)]
+    assert [(check, reason) for check, _, reason in rejected(decisions)] == [
+        ("catalog.product", f"confidence {bad!r} is not a number in [0, 1]"),
+        ("category.score", f"score {bad!r} is not a number in [0, 1]"),
+        ("rewrite.score", f"score {bad!r} is not a number in [0, 1]"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("char", "name"),
+    [
+        ("\u202e", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        ("\u2066", "U+2066 LEFT-TO-RIGHT ISOLATE"),
+        ("\u200b", "U+200B ZERO WIDTH SPACE"),
+        ("\u200d", "U+200D ZERO WIDTH JOINER"),
+        ("\ufeff", "U+FEFF ZERO WIDTH NO-BREAK SPACE"),
+        ("\u00ad", "U+00AD SOFT HYPHEN"),
+        ("\x00", "U+0000 unnamed"),
+        ("\n", "U+000A unnamed"),
+        ("\u2028", "U+2028 LINE SEPARATOR"),
+    ],
+)
+def test_a_rewrite_with_an_invisible_character_is_rejected(catalog: Catalog, char: str, name: str) -> None:
+    rewrites = [Rewrite(RewriteType.BROADER, f"dai{char}ry"), Rewrite(RewriteType.SYNONYM, "reduced fat milk")]
+    kept, decisions = Guardrails(catalog).check(Understanding(rewrites=rewrites), "whole milk")
+    assert [r.query for r in kept.rewrites] == ["reduced fat milk"]
+    escaped = f"\\u{ord(char):04x}"
+    assert rejected(decisions) == [
+        (
+            "rewrite.text",
+            f"broader=dai{escaped}ry",  # echoed with the character escaped: the decision is published too
+            f"contains the invisible character {name} (control, bidi or zero-width)",
+        )
+    ]
+
+
+def test_the_demo_catalog_case_of_the_report_keeps_nothing_of_the_models_strings() -> None:
+    """Issue 10: "whole" as brand "SPECIAL K\u202e!!<>", a NaN category, the rewrite "MILK\u202e\u200b<>!!"."""
+    demo = build_catalog(read_catalog(demo_files()[0]).products, embedder=None)
+    assert demo.brands.lookup("special k") is not None and ("dairy eggs", "milk") in demo.taxonomy
+    understanding = Understanding(
+        [Tag(Role.BRAND, 0, 5, "whole", "SPECIAL K\u202e!!<>")],
+        [CategoryScore(("dairy eggs", "milk"), math.nan)],
+        [Rewrite(RewriteType.SYNONYM, "MILK\u202e\u200b<>!!")],
+    )
+    kept, decisions = Guardrails(demo).check(understanding, "whole milk")
+    assert (kept.tags, kept.categories, kept.rewrites) == ([], [], [])
+    assert [check for check, _, _ in rejected(decisions)] == ["catalog.brand", "category.score", "rewrite.text"]
+    assert not any(ch in str(d.to_json()) for d in decisions for ch in "\u202e\u200b")
 
 
 # --- categories -------------------------------------------------------------------------------
@@ -388,3 +529,7 @@ def test_a_rewrite_that_retrieves_no_catalog_product_is_dropped(catalog: Catalog
     assert rejected(decisions) == [
         ("rewrite.retrieves", "synonym=one percent milk", "retrieves no catalog product: useless for discovery")
     ]
+
+
+def test_the_catalog_teacher_never_adds_a_brand_span_the_binding_would_drop() -> None:
+    assert BRAND_MIN_SPAN_SIMILARITY >= SPELLING_MIN_SIMILARITY

@@ -11,9 +11,11 @@ character, the index of the original character it came from.
 
 from __future__ import annotations
 
-import functools
 import re
+import sys
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -126,8 +128,71 @@ def _fold_char(ch: str) -> str:
 
 # Queries repeat (a Zipf head: the top 1,000 make ~60% of searches) and every event is normalized on the
 # real-time path, so results are memoized; they are immutable (a frozen dataclass of str and tuple), so a
-# shared result is safe. ~16k entries of a few hundred bytes each: a few MiB.
-@functools.lru_cache(maxsize=16_384)
+# shared result is safe. A typical entry is a few hundred bytes: 16k entries are a few MiB. The entry count
+# alone does not bound memory: NFKC makes some characters 18 (U+FDFA), so one query of 511 characters is
+# ~100 KB here and 16k distinct ones ~1.6 GB. The byte budget holds the whole entry bound of ordinary
+# queries (~50 characters: ~1 KB each) and, under a flood of expanders, a few hundred of them at most.
+MEMO_MAX_ENTRIES = 16_384
+MEMO_MAX_BYTES = 32 * 1024 * 1024
+_SMALL_INTS = 257  # CPython shares the int objects 0..256; every larger offset is an object of its own
+
+
+def _size_bytes(result: NormalizedText) -> int:
+    """What one memo entry keeps alive: its result (whose original is the key), the offsets' ints, its slot."""
+    ints = max(0, len(result.original) - _SMALL_INTS) if result.offsets else 0
+    return (
+        sys.getsizeof(result)
+        + sys.getsizeof(result.original)
+        + sys.getsizeof(result.text)
+        + sys.getsizeof(result.offsets)
+        + ints * sys.getsizeof(_SMALL_INTS)
+        + 100  # the OrderedDict's slot and link
+    )
+
+
+class _Memo:
+    """A least-recently-used memo bounded by both its entry count and the bytes its entries hold."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.size_bytes = 0
+        self._entries: OrderedDict[str, tuple[NormalizedText, int]] = OrderedDict()
+        # normalize_query is a library function any thread may call (functools.lru_cache, which this
+        # replaces, was thread-safe): an OrderedDict moved and trimmed from two threads at once is not.
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> NormalizedText | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                return None
+            self._entries.move_to_end(key)
+            return found[0]
+
+    def put(self, key: str, result: NormalizedText) -> None:
+        size = _size_bytes(result)
+        if size > self.max_bytes:
+            return  # it would evict everything else for one entry
+        with self._lock:
+            previous = self._entries.pop(key, None)
+            if previous is not None:
+                self.size_bytes -= previous[1]
+            self._entries[key] = (result, size)
+            self.size_bytes += size
+            while len(self._entries) > self.max_entries or self.size_bytes > self.max_bytes:
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self.size_bytes -= evicted
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.size_bytes = 0
+
+
+_memo = _Memo(MEMO_MAX_ENTRIES, MEMO_MAX_BYTES)
+
+
 def normalize_with_offsets(text: str) -> NormalizedText:
     """Normalize ``text`` and keep the map from normalized characters to original ones.
 
@@ -137,6 +202,14 @@ def normalize_with_offsets(text: str) -> NormalizedText:
     and "%", a percent sign joined to its number and apart from the next word ("2 %milk" ->
     "2% milk"), a unit split from its number ("12oz" -> "12 oz"), whitespace collapsed and trimmed.
     """
+    found = _memo.get(text)
+    if found is None:
+        found = _normalize(text)
+        _memo.put(text, found)
+    return found
+
+
+def _normalize(text: str) -> NormalizedText:
     chars: list[str] = []
     offsets: list[int] = []
     for index, ch in enumerate(text):

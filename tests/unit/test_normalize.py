@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import tracemalloc
 import unicodedata
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from services import normalize
 from services.normalize import normalize_query, normalize_with_offsets
 
 CASES = [
@@ -248,3 +250,37 @@ def test_empty_text_has_no_spans() -> None:
     assert normalized.offsets == ()
     with pytest.raises(ValueError):
         normalized.to_original(0, 1)
+
+
+# --- the memo of normalized queries -----------------------------------------------------------
+
+
+def test_the_memo_is_bounded_by_bytes_not_only_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 511 x U+FDFA normalizes to 9,198 characters and 9,198 offsets: ~100 KB for one entry, so
+    # 16k distinct ones (the entry bound alone) would hold ~1.6 GB. A small budget keeps the test short.
+    budget = 1 << 20
+    monkeypatch.setattr(normalize._memo, "max_bytes", budget)
+    normalize._memo.clear()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(40):  # ~4 MB if every entry were kept
+            assert len(normalize_with_offsets("\ufdfa" * 510 + str(i)).text) > 9_000
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < budget * 1.3, f"the memo holds {held} bytes for a budget of {budget}"
+    assert normalize._memo.size_bytes <= budget
+    # The memo still works: a repeated query is the same object, not normalized again.
+    assert normalize_with_offsets("organic milk") is normalize_with_offsets("organic milk")
+
+
+def test_a_result_larger_than_the_whole_budget_is_returned_but_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(normalize._memo, "max_bytes", 10_000)
+    normalize._memo.clear()
+    kept = normalize_with_offsets("milk")
+    big = normalize_with_offsets("\ufdfa" * 100)
+    assert big.text.startswith("صلى الله عليه وسلم")
+    assert normalize_with_offsets("\ufdfa" * 100) is not big
+    assert normalize_with_offsets("milk") is kept
+    assert normalize._memo.size_bytes <= 10_000

@@ -129,7 +129,11 @@ class StudentClient:
                 task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
+        batch = self._in_flight.pop(task, None) or []
+        # _send answers every caller itself; should a bug escape it anyway, its callers hear of it now (not at
+        # their deadline) and the exception is retrieved here, not reported as "never retrieved" by the loop.
+        if not task.cancelled() and (err := task.exception()) is not None:
+            _fail(batch, f"{self.model} at {self.url}: reading a batch of {len(batch)} failed with {err!r}")
 
     async def _send(self, batch: list[_Call]) -> None:
         from tritonclient.grpc import InferInput, InferRequestedOutput
@@ -189,10 +193,18 @@ class StudentClient:
 
 
 def _resolve(call: _Call, answer: Any, model: str) -> None:
+    """One caller's answer; a malformed one fails only that caller, the rest of its batch is read on."""
     try:
-        call.future.set_result(Understanding.from_json(orjson.loads(answer)))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        call.future.set_exception(StudentUnavailable(f"{model} answered {call.query!r} with unreadable JSON: {err}"))
+        data = orjson.loads(answer)
+        if not isinstance(data, dict):
+            raise TypeError(f"the JSON is {type(data).__name__}, not an object")
+        understanding = Understanding.from_json(data)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        call.future.set_exception(
+            StudentUnavailable(f"{model} answered {call.query!r} with TAGS_JSON that is not an Understanding: {err}")
+        )
+        return
+    call.future.set_result(understanding)
 
 
 def _fail(calls: list[_Call], message: str) -> None:

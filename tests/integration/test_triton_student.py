@@ -10,10 +10,11 @@ server's own errors (port taken, model that cannot load) say what failed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from services.annotation.model import Understanding
-from services.catalog.artifacts import load_catalog
+from services.annotation.handler import AnnotateHandler, InputRecord
+from services.annotation.model import Role, Source, Tag, Understanding
+from services.catalog.artifacts import build_catalog, load_catalog
+from services.catalog.model import Product
 from services.errors import ServiceUnavailable
+from services.guardrails import Guardrails
 from services.normalize import normalize_query
 from services.stack.model_repository import (
     ModelRepositoryError,
@@ -36,6 +40,7 @@ from services.stack.model_repository import (
 from services.stack.ports import free_port
 from services.stack.triton_server import SHM_DIR, TritonServer, TritonServerError
 from services.student import InvalidStudentQuery, StudentClient, StudentUnavailable
+from services.wire import RecordOrigin
 from tests.fixtures.triton import ServerFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -290,6 +295,150 @@ def test_a_new_model_version_loads_without_a_restart(triton_server_factory: Serv
         assert client.is_model_ready(MODEL)
     # Triton's strict readiness counts the failed version: /v2/health/ready is false while v2 serves.
     assert not server.ready()
+
+
+# --- a student that answers valid JSON which is not an Understanding ---------------------------
+
+# A real Python-backend model on a real Triton, answering per query: what a broken model version or a
+# bug in a new student would send. Anything else gets a valid (empty) Understanding.
+_MALFORMED_MODEL = """
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+ANSWERS = {"array": b"[1, 2]", "number": b"5", "text": b'"milk"', "null": b"null", "nested": b'{"tags": [[1]]}'}
+VALID = json.dumps({"tags": [], "categories": [], "rewrites": [], "version": "malformed-test"}).encode()
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            queries = pb_utils.get_input_tensor_by_name(request, "QUERY").as_numpy().reshape(-1)
+            answers = [[ANSWERS.get(q.decode(), VALID)] for q in queries]
+            tensor = pb_utils.Tensor("TAGS_JSON", np.array(answers, dtype=np.object_))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
+        return responses
+"""
+MALFORMED = ["array", "number", "text", "null", "nested"]
+
+
+@pytest.fixture(scope="module")
+def malformed_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """A Triton serving, as qu_student, a model whose answers are JSON but not objects (see _MALFORMED_MODEL)."""
+    root = tmp_path_factory.mktemp("malformed-triton")
+    model = root / "repository" / MODEL
+    (model / "1").mkdir(parents=True)
+    (model / "config.pbtxt").write_text((committed_model_repository() / MODEL / "config.pbtxt").read_text())
+    (model / "1" / "model.py").write_text(_MALFORMED_MODEL)
+    server = TritonServer(root / "repository", free_port(), free_port(), root / "triton.log", root / "work")
+    server.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def unhandled_task_errors(loop: asyncio.AbstractEventLoop) -> list[dict[str, Any]]:
+    """What the loop would log as "Task exception was never retrieved" (and any other unhandled error)."""
+    seen: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    return seen
+
+
+def test_an_answer_that_is_json_but_not_an_object_fails_its_caller_at_once(malformed_triton: TritonServer) -> None:
+    queries = [*MALFORMED, "milk"]
+
+    async def main() -> tuple[list[Any], float, list[dict[str, Any]], StudentClient]:
+        unhandled = unhandled_task_errors(asyncio.get_running_loop())
+        client = client_for(malformed_triton, deadline_ms=5000, batch_window_ms=20)
+        try:
+            started = time.perf_counter()
+            results = await asyncio.gather(*(client.understand(q) for q in queries), return_exceptions=True)
+            elapsed = time.perf_counter() - started
+        finally:
+            await client.close()
+        gc.collect()  # a task's unretrieved exception is reported when the task is collected
+        await asyncio.sleep(0)
+        return results, elapsed, unhandled, client
+
+    results, elapsed, unhandled, client = asyncio.run(main())
+    assert client.requests_sent == 1  # one batch: a bad answer must not hold up the others in it
+    assert elapsed < 1.0, f"the callers waited {elapsed:.2f} s for a 5 s deadline"
+    assert unhandled == []
+    *bad, good = results
+    for query, result in zip(MALFORMED, bad, strict=True):
+        assert isinstance(result, StudentUnavailable), (query, result)
+        assert f"answered {query!r}" in str(result) and "not an Understanding" in str(result)
+    assert isinstance(good, Understanding) and good.version == "malformed-test"
+
+
+def test_a_bug_reading_a_batch_fails_its_callers_at_once(
+    malformed_triton: TritonServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_reader(call: Any, answer: Any, model: str) -> None:
+        raise RuntimeError("a bug in reading answers")
+
+    monkeypatch.setattr("services.student.client._resolve", broken_reader)
+
+    async def main() -> tuple[list[Any], float, list[dict[str, Any]]]:
+        unhandled = unhandled_task_errors(asyncio.get_running_loop())
+        client = client_for(malformed_triton, deadline_ms=5000, batch_window_ms=20)
+        try:
+            started = time.perf_counter()
+            results = await asyncio.gather(*(client.understand(q) for q in ("milk", "eggs")), return_exceptions=True)
+            elapsed = time.perf_counter() - started
+        finally:
+            await client.close()
+        gc.collect()
+        await asyncio.sleep(0)
+        return results, elapsed, unhandled
+
+    results, elapsed, unhandled = asyncio.run(main())
+    assert elapsed < 1.0 and unhandled == []
+    assert all(isinstance(r, StudentUnavailable) and "a bug in reading answers" in str(r) for r in results), results
+
+
+class _NoHits:
+    async def get_many(self, normalized_queries: Sequence[str]) -> list[None]:
+        return [None] * len(normalized_queries)
+
+
+class _MilkFallback:
+    def tag(self, normalized: str) -> list[Tag]:
+        return [Tag(Role.PRODUCT, 0, 4, "milk", "milk")] if normalized.startswith("milk") else []
+
+
+def test_the_handler_answers_a_malformed_student_answer_as_fallback_at_once(malformed_triton: TritonServer) -> None:
+    catalog = build_catalog([Product("1", "Whole Milk", "Horizon Organic", ("dairy eggs", "milk"))], embedder=None)
+    events = [orjson.dumps({"event_id": f"e{i}", "query": q}) for i, q in enumerate([*MALFORMED, "milk"])]
+    records = [InputRecord(v, None, None, RecordOrigin("qu.search-events.v1", 0, i)) for i, v in enumerate(events)]
+
+    async def main() -> tuple[list[Any], float, list[dict[str, Any]]]:
+        unhandled = unhandled_task_errors(asyncio.get_running_loop())
+        client = client_for(malformed_triton, deadline_ms=5000, batch_window_ms=20)
+        handler = AnnotateHandler(
+            cache=_NoHits(), student=client, fallback=_MilkFallback(), guardrails=Guardrails(catalog),
+            max_query_chars=512,
+        )  # fmt: skip
+        try:
+            started = time.perf_counter()
+            outcomes = await handler.handle_batch(records)
+            elapsed = time.perf_counter() - started
+        finally:
+            await client.close()
+        gc.collect()
+        await asyncio.sleep(0)
+        return outcomes, elapsed, unhandled
+
+    outcomes, elapsed, unhandled = asyncio.run(main())
+    assert elapsed < 1.0 and unhandled == []
+    annotations = [o.annotation for o in outcomes]
+    assert all(a is not None for a in annotations), [o.reason for o in outcomes]
+    *bad, good = [a for a in annotations if a is not None]
+    assert [(a.source, a.degraded) for a in bad] == [(Source.FALLBACK, True)] * len(MALFORMED)
+    assert (good.source, good.model_version) == (Source.STUDENT, "malformed-test")
 
 
 # --- the server's own errors -----------------------------------------------------------------

@@ -9,7 +9,7 @@ from services.annotation.handler import AnnotateHandler
 from services.cache import BatchingHeadTagLookup, HeadTagStore, connect_head_tag_cache
 from services.catalog.artifacts import load_catalog
 from services.errors import ServiceUnavailable
-from services.guardrails import Guardrails, GuardrailThresholds
+from services.guardrails import Guardrails
 from services.settings import Settings
 from services.student.client import StudentClient
 from services.tagging.lexicon_tagger import LexiconTagger
@@ -57,7 +57,7 @@ async def build_runtime(settings: Settings) -> HandlerRuntime:
         cache=lookup,
         student=student,
         fallback=LexiconTagger(catalog),
-        guardrails=Guardrails(catalog, GuardrailThresholds(settings.category_min_similarity)),
+        guardrails=Guardrails.from_settings(catalog, settings),
         max_query_chars=settings.max_query_chars,
     )
     return HandlerRuntime(handler, lookup, student)

@@ -27,7 +27,7 @@ from services.embeddings import SentenceEmbedder
 from services.errors import QuError
 from services.evaluation.predictors import BatchAnswer, NormalizingPredictor, Predictor, lexicon_answer
 from services.evaluation.triton_student import TritonStudentAnswer
-from services.guardrails import Guardrails, GuardrailThresholds
+from services.guardrails import Guardrails
 from services.settings import Settings
 from services.tagging import SUGGESTED_PRIOR_WEIGHT
 
@@ -62,7 +62,7 @@ class PredictorEnv:
     @cached_property
     def guardrails(self) -> Guardrails:
         # As the real-time path checks a student's answer: thresholds from settings, no embedder.
-        return Guardrails(self.catalog, GuardrailThresholds.from_settings(self.settings))
+        return Guardrails.from_settings(self.catalog, self.settings)
 
     def wrap(
         self,

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,6 +54,9 @@ from services.guardrails.binding import CatalogBinding
 from services.guardrails.embedding_cache import EmbeddingCache, TextEncoder
 from services.guardrails.thresholds import CategoryLevel, GuardrailThresholds
 from services.normalize import normalize_query
+
+if TYPE_CHECKING:
+    from services.settings import Settings
 
 # Reasons, one per rejection, so reports can count by them (the catalog binding's are in binding.py).
 TOO_MANY_CATEGORIES = "more than {limit} categories"
@@ -98,6 +102,19 @@ class Guardrails:
         self._path_vectors: dict[CategoryPath, Vectors] | None = None
         self.leaf_paths: list[CategoryPath] = sorted(node.path for node in catalog.taxonomy.leaves)
         self._leaf_matrix: Vectors | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        catalog: Catalog,
+        settings: Settings,
+        *,
+        embedder: TextEncoder | EmbeddingCache | None = None,
+        record_kept: bool = False,
+    ) -> Guardrails:
+        """The guardrails every process builds (worker, teacher, ``qu eval``): every ``QU_`` guardrail setting
+        applies through :meth:`GuardrailThresholds.from_settings`, so none can be honoured by one and not another."""
+        return cls(catalog, GuardrailThresholds.from_settings(settings), embedder=embedder, record_kept=record_kept)
 
     # --- the entry points -----------------------------------------------------------------------
 

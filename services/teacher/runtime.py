@@ -66,7 +66,7 @@ def build_pipeline(
     tasks: Sequence[TaskName] = tuple(TaskName),
 ) -> TeacherPipeline:
     builder = ContextBuilder(catalog, conversions, embedder, top_k=settings.teacher_context_top_k)
-    guardrails = Guardrails(catalog, GuardrailThresholds.from_settings(settings), embedder=embedder)
+    guardrails = Guardrails.from_settings(catalog, settings, embedder=embedder)
     return TeacherPipeline(
         builder,
         backend,

@@ -504,7 +504,7 @@ def test_thresholds_come_from_the_settings(monkeypatch: pytest.MonkeyPatch, clea
     monkeypatch.setenv("QU_SUBSTITUTE_CATEGORY_LEVEL", "aisle")
     thresholds = GuardrailThresholds.from_settings(Settings(state_dir=Path("unused")))
     assert thresholds == GuardrailThresholds(0.31, 4, 0.42, 2, "aisle")
-    assert GuardrailThresholds(0.2).category_min_similarity == 0.2  # the real-time path builds it positionally
+    assert GuardrailThresholds(0.2).category_min_similarity == 0.2  # positional, as calibration builds it
 
 
 @pytest.mark.parametrize(

@@ -276,14 +276,27 @@ _TOPIC_MESSAGES = {
 }
 
 
+class UndecodableRecord(QuError):
+    """A record that says it is its topic's protobuf message and is not."""
+
+
 def record_to_json(topic: str, value: bytes | None, headers: Headers) -> Any:
     """A record's value as JSON-able data, for people and shell pipes: JSON as is, the topic's
-    protobuf message decoded (bytes fields as base64), anything else as UTF-8 text."""
+    protobuf message decoded (bytes fields as base64), anything else as UTF-8 text.
+
+    Raises :class:`UndecodableRecord` for a protobuf value that is not the topic's message.
+    """
     if value is None:
         return None
     content_type = (header(headers, "content-type") or "").split(";")[0].strip().lower()
     if content_type in _PROTOBUF_TYPES and topic in _TOPIC_MESSAGES:
-        message = _MESSAGES[_TOPIC_MESSAGES[topic]].FromString(value)
+        name = _TOPIC_MESSAGES[topic]
+        try:
+            message = _MESSAGES[name].FromString(value)
+        except DecodeError as err:  # also raised for invalid UTF-8 in a string field
+            raise UndecodableRecord(
+                f"the value ({len(value)} bytes, {content_type}) is not a qu.v1.{name}: {err}"
+            ) from err
         return json_format.MessageToDict(message, preserving_proto_field_name=True)
     try:
         return orjson.loads(value)

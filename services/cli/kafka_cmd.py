@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import sys
 import time
 from collections.abc import Iterator
@@ -10,12 +11,13 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich.markup import escape
 
 from services.cli.context import err_console, reported_errors, settings_from
 from services.errors import InputError
 from services.kafka_clients import Record, check_topic, consumer, producer, send_all
 from services.normalize import normalize_query
-from services.wire import record_to_json
+from services.wire import UndecodableRecord, record_to_json
 
 JOIN_TIMEOUT_S = 30.0
 
@@ -76,7 +78,10 @@ def consume(
     group: Annotated[str | None, typer.Option(help="Consumer group (commits offsets); default a fresh one.")] = None,
     from_beginning: Annotated[bool, typer.Option(help="Start at the earliest offset for a new group.")] = True,
 ) -> None:
-    """Print TOPIC's records as JSON lines (protobuf values decoded) until --max or --timeout."""
+    """Print TOPIC's records as JSON lines (protobuf values decoded) until --max or --timeout.
+
+    A value that is not the topic's message is printed as ``value_base64`` with an ``error``, and read past.
+    """
     settings = settings_from(ctx)
     with reported_errors():
         reader = consumer(settings.kafka_bootstrap, group, from_beginning=from_beginning)
@@ -102,8 +107,17 @@ def consume(
                     "partition": message.partition(),
                     "offset": message.offset(),
                     "key": (message.key() or b"").decode("utf-8", "replace"),
-                    "value": record_to_json(message.topic() or topic, message.value(), message.headers()),
                 }
+                try:
+                    record["value"] = record_to_json(message.topic() or topic, message.value(), message.headers())
+                except UndecodableRecord as err:
+                    # Printed raw and read past: one bad record must not stop the reader, nor (with --group)
+                    # every later run at the same offset.
+                    where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+                    err_console.print(f"[red]error[/] {escape(where)}: {escape(str(err))}; printed as value_base64")
+                    record["value"] = None
+                    record["value_base64"] = base64.b64encode(message.value() or b"").decode("ascii")
+                    record["error"] = str(err)
                 out.write(orjson.dumps(record) + b"\n")
                 count += 1
                 last = time.monotonic()

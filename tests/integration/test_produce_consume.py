@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,8 +11,13 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from services.annotation.model import SearchRequest
 from services.cli.main import app
+from services.kafka_clients import producer, send_all
 from services.stack.tansu import TansuBroker
+from services.stack.topics import ensure_topics
+from services.topics import SEARCH_EVENTS, TOPICS
+from services.wire import encode_search_event
 
 pytestmark = pytest.mark.integration
 
@@ -49,3 +56,37 @@ def test_a_bad_line_names_its_line_and_nothing_is_half_sent(
     assert nothing.stdout == ""
     skipped = CliRunner().invoke(app, ["--state-dir", str(tmp_path), "produce", topic, str(source), "--skip-invalid"])
     assert skipped.exit_code == 0 and "skipped lines [2]" in skipped.output
+
+
+def test_an_undecodable_record_is_reported_and_a_group_reads_on_past_it(
+    tmp_path: Path, kafka_broker: TansuBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Protobuf values are decoded by the topic's name, so this is the real topic (other tests' records
+    # may be on it: this test only looks at its own key).
+    ensure_topics(kafka_broker.bootstrap, [spec for spec in TOPICS if spec.name == SEARCH_EVENTS])
+    monkeypatch.setenv("QU_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    marker = uuid.uuid4().hex
+    proto: list[tuple[str, str | bytes | None]] = [("content-type", b"application/x-protobuf")]
+    bad = b"\x0a\xff\xff" + marker.encode()  # what the e2e test sends: a field longer than the record
+    records = [
+        (marker.encode(), encode_search_event(SearchRequest(f"before-{marker}", "milk")), proto),
+        (marker.encode(), bad, proto),  # one key: one partition, in this order
+        (marker.encode(), orjson.dumps({"event_id": f"after-{marker}", "query": "eggs"}), []),
+    ]
+    assert send_all(producer(kafka_broker.bootstrap), SEARCH_EVENTS, records) == 3
+    args = ["--state-dir", str(tmp_path), "consume", SEARCH_EVENTS, "--group", f"test-{marker}", "--timeout", "3"]
+
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    mine = [r for r in map(orjson.loads, first.stdout.splitlines()) if r["key"] == marker]
+    event_ids = [r["value"]["event_id"] if r["value"] else None for r in mine]
+    assert event_ids == [f"before-{marker}", None, f"after-{marker}"]
+    undecodable = mine[1]
+    assert base64.b64decode(undecodable["value_base64"]) == bad
+    assert "not a qu.v1.SearchEvent" in undecodable["error"]
+    where = f"{SEARCH_EVENTS}[{undecodable['partition']}]@{undecodable['offset']}"
+    assert where in first.stderr and "not a qu.v1.SearchEvent" in first.stderr
+    # The group committed past it: the next read with the same group has nothing of this test's left.
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert [line for line in second.stdout.splitlines() if marker in line] == []

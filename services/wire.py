@@ -73,6 +73,16 @@ def _validate_query(query: str, max_chars: int) -> None:
         raise InvalidEvent("missing_query", "query is missing or empty")
     if len(query) > max_chars:
         raise InvalidEvent("query_too_long", f"query has {len(query)} characters, the limit is {max_chars}")
+    # NFKC, normalization's first step, makes some characters 18 (U+FDFA), and the limit must hold for what
+    # goes on to Redis, Triton and the annotation. Checked here, in C, before the normalizer's per-character
+    # work (~20 ms for such a query); the handler checks the normalized query too ("&" -> "and" grows it).
+    compatible = len(unicodedata.normalize("NFKC", query))
+    if compatible > max_chars:
+        raise InvalidEvent(
+            "query_too_long",
+            f"query has {len(query)} characters but {compatible} in Unicode compatibility form (NFKC), "
+            f"the limit is {max_chars}",
+        )
     for index, ch in enumerate(query):
         if unicodedata.category(ch) == "Cc":
             raise InvalidEvent("control_characters", f"query has control character U+{ord(ch):04X} at {index}")
@@ -145,10 +155,20 @@ def _from_protobuf(value: bytes) -> SearchRequest:
         query=message.query,
         user_id=message.user_id,
         session_id=message.session_id,
-        timestamp=message.timestamp.ToDatetime(tzinfo=UTC) if message.HasField("timestamp") else None,
+        timestamp=_protobuf_timestamp(message.timestamp) if message.HasField("timestamp") else None,
         locale=message.locale or "en-US",
         context=context,
     )
+
+
+def _protobuf_timestamp(value: Timestamp) -> datetime:
+    # Any int64 seconds and int32 nanos parse; datetime holds years 1-9999 and nanos must be < 1e9.
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as err:
+        raise InvalidEvent(
+            "invalid_field", f"timestamp seconds={value.seconds} nanos={value.nanos} is out of range ({err})"
+        ) from err
 
 
 def encode_search_event(request: SearchRequest) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from services.wire import Headers, InvalidEvent, RecordOrigin, decode_search_eve
 
 FALLBACK_VERSION = "catalog-lexicon-fallback"
 FALLBACK_LOG_EVERY_S = 1.0
+BAD_INPUT_LOG_EVERY_S = 10.0
 log = logging.getLogger(__name__)
 
 
@@ -114,6 +116,8 @@ class AnnotateHandler:
         self.clock = clock
         self._fallback_logged_at = -FALLBACK_LOG_EVERY_S
         self._fallbacks_unlogged = 0
+        self._bad_input_logged_at = -BAD_INPUT_LOG_EVERY_S
+        self._bad_input_unlogged: Counter[str] = Counter()
 
     async def handle(self, value: bytes | None, key: bytes | None, headers: Headers, origin: RecordOrigin) -> Outcome:
         """One record: :meth:`handle_batch` of one."""
@@ -156,7 +160,15 @@ class AnnotateHandler:
                 normalized = normalize_with_offsets(request.query)
                 if not normalized.text:
                     raise InvalidEvent("empty_after_normalization", f"query {request.query!r} has no words")
+                if len(normalized.text) > self.max_query_chars:
+                    # The decoder bounds the typed query and its NFKC form; "&" -> " and " still grows it.
+                    raise InvalidEvent(
+                        "query_too_long",
+                        f"query has {len(request.query)} characters but {len(normalized.text)} after "
+                        f"normalization, the limit is {self.max_query_chars}",
+                    )
             except InvalidEvent as err:
+                self._note_bad_input(record, err)
                 return self._dead_letter(record, err)
         except Exception as exc:
             return self._internal_error(record, exc)
@@ -250,6 +262,27 @@ class AnnotateHandler:
                 err,
             )
             self._fallback_logged_at, self._fallbacks_unlogged = now, 0
+
+    def _note_bad_input(self, record: InputRecord, err: InvalidEvent) -> None:
+        # Bad input is the producer's to fix and each record's dead letter says why; a line per record would
+        # let one broken producer flood the log. One line per BAD_INPUT_LOG_EVERY_S: counts and the latest.
+        self._bad_input_unlogged[err.reason] += 1
+        now = time.monotonic()
+        if now - self._bad_input_logged_at >= BAD_INPUT_LOG_EVERY_S:
+            origin = record.origin
+            counts = ", ".join(f"{reason} {n}" for reason, n in self._bad_input_unlogged.most_common())
+            log.warning(
+                "dead-lettered %d records since the last message (%s); the latest: %s[%d]@%d %s: %.200s",
+                self._bad_input_unlogged.total(),
+                counts,
+                origin.topic,
+                origin.partition,
+                origin.offset,
+                err.reason,
+                err.detail,
+            )
+            self._bad_input_logged_at = now
+            self._bad_input_unlogged.clear()
 
     def _annotate(
         self,

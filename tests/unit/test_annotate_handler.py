@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from qu.v1 import dead_letter_pb2
+from qu.v1 import dead_letter_pb2, search_event_pb2
 
 from services.annotation.handler import FALLBACK_VERSION, AnnotateHandler, InputRecord, Outcome
 from services.annotation.model import CategoryScore, Role, Source, Tag, Understanding
@@ -317,3 +317,34 @@ def test_a_student_outage_is_logged_once_a_second_not_once_per_event(
     assert all(o.annotation is not None and o.annotation.source is Source.FALLBACK for o in outcomes)
     warnings = [r.getMessage() for r in caplog.records if "student unavailable" in r.getMessage()]
     assert len(warnings) == 1 and "(1 answers since the last message)" in warnings[0]
+
+
+def test_the_query_limit_applies_to_the_normalized_query_too(catalog: Catalog) -> None:
+    # Each "&" becomes " and ": 404 characters typed (404 in NFKC too) are 804 once normalized.
+    cache, student = DictCache(), ScriptedStudent()
+    query = "milk" + " &" * 200
+    outcome = run(handler(catalog, cache, student), event(query))
+    assert outcome.annotation is None and outcome.reason == "query_too_long"
+    detail = dead_letter_pb2.DeadLetter.FromString(outcome.dead_letter or b"").detail
+    assert "404 characters" in detail and "804 after normalization" in detail and "limit is 512" in detail
+    assert cache.asked == [] and student.asked == []  # nothing that long reaches Redis or Triton
+    assert run(handler(catalog, cache, student), event("milk" + " &" * 127)).annotation is not None  # 512: kept
+
+
+def test_an_out_of_range_protobuf_timestamp_is_bad_input_logged_once_per_interval(
+    catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    message = search_event_pb2.SearchEvent(event_id="e1", query="milk")
+    message.timestamp.seconds = 2**62
+    headers = [("content-type", b"application/x-protobuf")]
+    origin = "qu.search-events.v1"
+    batch = [InputRecord(message.SerializeToString(), b"k", headers, RecordOrigin(origin, 0, i)) for i in range(50)]
+    with caplog.at_level("INFO", logger="services.annotation.handler"):
+        outcomes = asyncio.run(handler(catalog, DictCache(), ScriptedStudent()).handle_batch(batch))
+    assert {o.reason for o in outcomes} == {"invalid_field"}
+    letter = dead_letter_pb2.DeadLetter.FromString(outcomes[0].dead_letter or b"")
+    assert "timestamp" in letter.detail and f"seconds={2**62}" in letter.detail
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []  # no traceback per record
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 1, logged
+    assert "1 records since the last message" in logged[0] and f"{origin}[0]@0 invalid_field" in logged[0]

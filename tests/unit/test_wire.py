@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from qu.v1 import dead_letter_pb2, query_annotation_pb2
+from qu.v1 import dead_letter_pb2, query_annotation_pb2, search_event_pb2
 
 from services.annotation.model import Annotation, Role, SearchRequest, Source, Tag, Understanding
 from services.wire import (
@@ -85,6 +85,31 @@ def test_unusable_events_have_a_reason(value: bytes | None, headers: object, rea
 
 def test_a_query_of_exactly_the_limit_is_accepted() -> None:
     assert len(decode(event(query="a" * 512)).query) == 512
+
+
+def test_the_limit_applies_to_the_query_in_compatibility_form() -> None:
+    # U+FDFA is one character that NFKC (the first step of normalization) makes 18: a short query
+    # would otherwise reach the cache, the student and the annotation 18 times longer than allowed.
+    with pytest.raises(InvalidEvent) as caught:
+        decode(event(query="\ufdfa" * 511))
+    assert caught.value.reason == "query_too_long"
+    assert "511 characters" in caught.value.detail and "9198" in caught.value.detail
+    assert "limit is 512" in caught.value.detail
+    assert decode(event(query="\ufb01" * 256)).query == "\ufb01" * 256  # "fi" ligatures: 512 in NFKC, accepted
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(2**62, 0), (-(2**62), 0), (253_402_300_800, 0), (0, -5), (0, 1_000_000_000)],
+    ids=["far-future", "far-past", "year-10000", "negative-nanos", "nanos-overflow"],
+)
+def test_an_out_of_range_protobuf_timestamp_is_an_invalid_field(seconds: int, nanos: int) -> None:
+    message = search_event_pb2.SearchEvent(event_id="e1", query="milk")
+    message.timestamp.seconds, message.timestamp.nanos = seconds, nanos
+    with pytest.raises(InvalidEvent) as caught:
+        decode(message.SerializeToString(), PROTO_HEADERS)
+    assert caught.value.reason == "invalid_field"  # the reason a bad JSON timestamp gets too
+    assert f"seconds={seconds}" in caught.value.detail and f"nanos={nanos}" in caught.value.detail
 
 
 def test_dead_letter_keeps_the_record_whole() -> None:

@@ -23,6 +23,7 @@ from qu.v1 import head_tags_pb2
 from redis.asyncio import Redis
 
 from services.annotation.model import SCHEMA_VERSION
+from services.cache.admission import HeadTagAdmission
 from services.cache.errors import CacheError
 from services.cache.keys import check_run_id, entry_problem
 from services.cache.publish import publish_head_tags
@@ -35,6 +36,7 @@ __all__ = ["HeadTagRefresher", "RefresherCounters", "RefresherError", "publish_h
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 14 * 24 * 3600  # Settings.head_tags_ttl_s; the entrypoint passes the configured value
+LOGGED_DROPS = 5  # items named in one record's log line: enough to see what is wrong, bounded
 
 
 class RefresherError(QuError):
@@ -47,6 +49,8 @@ class RefresherCounters:
     entries_written: int = 0
     undecodable: int = 0  # not a HeadTags at all: logged with topic[partition]@offset and skipped
     invalid: int = 0  # a HeadTags the cache cannot hold (bad span, other schema version, ...)
+    out_of_catalog: int = 0  # entries written without the items the catalog binding dropped: logged
+    items_dropped: int = 0  # those items (tags, categories, rewrites)
     retired_skipped: int = 0  # entries of a run that a newer run already replaced
     runs_activated: int = 0
     runs_rejected: int = 0  # incomplete or overfull: logged as errors
@@ -76,13 +80,15 @@ class _Batch:
 
 class HeadTagRefresher:
     """Consumes head tags and keeps Redis's active run current. ``consumer_config`` needs at least
-    ``bootstrap.servers`` and ``group.id``; auto commit is always off (commits follow writes)."""
+    ``bootstrap.servers`` and ``group.id``; auto commit is always off (commits follow writes).
+    ``admission`` binds every entry to the catalog before it is written: the topic is a trust boundary."""
 
     def __init__(
         self,
         consumer_config: Mapping[str, Any],
         redis: Redis,
         *,
+        admission: HeadTagAdmission,
         topic: str = HEAD_TAGS,
         ttl_s: int = DEFAULT_TTL_S,
         schema_version: int = SCHEMA_VERSION,
@@ -104,6 +110,7 @@ class HeadTagRefresher:
         self._poll_timeout_s = poll_timeout_s
         self._run_end_timeout_s = run_end_timeout_s
         self._writer = writer or HeadTagWriter(redis, schema_version=schema_version)
+        self._admission = admission
         self._assigned: set[int] = set()
         self._consumed: dict[int, int] = {}  # partition -> next offset whose predecessors are written
         self._committed: dict[int, int] = {}
@@ -195,8 +202,40 @@ class HeadTagRefresher:
                 created_us = record.created_at.ToMicroseconds() if record.HasField("created_at") else 0
                 batch.run_ends.append(_RunEnd(record.run_id, record.run_size, partition, offset, created_us))
             else:
-                batch.entries.setdefault(record.run_id, []).append(record)
+                admitted = self._admit(record, where)
+                if admitted is not None:
+                    batch.entries.setdefault(record.run_id, []).append(admitted)
         return batch
+
+    def _admit(self, record: head_tags_pb2.HeadTags, where: str) -> head_tags_pb2.HeadTags | None:
+        """The entry bound to the catalog, or None when it is refused; either is counted and logged with ``where``."""
+        admitted = self._admission.admit(record)
+        if admitted.record is None:
+            self.counters.invalid += 1
+            log.error(
+                "head-tag refresher: skipped record at %s (run %r, query %r): %s",
+                where,
+                record.run_id,
+                record.normalized_query,
+                admitted.refused,
+            )
+            return None
+        if admitted.dropped:
+            self.counters.out_of_catalog += 1
+            self.counters.items_dropped += len(admitted.dropped)
+            shown = "; ".join(f"{d.item}: {d.reason}" for d in admitted.dropped[:LOGGED_DROPS])
+            more = len(admitted.dropped) - LOGGED_DROPS
+            log.warning(
+                "head-tag refresher: record at %s (run %r, query %r) written without %d item(s) outside the "
+                "catalog: %s%s",
+                where,
+                record.run_id,
+                record.normalized_query,
+                len(admitted.dropped),
+                shown,
+                f"; and {more} more" if more > 0 else "",
+            )
+        return admitted.record
 
     def _problem(self, record: head_tags_pb2.HeadTags) -> str | None:
         if record.schema_version != self._schema_version:

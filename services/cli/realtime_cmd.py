@@ -13,7 +13,8 @@ import typer
 
 from services.annotation.model import Annotation
 from services.annotation.runtime import build_runtime
-from services.cache import HeadTagRefresher, connect_head_tag_cache
+from services.cache import HeadTagAdmission, HeadTagRefresher, connect_head_tag_cache
+from services.catalog.artifacts import load_catalog
 from services.cli.context import err_console, reported_errors, settings_from
 from services.settings import Settings
 from services.wire import RecordOrigin
@@ -79,9 +80,12 @@ async def _refresh(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     # Not the real-time path: long pipelines, so a patient socket timeout instead of the lookups' 0.25 s.
     redis = connect_head_tag_cache(settings.redis_url, socket_timeout_s=5.0, connect_timeout_s=2.0)
+    # The catalog the workers answer from: nothing outside it may reach the cache (see services.cache.admission).
+    admission = HeadTagAdmission(load_catalog(settings.resolved_catalog_dir))
     worker = HeadTagRefresher(
         {"bootstrap.servers": settings.kafka_bootstrap, "group.id": REFRESHER_GROUP},
         redis,
+        admission=admission,
         ttl_s=settings.head_tags_ttl_s,
     )
     logging.getLogger("qu.refresher").info("refreshing Redis %s from %s", settings.redis_url, settings.kafka_bootstrap)

@@ -12,9 +12,10 @@ import redis
 from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
 from qu.v1 import head_tags_pb2
 
-from services.annotation.model import SCHEMA_VERSION, CategoryScore, Role, Tag, Understanding
+from services.annotation.model import SCHEMA_VERSION, CategoryScore, Rewrite, RewriteType, Role, Tag, Understanding
 from services.cache import (
     CacheUnavailable,
+    HeadTagAdmission,
     HeadTagRefresher,
     HeadTagStore,
     HeadTagWriter,
@@ -22,6 +23,8 @@ from services.cache import (
     publish_head_tags,
 )
 from services.cache.keys import to_head_tags
+from services.catalog.artifacts import build_catalog
+from services.catalog.model import Product
 from services.stack.redis_server import RedisServer
 from services.stack.tansu import TansuBroker
 from tests.fixtures.redis import run_async
@@ -30,6 +33,18 @@ pytestmark = pytest.mark.integration
 
 QUERIES = [f"brand{i} oat milk" for i in range(300)]
 Entry = tuple[str, Understanding, str]
+# The catalog every refresher here binds entries to: it holds what run_entries() tags.
+ALTERNATIVES = ("dairy", "milk alternatives")
+CATALOG = build_catalog(
+    [
+        Product("1", "Oat Milk", "Oatly", ALTERNATIVES),
+        Product("2", "Vanilla Oat Milk", "Oatly", ALTERNATIVES),
+        Product("3", "Oat Beverage", "Oatly", ALTERNATIVES),
+        Product("4", "Whole Milk", "Horizon Organic", ("dairy", "milk")),
+    ],
+    embedder=None,
+)
+ADMISSION = HeadTagAdmission(CATALOG)
 
 
 def run_entries(queries: Sequence[str], version: str) -> list[Entry]:
@@ -39,7 +54,7 @@ def run_entries(queries: Sequence[str], version: str) -> list[Entry]:
             q,
             Understanding(
                 tags=[Tag(Role.PRODUCT, len(q) - 8, len(q), "oat milk", "oat milk")],
-                categories=[CategoryScore(("dairy", "milk alternatives"), 0.75)],
+                categories=[CategoryScore(ALTERNATIVES, 0.75)],
             ),
             version,
         )
@@ -68,7 +83,7 @@ async def refresh(
     broker: TansuBroker, redis_url: str, topic: str, group: str, **kwargs: Any
 ) -> tuple[HeadTagRefresher, HeadTagStore]:
     client = connect_head_tag_cache(redis_url, socket_timeout_s=5)
-    refresher = HeadTagRefresher(group_config(broker, group), client, topic=topic, **kwargs)
+    refresher = HeadTagRefresher(group_config(broker, group), client, admission=ADMISSION, topic=topic, **kwargs)
     try:
         await refresher.run_until_idle(idle_s=0.5, timeout_s=60)
     finally:
@@ -194,7 +209,11 @@ def test_a_run_end_ahead_of_its_entries_waits_and_pins_its_offset(
         client = connect_head_tag_cache(redis_server.url, socket_timeout_s=5)
         store = HeadTagStore(client)
         refresher = HeadTagRefresher(
-            group_config(kafka_broker, "g5"), client, topic=topic, consumer_factory=RecordingConsumer
+            group_config(kafka_broker, "g5"),
+            client,
+            admission=ADMISSION,
+            topic=topic,
+            consumer_factory=RecordingConsumer,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(refresher.run_forever(stop))
@@ -249,6 +268,7 @@ def test_commits_follow_writes_and_a_crash_before_commit_redelivers(
         crashing = HeadTagRefresher(
             group_config(kafka_broker, "g6"),
             client,
+            admission=ADMISSION,
             topic=topic,
             writer=RecordingWriter(client),
             consumer_factory=CrashingConsumer,
@@ -286,7 +306,7 @@ def test_nothing_is_committed_while_redis_writes_fail(
     async def scenario() -> None:
         client = connect_head_tag_cache(redis_server.url)
         refresher = HeadTagRefresher(
-            group_config(kafka_broker, "g7"), client, topic=topic, writer=FailingWriter(client)
+            group_config(kafka_broker, "g7"), client, admission=ADMISSION, topic=topic, writer=FailingWriter(client)
         )
         try:
             with pytest.raises(CacheUnavailable):
@@ -315,7 +335,9 @@ def test_run_forever_rejects_a_run_that_stops_growing(
     async def scenario() -> None:
         client = connect_head_tag_cache(redis_server.url)
         store = HeadTagStore(client)
-        refresher = HeadTagRefresher(group_config(kafka_broker, "g8"), client, topic=topic, run_end_timeout_s=0.5)
+        refresher = HeadTagRefresher(
+            group_config(kafka_broker, "g8"), client, admission=ADMISSION, topic=topic, run_end_timeout_s=0.5
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(refresher.run_forever(stop))
 
@@ -334,3 +356,86 @@ def test_run_forever_rejects_a_run_that_stops_growing(
 
     run_async(scenario())
     assert "run r2 NOT activated: 0 entries present, run_end announced 5 (its entries stopped arriving)" in caplog.text
+
+
+def test_an_entry_is_bound_to_the_catalog_before_it_reaches_redis(
+    kafka_broker: TansuBroker,
+    kafka_topic: Callable[[int], str],
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """qu.head-tags.v1 is a trust boundary: whoever writes it cannot put an out-of-catalog value into Redis.
+
+    Crafted entries (a brand the span does not say, a model's spelling of a canonical, a NaN score, a bidi
+    rewrite) are written without what the catalog binding drops, each logged with its topic[partition]@offset
+    and counted; a record whose teacher version hides a bidi override is refused, so its run never activates.
+    """
+    topic = kafka_topic(1)  # one partition: the offsets below are the order of production
+    crafted = [
+        (
+            "whole oat milk",
+            Understanding(
+                tags=[
+                    Tag(Role.BRAND, 0, 5, "whole", "Oatly\u202e!!<>"),
+                    Tag(Role.PRODUCT, 6, 14, "oat milk", "OAT MILK\u202e"),
+                ],
+                categories=[CategoryScore(ALTERNATIVES, 0.75)],
+            ),
+            "teacher-1",
+        ),
+        (
+            "oatly oat milk",
+            Understanding(
+                tags=[
+                    Tag(Role.BRAND, 0, 5, "oatly", "Horizon Organic"),
+                    Tag(Role.PRODUCT, 6, 14, "oat milk", "oat milk"),
+                ],
+                categories=[CategoryScore(ALTERNATIVES, float("nan")), CategoryScore(("dairy", "milk"), 0.5)],
+                rewrites=[
+                    Rewrite(RewriteType.SYNONYM, "MILK\u202e\u200b<>!!"),
+                    Rewrite(RewriteType.SUBSTITUTE, "oat beverage", 0.6),
+                ],
+            ),
+            "teacher-1",
+        ),
+        *run_entries(["oat milk"], "teacher-1"),  # clean: written as published
+    ]
+    p = producer(kafka_broker)
+    assert publish_head_tags(p, "r1", crafted, topic=topic) == 3  # offsets 0-2, run_end 3
+    hidden_version = [("oatly", Understanding([Tag(Role.BRAND, 0, 5, "oatly", "Oatly")]), "teacher-2\u202e")]
+    assert publish_head_tags(p, "r2", hidden_version, topic=topic) == 1  # offset 4, run_end 5
+
+    async def scenario() -> None:
+        with caplog.at_level(logging.WARNING, logger="services.cache.refresher"):
+            refresher, store = await refresh(kafka_broker, redis_server.url, topic, "g10")
+        c = refresher.counters
+        assert (c.records, c.entries_written, c.out_of_catalog, c.items_dropped, c.invalid) == (6, 3, 2, 4, 1)
+        assert (c.runs_activated, c.runs_rejected) == (1, 1)
+        assert await store.active_run() == "r1"
+        whole, oatly, clean = await store.get_many(["whole oat milk", "oatly oat milk", "oat milk"])
+        assert whole is not None and oatly is not None and clean is not None
+        assert [(t.role, t.text, t.canonical) for t in whole.understanding.tags] == [
+            (Role.PRODUCT, "oat milk", "oat milk")
+        ]
+        assert [(t.role, t.canonical) for t in oatly.understanding.tags] == [(Role.PRODUCT, "oat milk")]
+        assert oatly.understanding.categories == [CategoryScore(("dairy", "milk"), 0.5)]
+        assert [r.query for r in oatly.understanding.rewrites] == ["oat beverage"]
+        assert (clean.understanding.tags, clean.understanding.categories) == (
+            crafted[2][1].tags,
+            [CategoryScore(ALTERNATIVES, 0.75)],
+        )
+
+    run_async(scenario())
+    stored = [redis_client.get(k) for k in redis_client.scan_iter(match=b"qu:v1:run:*:q:*")]
+    assert len(stored) == 3
+    assert not any(bad in value for value in stored if value for bad in ("\u202e".encode(), "\u200b".encode()))
+    assert f"record at {topic}[0]@0 (run 'r1', query 'whole oat milk') written without 1 item(s)" in caplog.text
+    assert "brand=Oatly\\u202e!!<>: span 'whole' does not name 'Oatly'" in caplog.text
+    assert f"record at {topic}[0]@1 (run 'r1', query 'oatly oat milk') written without 3 item(s)" in caplog.text
+    assert "score nan is not a number in [0, 1]" in caplog.text
+    assert (
+        f"skipped record at {topic}[0]@4 (run 'r2', query 'oatly'): teacher_version contains the invisible "
+        "character U+202E RIGHT-TO-LEFT OVERRIDE" in caplog.text
+    )
+    assert sum(committed(kafka_broker, "g10", topic, 1)) == 6  # every record settled: none is read again

@@ -7,7 +7,9 @@ Layout (``v`` = the schema version of annotations and cache keys, ``R`` = a teac
     qu:v1:run:R:q:<normalized>    -> serialized HeadTags of one query in run R (TTL)
     qu:v1:run:R:index             -> SET of the normalized queries written for R (TTL);
                                      SCARD proves a run complete, SSCAN retires it
-    qu:v1:run:R:retired           -> "1" once R was replaced: R can never become active again
+    qu:v1:run:R:retired           -> once R was replaced: the replacing run's creation time (µs);
+                                     only a publication of R created later can activate R again
+    qu:v1:run:R:reopened          -> the retired value after which a re-publication restarted R's index
 
 Every key of a run lives under its own prefix, so a run is written beside the active one and
 becomes visible only when the pointer moves: a reader's batch is resolved under one run id and
@@ -80,6 +82,9 @@ class HeadTagKeys:
 
     def retired(self, run_id: str) -> str:
         return f"{self.run_prefix(run_id)}:retired"
+
+    def reopened(self, run_id: str) -> str:
+        return f"{self.run_prefix(run_id)}:reopened"
 
 
 def check_run_id(run_id: str) -> None:

@@ -51,7 +51,7 @@ class RefresherCounters:
     invalid: int = 0  # a HeadTags the cache cannot hold (bad span, other schema version, ...)
     out_of_catalog: int = 0  # entries written without the items the catalog binding dropped: logged
     items_dropped: int = 0  # those items (tags, categories, rewrites)
-    retired_skipped: int = 0  # entries of a run that a newer run already replaced
+    retired_skipped: int = 0  # entries of a publication that a newer run replaced (not a re-publication)
     runs_activated: int = 0
     runs_rejected: int = 0  # incomplete or overfull: logged as errors
     runs_superseded: int = 0  # older than the active run or already replaced: late arrivals, not errors
@@ -254,7 +254,9 @@ class HeadTagRefresher:
         for run_id in list(batch.entries):
             entries = batch.entries[run_id]
             try:
-                self.counters.entries_written += await self._writer.write_run_entries(run_id, entries, self._ttl_s)
+                written = await self._writer.write_run_entries(run_id, entries, self._ttl_s)
+                self.counters.entries_written += written
+                self.counters.retired_skipped += len(entries) - written  # a replaced publication's late copies
             except RetiredRunError as exc:
                 self.counters.retired_skipped += len(entries)
                 log.warning("head-tag refresher: skipped %d entries: %s", len(entries), exc)

@@ -199,6 +199,51 @@ def test_a_replaced_run_can_never_come_back(redis_server: RedisServer, redis_cli
     run_async(scenario())
 
 
+def created(msgs: list[head_tags_pb2.HeadTags], at_us: int) -> list[head_tags_pb2.HeadTags]:
+    for msg in msgs:
+        msg.created_at.FromMicroseconds(at_us)
+    return msgs
+
+
+def test_a_replaced_run_published_again_is_activated_and_its_old_records_stay_refused(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """Run ids hash the teacher's inputs, so X -> Y -> X publishes run A twice: the second publication was
+    created after B replaced A, which is what tells it from a late copy of the first one."""
+
+    async def scenario() -> None:
+        client = connect_head_tag_cache(redis_server.url)
+        writer = HeadTagWriter(client, grace_s=30)
+        assert await writer.write_run_entries("a", created(entries("a", QUERIES[:6], "x"), 1_000), 3600) == 6
+        assert (await writer.activate("a", 6, created_at_us=1_000)).status is ActivationStatus.ACTIVATED
+        await writer.write_run_entries("b", created(entries("b", QUERIES[:4], "y"), 2_000), 3600)
+        assert (await writer.activate("b", 4, created_at_us=2_000)).status is ActivationStatus.ACTIVATED
+
+        # A late copy of A's first publication: refused, entries and run_end alike.
+        with pytest.raises(RetiredRunError, match="'a'"):
+            await writer.write_run_entries("a", created(entries("a", QUERIES[:6], "x"), 1_000), 3600)
+        assert (await writer.activate("a", 6, created_at_us=1_000)).status is ActivationStatus.RETIRED
+        # A run_end created after B, with no entries written since: A's index is B-era leftovers, not a run.
+        assert (await writer.activate("a", 6, created_at_us=3_000)).status is ActivationStatus.RETIRED
+
+        # The re-publication holds 5 of the 6 queries: only its own entries count, not the first one's.
+        mixed = created(entries("a", QUERIES[:5], "x2"), 3_000) + created(entries("a", QUERIES[5:6], "x"), 1_000)
+        assert await writer.write_run_entries("a", mixed, 3600) == 5  # the stale sixth is skipped
+        assert (await writer.activate("a", 6, created_at_us=3_000)).status is ActivationStatus.COUNT_MISMATCH
+        activation = await writer.activate("a", 5, created_at_us=3_000)
+        assert (activation.status, activation.previous_run_id) == (ActivationStatus.ACTIVATED, "b")
+        hits = await HeadTagStore(client).get_many(QUERIES[:6])
+        assert [h.teacher_version if h else None for h in hits] == ["x2"] * 5 + [None]
+        # B is retired now, and A's first publication is still refused while A is active.
+        assert (await writer.activate("b", 4, created_at_us=2_000)).status is ActivationStatus.RETIRED
+        with pytest.raises(RetiredRunError, match="'a'"):
+            await writer.write_run_entries("a", created(entries("a", QUERIES[:1], "x"), 1_000), 3600)
+        await client.aclose()
+
+    run_async(scenario())
+    assert redis_client.ttl(HeadTagKeys().entry("a", QUERIES[0])) > 30  # A's entries are not on B's grace
+
+
 def test_a_run_created_before_the_active_one_is_superseded(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:

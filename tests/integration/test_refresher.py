@@ -358,6 +358,45 @@ def test_run_forever_rejects_a_run_that_stops_growing(
     assert "run r2 NOT activated: 0 entries present, run_end announced 5 (its entries stopped arriving)" in caplog.text
 
 
+def test_a_run_published_again_after_it_was_replaced_becomes_active_again(
+    kafka_broker: TansuBroker, kafka_topic: Callable[[int], str], redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """Run ids hash the teacher's inputs: thresholds X -> Y -> X make run A again, and publishing it must
+    activate it, although B retired A (and a late copy of A's first run_end must still be refused)."""
+    topic = kafka_topic(3)
+    p = producer(kafka_broker)
+
+    async def refreshed(expected_active: str) -> HeadTagRefresher:
+        refresher, store = await refresh(kafka_broker, redis_server.url, topic, "g9")
+        assert await store.active_run() == expected_active
+        return refresher
+
+    publish_head_tags(p, "run-a", run_entries(QUERIES[:50], "teacher-x"), topic=topic)
+    run_async(refreshed("run-a"))
+    first_end = head_tags_pb2.HeadTags(run_id="run-a", run_end=True, run_size=50, schema_version=SCHEMA_VERSION)
+    first_end.created_at.GetCurrentTime()  # before B: a redelivery of A's first publication looks like this
+    publish_head_tags(p, "run-b", run_entries(QUERIES[:40], "teacher-y"), topic=topic)
+    run_async(refreshed("run-b"))
+
+    publish_head_tags(p, "run-a", run_entries(QUERIES[:50], "teacher-x"), topic=topic)
+    again = run_async(refreshed("run-a"))
+    c = again.counters
+    assert (c.entries_written, c.retired_skipped, c.runs_activated, c.runs_rejected) == (50, 0, 1, 0)
+
+    async def served() -> None:
+        client = connect_head_tag_cache(redis_server.url, socket_timeout_s=5)
+        hits = await HeadTagStore(client).get_many([QUERIES[0], QUERIES[45]])  # QUERIES[45] is not in B
+        assert [(h.run_id, h.teacher_version) if h else None for h in hits] == [("run-a", "teacher-x")] * 2
+        await client.aclose()
+
+    run_async(served())
+
+    p.produce(topic, key=b"run-b", value=first_end.SerializeToString())  # A's stale run_end, B retired since
+    publish_head_tags(p, "run-b", run_entries(QUERIES[:40], "teacher-y"), topic=topic)
+    stale = run_async(refreshed("run-b"))
+    assert (stale.counters.runs_activated, stale.counters.runs_superseded) == (1, 1)
+
+
 def test_an_entry_is_bound_to_the_catalog_before_it_reaches_redis(
     kafka_broker: TansuBroker,
     kafka_topic: Callable[[int], str],

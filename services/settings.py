@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     )
     # --- end guardrails ---
     max_query_chars: int = Field(default=512, ge=1, description="Longer queries go to the dead-letter topic.")
+    max_event_bytes: int = Field(
+        default=64 * 1024,
+        ge=1,
+        description="Larger input records go to the dead-letter topic as record_too_large, with a bounded prefix, "
+        "their size and SHA-256 (env QU_MAX_EVENT_BYTES). A search event is well under 4 KiB.",
+    )
     # Ports of the embedded stack (`qu up`): each is the setting that moves it when it is taken.
     kafka_port: int = Field(default=19092, description="Embedded broker port (env QU_KAFKA_PORT).")
     redis_port: int = Field(default=16379, description="Embedded Redis port (env QU_REDIS_PORT).")

@@ -65,7 +65,20 @@ def decode_search_event(value: bytes | None, headers: Headers, *, max_query_char
     _validate_query(request.query, max_query_chars)
     if not request.event_id.strip():
         raise InvalidEvent("missing_event_id", "event_id is missing or empty")
+    _check_ids(request)
     return request
+
+
+# event_id is copied into the annotation and the cache miss, the other ids travel with the request: an
+# unbounded id would make every record derived from the event as large as the id. UUIDs and ULIDs are 26-36.
+MAX_ID_CHARS = 256
+
+
+def _check_ids(request: SearchRequest) -> None:
+    ids = (("event_id", request.event_id), ("user_id", request.user_id), ("session_id", request.session_id))
+    for name, value in ids:
+        if len(value) > MAX_ID_CHARS:
+            raise InvalidEvent("field_too_long", f"{name} has {len(value)} characters, the limit is {MAX_ID_CHARS}")
 
 
 def _validate_query(query: str, max_chars: int) -> None:
@@ -254,32 +267,6 @@ class RecordOrigin:
     topic: str
     partition: int
     offset: int
-
-
-def encode_dead_letter(
-    value: bytes | None,
-    key: bytes | None,
-    headers: Headers,
-    error: InvalidEvent,
-    origin: RecordOrigin,
-    *,
-    now: datetime | None = None,
-) -> bytes:
-    """A ``qu.v1.DeadLetter`` holding the original record byte for byte, the reason and where it came from."""
-    failed_at = Timestamp()
-    failed_at.FromDatetime(now or datetime.now(UTC))
-    items = (headers.items() if isinstance(headers, Mapping) else headers) if headers else []
-    return dead_letter_pb2.DeadLetter(
-        original=value or b"",
-        original_key=key or b"",
-        reason=error.reason,
-        detail=error.detail,
-        topic=origin.topic,
-        partition=origin.partition,
-        offset=origin.offset,
-        failed_at=failed_at,
-        headers={k: (v.encode() if isinstance(v, str) else (v or b"")) for k, v in items},
-    ).SerializeToString()
 
 
 _MESSAGES: dict[str, type[Any]] = {

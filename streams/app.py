@@ -1,10 +1,13 @@
 """The Faust worker's entrypoint: the app, its topics and the annotate agent.
 
 The agent only moves bytes: it gives each batch of records to ``AnnotateHandler`` (plain async
-code in ``services``) and sends each outcome as soon as the handler has it. A batch costs one
-Redis lookup, and its misses' student calls share requests; the batch's sends are awaited until
-the broker has them before the stream moves on, and Faust commits an offset only after that: a
-worker killed mid-stream re-reads, never loses.
+code in ``services``) and hands each outcome to ``BatchDelivery`` as soon as the handler has it. A
+batch costs one Redis lookup, and its misses' student calls share requests. A record is
+acknowledged only after its outcome (annotation or dead letter) is on the broker, and Faust commits
+only acknowledged offsets: an outcome the broker refuses for good becomes a bounded dead letter,
+and any other failure to deliver stops the worker with none of the batch acknowledged (the
+supervisor, ``qu up``, starts it again and it re-reads them). A worker killed mid-stream re-reads,
+never loses.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ import logging
 from typing import Any, cast
 
 import faust
+import mode
+from aiokafka import errors as kafka_errors
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from services.annotation.handler import AnnotateHandler, InputRecord, Outcome
+from services.annotation.delivery import BatchDelivery, KafkaHeaders, UndeliveredOutcome
+from services.annotation.handler import AnnotateHandler, InputRecord
 from services.annotation.runtime import build_handler
 from services.settings import Settings
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS
-from services.wire import PROTOBUF, RecordOrigin, encode_annotation
+from services.wire import RecordOrigin
 
 HANDLER_READY = "qu: annotate handler ready"
 # Under load a batch fills to BATCH_MAX and shares its Redis round trip, its student requests and its produce
@@ -97,37 +103,43 @@ async def handler() -> AnnotateHandler:
         return _handler
 
 
-async def _send(outcome: Outcome) -> list[Any]:
-    """Queue the outcome's records; returns their delivery futures."""
-    futures = []
-    if outcome.annotation is not None:
-        value, content_type = encode_annotation(outcome.annotation, settings.annotation_format)
-        headers = [("content-type", content_type.encode())]
-        futures.append(await annotation_topic.send(key=outcome.key, value=value, headers=headers))
-        if outcome.cache_miss is not None:
-            futures.append(
-                await cache_misses.send(
-                    key=outcome.key, value=outcome.cache_miss, headers=[("content-type", b"application/json")]
-                )
-            )
-    elif outcome.dead_letter is not None:
-        headers = [("content-type", PROTOBUF.encode()), ("reason", outcome.reason.encode())]
-        futures.append(await dead_letters.send(key=outcome.key or None, value=outcome.dead_letter, headers=headers))
-    return futures
+# What the broker or the client refuses because of the record itself: sending it again cannot help, so its
+# outcome becomes a dead letter instead. Every other error is the broker's or the network's: stop, re-read.
+_REJECTIONS = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.CorruptRecordException,
+    kafka_errors.InvalidTimestampError,
+)
 
 
-@app.agent(search_events)
+def is_rejection(error: BaseException) -> bool:
+    return isinstance(error, _REJECTIONS)
+
+
+class _TopicProducer:
+    """``RecordProducer`` over the app's topics: Faust's producer, its buffering and its delivery futures."""
+
+    def __init__(self, *topics: faust.TopicT) -> None:
+        self._topics = {topic.get_topic_name(): topic for topic in topics}
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, headers: KafkaHeaders) -> Any:
+        return await self._topics[topic].send(key=key, value=value, headers=headers)
+
+
+producer = _TopicProducer(annotation_topic, cache_misses, dead_letters)
+
+
+# CrashingSupervisor: an agent that raised stops the worker instead of being restarted in place, so records
+# that were never acknowledged are read again by the next worker from the last committed offset.
+@app.agent(search_events, supervisor_strategy=mode.CrashingSupervisor)
 async def annotate(stream: faust.StreamT[bytes]) -> None:
     handle_batch = (await handler()).handle_batch
-    delivered: list[Any] = []  # the delivery futures of the batch in hand
-
-    async def send(_index: int, outcome: Outcome) -> None:
-        # Queued as soon as the handler knows it: the hits go out while the batch's misses wait for the student.
-        delivered.extend(await _send(outcome))
-
-    # take_events acks a batch only when the loop comes back for the next one, i.e. after every record of it
-    # was delivered below: Faust commits no offset of a batch before that, so a worker killed mid-batch re-reads.
-    async for batch in cast(faust.Stream[bytes], stream).take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+    # noack_take, not take_events: take_events acknowledges its whole batch when the loop leaves it, even on an
+    # exception, which would commit records whose outcome never reached the broker.
+    async for batch in cast(faust.Stream[bytes], stream).noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
+        events = cast(list[faust.EventT[bytes]], batch)
         records = [
             InputRecord(
                 e.message.value,
@@ -135,9 +147,16 @@ async def annotate(stream: faust.StreamT[bytes]) -> None:
                 e.message.headers,
                 RecordOrigin(e.message.topic, e.message.partition, e.message.offset),
             )
-            for e in batch
+            for e in events
         ]
-        delivered.clear()
-        await handle_batch(records, send)
-        for future in delivered:  # delivered before these offsets can be committed
-            await future
+        delivery = BatchDelivery(
+            producer, records, annotation_format=settings.annotation_format, is_rejection=is_rejection
+        )
+        await handle_batch(records, delivery.on_outcome)
+        try:
+            await delivery.wait()
+        except UndeliveredOutcome as err:
+            log.critical("%s: stopping the worker; its %d unacknowledged records will be read again", err, len(events))
+            raise
+        for event in events:
+            await stream.ack(event)

@@ -13,6 +13,7 @@ a batch of records' bytes here and sends what comes back. The order of the real-
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -24,10 +25,11 @@ from typing import Protocol, cast
 import orjson
 
 from services.annotation.model import Annotation, SearchRequest, Source, Tag, Timings, Understanding
+from services.dead_letter import DEAD_LETTER_LIMITS, encode_dead_letter
 from services.errors import ServiceUnavailable
 from services.guardrails import Guardrails
 from services.normalize import NormalizedText, normalize_with_offsets
-from services.wire import Headers, InvalidEvent, RecordOrigin, decode_search_event, encode_dead_letter
+from services.wire import Headers, InvalidEvent, RecordOrigin, decode_search_event
 
 FALLBACK_VERSION = "catalog-lexicon-fallback"
 FALLBACK_LOG_EVERY_S = 1.0
@@ -106,6 +108,7 @@ class AnnotateHandler:
         fallback: FallbackTagger,
         guardrails: Guardrails,
         max_query_chars: int,
+        max_event_bytes: int = 64 * 1024,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.cache = cache
@@ -113,6 +116,7 @@ class AnnotateHandler:
         self.fallback = fallback
         self.guardrails = guardrails
         self.max_query_chars = max_query_chars
+        self.max_event_bytes = max_event_bytes
         self.clock = clock
         self._fallback_logged_at = -FALLBACK_LOG_EVERY_S
         self._fallbacks_unlogged = 0
@@ -156,6 +160,13 @@ class AnnotateHandler:
         started = time.perf_counter()
         try:
             try:
+                if record.value is not None and len(record.value) > self.max_event_bytes:
+                    # Checked before parsing: a huge record costs the event loop its size in CPU to decode.
+                    raise InvalidEvent(
+                        "record_too_large",
+                        f"the record has {len(record.value)} bytes, the limit is {self.max_event_bytes} "
+                        "(setting QU_MAX_EVENT_BYTES)",
+                    )
                 request = decode_search_event(record.value, record.headers, max_query_chars=self.max_query_chars)
                 normalized = normalize_with_offsets(request.query)
                 if not normalized.text:
@@ -316,12 +327,19 @@ class AnnotateHandler:
 
     def _dead_letter(self, record: InputRecord, err: InvalidEvent) -> Outcome:
         letter = encode_dead_letter(record.value, record.key, record.headers, err, record.origin, now=self.clock())
-        return Outcome(dead_letter=letter, key=record.key or b"", reason=err.reason)
+        return Outcome(dead_letter=letter, key=_dead_letter_key(record.key), reason=err.reason)
 
     def _internal_error(self, record: InputRecord, exc: Exception) -> Outcome:
         origin = record.origin
         log.error("annotating %s[%d]@%d failed", origin.topic, origin.partition, origin.offset, exc_info=exc)
         return self._dead_letter(record, InvalidEvent("internal_error", f"{type(exc).__name__}: {exc}"))
+
+
+def _dead_letter_key(key: bytes | None) -> bytes:
+    """The input's key, or its SHA-256 when it is too large to be a key (it stays in the dead letter's prefix)."""
+    if key is None or len(key) <= DEAD_LETTER_LIMITS.key_bytes:
+        return key or b""
+    return hashlib.sha256(key).hexdigest().encode()
 
 
 def _to_original(tag: Tag, normalized: NormalizedText) -> Tag:

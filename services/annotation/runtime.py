@@ -59,6 +59,7 @@ async def build_runtime(settings: Settings) -> HandlerRuntime:
         fallback=LexiconTagger(catalog),
         guardrails=Guardrails.from_settings(catalog, settings),
         max_query_chars=settings.max_query_chars,
+        max_event_bytes=settings.max_event_bytes,
     )
     return HandlerRuntime(handler, lookup, student)
 

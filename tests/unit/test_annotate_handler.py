@@ -348,3 +348,28 @@ def test_an_out_of_range_protobuf_timestamp_is_bad_input_logged_once_per_interva
     logged = [r.getMessage() for r in caplog.records]
     assert len(logged) == 1, logged
     assert "1 records since the last message" in logged[0] and f"{origin}[0]@0 invalid_field" in logged[0]
+
+
+def test_a_record_over_the_size_limit_is_dead_lettered_before_it_is_parsed(catalog: Catalog) -> None:
+    h = handler(catalog, DictCache(), ScriptedStudent())
+    h.max_event_bytes = 1000
+    # Valid JSON with a bad timestamp: parsed, it would be dead-lettered as invalid_field echoing the value.
+    value = orjson.dumps({"event_id": "e1", "query": "milk", "ts": "x" * 5000})
+    outcome = run(h, value)
+    letter = dead_letter_pb2.DeadLetter.FromString(outcome.dead_letter or b"")
+    assert (outcome.reason, letter.reason) == ("record_too_large", "record_too_large")
+    assert "QU_MAX_EVENT_BYTES" in letter.detail and str(len(value)) in letter.detail
+    assert letter.original_size == len(value)
+
+
+def test_an_unbounded_event_id_is_dead_lettered_not_copied_into_the_annotation(catalog: Catalog) -> None:
+    outcome = run(handler(catalog, DictCache(), ScriptedStudent()), event("milk", event_id="e" * 10_000))
+    assert outcome.annotation is None and outcome.reason == "field_too_long"
+    letter = dead_letter_pb2.DeadLetter.FromString(outcome.dead_letter or b"")
+    assert "event_id has 10000 characters" in letter.detail
+
+
+def test_a_huge_input_key_does_not_become_the_dead_letters_key(catalog: Catalog) -> None:
+    outcome = run(handler(catalog, DictCache(), ScriptedStudent()), b"{not json", key=b"k" * 100_000)
+    assert outcome.reason == "invalid_json"
+    assert len(outcome.key) == 64  # its SHA-256, hex: the same input key always lands on the same partition

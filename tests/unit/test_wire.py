@@ -6,15 +6,13 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from qu.v1 import dead_letter_pb2, query_annotation_pb2, search_event_pb2
+from qu.v1 import query_annotation_pb2, search_event_pb2
 
 from services.annotation.model import Annotation, Role, SearchRequest, Source, Tag, Understanding
 from services.wire import (
     InvalidEvent,
-    RecordOrigin,
     decode_search_event,
     encode_annotation,
-    encode_dead_letter,
     encode_search_event,
 )
 
@@ -110,17 +108,6 @@ def test_an_out_of_range_protobuf_timestamp_is_an_invalid_field(seconds: int, na
         decode(message.SerializeToString(), PROTO_HEADERS)
     assert caught.value.reason == "invalid_field"  # the reason a bad JSON timestamp gets too
     assert f"seconds={seconds}" in caught.value.detail and f"nanos={nanos}" in caught.value.detail
-
-
-def test_dead_letter_keeps_the_record_whole() -> None:
-    error = InvalidEvent("invalid_json", "not valid JSON")
-    raw = encode_dead_letter(
-        b"{oops", b"k", [("content-type", b"application/json")], error, RecordOrigin("qu.search-events.v1", 2, 41)
-    )
-    letter = dead_letter_pb2.DeadLetter.FromString(raw)
-    assert (letter.original, letter.original_key, letter.reason) == (b"{oops", b"k", "invalid_json")
-    assert (letter.topic, letter.partition, letter.offset) == ("qu.search-events.v1", 2, 41)
-    assert letter.headers["content-type"] == b"application/json"
 
 
 def test_annotation_json_and_protobuf_say_the_same() -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17qu/v1/dead_letter.proto\x12\x05qu.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x02\n\nDeadLetter\x12\x10\n\x08original\x18\x01 \x01(\x0c\x12\x14\n\x0coriginal_key\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\r\n\x05topic\x18\x05 \x01(\t\x12\x11\n\tpartition\x18\x06 \x01(\x05\x12\x0e\n\x06offset\x18\x07 \x01(\x03\x12-\n\tfailed_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x07headers\x18\t \x03(\x0b\x32\x1e.qu.v1.DeadLetter.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17qu/v1/dead_letter.proto\x12\x05qu.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x02\n\nDeadLetter\x12\x10\n\x08original\x18\x01 \x01(\x0c\x12\x14\n\x0coriginal_key\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\r\n\x05topic\x18\x05 \x01(\t\x12\x11\n\tpartition\x18\x06 \x01(\x05\x12\x0e\n\x06offset\x18\x07 \x01(\x03\x12-\n\tfailed_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x07headers\x18\t \x03(\x0b\x32\x1e.qu.v1.DeadLetter.HeadersEntry\x12\x15\n\roriginal_size\x18\n \x01(\x03\x12\x17\n\x0foriginal_sha256\x18\x0b \x01(\t\x12\x1a\n\x12original_truncated\x18\x0c \x01(\x08\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEADLETTER_HEADERSENTRY']._loaded_options = None
   _globals['_DEADLETTER_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_DEADLETTER']._serialized_start=68
-  _globals['_DEADLETTER']._serialized_end=346
-  _globals['_DEADLETTER_HEADERSENTRY']._serialized_start=300
-  _globals['_DEADLETTER_HEADERSENTRY']._serialized_end=346
+  _globals['_DEADLETTER']._serialized_end=422
+  _globals['_DEADLETTER_HEADERSENTRY']._serialized_start=376
+  _globals['_DEADLETTER_HEADERSENTRY']._serialized_end=422
 # @@protoc_insertion_point(module_scope)

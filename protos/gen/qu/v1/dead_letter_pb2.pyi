@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DeadLetter(_message.Message):
-    __slots__ = ("original", "original_key", "reason", "detail", "topic", "partition", "offset", "failed_at", "headers")
+    __slots__ = ("original", "original_key", "reason", "detail", "topic", "partition", "offset", "failed_at", "headers", "original_size", "original_sha256", "original_truncated")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,9 @@ class DeadLetter(_message.Message):
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     FAILED_AT_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     original: bytes
     original_key: bytes
     reason: str
@@ -36,4 +39,7 @@ class DeadLetter(_message.Message):
     offset: int
     failed_at: _timestamp_pb2.Timestamp
     headers: _containers.ScalarMap[str, bytes]
-    def __init__(self, original: _Optional[bytes] = ..., original_key: _Optional[bytes] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., failed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., headers: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+    original_size: int
+    original_sha256: str
+    original_truncated: bool
+    def __init__(self, original: _Optional[bytes] = ..., original_key: _Optional[bytes] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., failed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., headers: _Optional[_Mapping[str, bytes]] = ..., original_size: _Optional[int] = ..., original_sha256: _Optional[str] = ..., original_truncated: _Optional[bool] = ...) -> None: ...

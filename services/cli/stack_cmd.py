@@ -40,7 +40,12 @@ def status(
     for key, value in dict(report["endpoints"]).items():  # type: ignore[call-overload]
         typer.echo(f"{key:>18}: {value}")
     for process in report["processes"]:  # type: ignore[attr-defined]
-        typer.echo(f"{process['name']:>18}: pid {process['pid']} {'up' if process['alive'] else 'DOWN'}")
+        line = f"{process['name']:>18}: pid {process['pid']} {'up' if process['alive'] else 'DOWN'}"
+        if "restarts" in process:  # a worker, run by its keeper: how often it had to be started again
+            line += f", {process['restarts']} restart(s)" + (
+                f", child pid {process['child_pid']}" if process["child_pid"] else ", restarting"
+            )
+        typer.echo(line)
 
 
 def down(ctx: typer.Context) -> None:

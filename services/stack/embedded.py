@@ -18,6 +18,7 @@ from pathlib import Path
 
 from services.catalog.artifacts import CatalogNotFoundError, resolve_build
 from services.settings import Settings
+from services.stack.keeper import KeeperStatus
 from services.stack.model_repository import committed_model_repository, materialize_model_repository
 from services.stack.ports import port_in_use
 from services.stack.redis_server import RedisServer
@@ -66,13 +67,26 @@ class EmbeddedStack:
         state = self.state()
         if state is None:
             return {"running": False, "endpoints": {}, "processes": []}
-        processes = [{"name": p.name, "pid": p.pid, "alive": p.alive, "log": p.log} for p in state.processes]
+        processes: list[dict[str, object]] = []
+        for p in state.processes:
+            process: dict[str, object] = {"name": p.name, "pid": p.pid, "alive": p.alive, "log": p.log}
+            kept = self.keeper_status(p.name) if p.name.startswith("worker-") else None
+            if kept is not None:
+                process.update(child_pid=kept.child_pid, restarts=kept.restarts, last_exits=kept.exits[-3:])
+            processes.append(process)
         return {
             "running": bool(processes) and all(p["alive"] for p in processes),
             "endpoints": state.endpoints,
             "processes": processes,
             "state_dir": str(self.state_dir),
         }
+
+    def keeper_status_path(self, name: str) -> Path:
+        """Where the keeper of ``name`` (a worker) says how often it restarted it and which PID runs now."""
+        return self.stack_dir / f"{name}.keeper.json"
+
+    def keeper_status(self, name: str) -> KeeperStatus | None:
+        return KeeperStatus.load(self.keeper_status_path(name))
 
     def endpoints(self) -> dict[str, str]:
         s = self.settings
@@ -208,7 +222,7 @@ class EmbeddedStack:
             self._record(state, record)
         elif name.startswith("worker-") and name.removeprefix("worker-").isdigit():
             port = s.worker_web_port + int(name.removeprefix("worker-"))
-            command = [
+            worker = [
                 sys.executable,
                 "-m",
                 "streams",
@@ -220,6 +234,10 @@ class EmbeddedStack:
                 "--loglevel",
                 "info",
             ]
+            # A worker stops itself when an outcome could not be delivered (it must not commit it), and may
+            # crash or be killed: its keeper starts it again with backoff (services/stack/keeper.py).
+            keeper = [sys.executable, "-m", "services.stack.keeper", "--name", name, "--status"]
+            command = [*keeper, str(self.keeper_status_path(name)), "--", *worker]
             record = self._spawn(name, command, self.child_environment())
             self._record(state, record)
             if wait:

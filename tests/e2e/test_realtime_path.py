@@ -8,6 +8,8 @@ restart real processes of the stack.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 import uuid
@@ -240,16 +242,17 @@ def test_a_worker_killed_mid_stream_loses_no_event(embedded_stack: EmbeddedStack
     sender = threading.Thread(target=lambda: send_json_paced(embedded_stack, batch, per_second=400))
     sender.start()
     time.sleep(0.6)
-    worker = next(p for p in embedded_stack.state().processes if p.name == "worker-0")  # type: ignore[union-attr]
-    process = worker.process()
-    assert process is not None
-    process.kill()  # SIGKILL: no shutdown, no final commit
+    kept = embedded_stack.keeper_status("worker-0")
+    assert kept is not None and kept.child_pid is not None
+    os.kill(kept.child_pid, signal.SIGKILL)  # the worker itself: no shutdown, no final commit
     sender.join()
-    embedded_stack.restart("worker-0")
+    # Its keeper starts it again, with no help: the new worker re-reads what the dead one had not committed.
     found = annotations_for(embedded_stack, {e["event_id"] for e in batch}, timeout=180)
     missing = {e["event_id"] for e in batch} - set(found)
     assert not missing, f"{len(missing)} of {len(batch)} events never got an annotation"
     assert {normalize_query(a["query"]) for a in found.values()} == {normalize_query(e["query"]) for e in batch}
+    after = embedded_stack.keeper_status("worker-0")
+    assert after is not None and after.restarts == kept.restarts + 1 and after.exits[-1]["code"] == -signal.SIGKILL
 
 
 def send_json_paced(stack: EmbeddedStack, batch: list[dict[str, Any]], *, per_second: float) -> None:

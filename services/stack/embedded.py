@@ -191,9 +191,9 @@ class EmbeddedStack:
         return self._stop(records[0], state)
 
     def _stop(self, record: ProcessRecord, state: StackState) -> bool:
-        stopped = record.stop()
+        # Triton's Python-backend stubs can outlive the server: its group goes with it.
+        stopped = record.stop(group=record.name == "triton")
         if record.name == "triton":
-            record.kill_group()  # Python-backend stubs that outlived the server
             prefix = state.endpoints.get("triton_shm_prefix")
             if prefix:
                 remove_shared_memory(prefix)

@@ -51,24 +51,56 @@ class ProcessRecord:
     def alive(self) -> bool:
         return self.process() is not None
 
-    def kill_group(self) -> None:
-        """SIGKILL what is left of the process group the process led (it was started in its own session)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+    def group_members(self) -> list[psutil.Process]:
+        """The other live processes of the group the recorded process leads (it was started in its own
+        session); none when the PID no longer names that process, since its group id is then a stranger's."""
+        if self.process() is None:
+            return []
+        members: list[psutil.Process] = []
+        for candidate in psutil.process_iter():
+            if candidate.pid == self.pid:
+                continue
+            with contextlib.suppress(OSError):  # ended meanwhile, or not ours to inspect
+                if os.getpgid(candidate.pid) == self.pid:
+                    members.append(candidate)
+        return members
 
-    def stop(self, *, timeout: float = 10.0) -> bool:
-        """SIGTERM, then SIGKILL after ``timeout``; returns whether it was running."""
+    def kill_group(self) -> bool:
+        """SIGKILL the process group the recorded process leads; returns whether it was signalled.
+
+        Only while the recorded process is alive and is the one the stack started (PID and start
+        time): once it is gone its PID, and so its group id, can be reused by anyone's process.
+        """
+        if self.process() is None:
+            return False
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def stop(self, *, timeout: float = 10.0, group: bool = False) -> bool:
+        """SIGTERM, then SIGKILL after ``timeout``; returns whether it was running. With ``group``, also
+        SIGKILL what of its process group outlived it (Triton's Python-backend stubs do)."""
         process = self.process()
         if process is None:
             return False
+        # Taken while the PID is proven ours: after the leader exits, its PID proves nothing.
+        members = self.group_members() if group else []
         try:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout)
         except psutil.TimeoutExpired:
-            process.kill()
+            if not (group and self.kill_group()):
+                process.kill()
             process.wait(timeout)
         except psutil.NoSuchProcess:
             pass
+        for member in members:
+            # psutil checks the member's identity before signalling: a PID reused since the snapshot is spared.
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                member.kill()
+        psutil.wait_procs(members, timeout=timeout)
         return True
 
 

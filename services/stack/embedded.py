@@ -16,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+from pydantic import SecretStr
+
 from services.catalog.artifacts import CatalogNotFoundError, resolve_build
 from services.settings import Settings
 from services.stack.keeper import KeeperStatus
@@ -115,7 +118,12 @@ class EmbeddedStack:
         endpoints = self.endpoints()
         env = dict(os.environ)
         # Every setting this stack was given travels to its children, then the stack's own endpoints.
-        env.update({f"QU_{name.upper()}": str(getattr(self.settings, name)) for name in self.settings.model_fields_set})
+        for name in self.settings.model_fields_set:
+            value = _env_value(getattr(self.settings, name))
+            if value is None:
+                env.pop(f"QU_{name.upper()}", None)  # unset, as given: "None" would be read as a value
+            else:
+                env[f"QU_{name.upper()}"] = value
         env.update(
             {
                 "QU_STATE_DIR": str(self.state_dir),
@@ -317,6 +325,23 @@ class EmbeddedStack:
         ]
         StackState.remove(self.state_dir)
         return stopped
+
+
+def _env_value(value: object) -> str | None:
+    """A setting as its environment variable must spell it for a child to read the same value.
+
+    ``str()`` is wrong twice: a SecretStr prints as its mask, and a relative path would be read
+    again relative to the child's working directory (the state dir), not to where `qu up` ran.
+    """
+    if value is None:
+        return None
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value.resolve())
+    if isinstance(value, list | tuple | dict | set):
+        return orjson.dumps(value, default=str).decode()  # pydantic-settings reads complex values as JSON
+    return str(value)
 
 
 def _pid(pid: int | None) -> int:

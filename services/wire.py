@@ -9,7 +9,7 @@ caller sends such events to the dead-letter topic, whole, with that reason.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -51,10 +51,30 @@ def header(headers: Headers, name: str) -> str | None:
     return found
 
 
+def check_header_keys(headers: Headers) -> None:
+    """Raise ``invalid_header`` for a header key that is not UTF-8.
+
+    Kafka header keys are strings; the worker's client hands over a key that is not UTF-8 with its bad
+    bytes as lone surrogates (streams/tolerant_records.py) rather than stalling the partition on it.
+    """
+    if not headers:
+        return
+    names: Iterable[str | bytes] = headers.keys() if isinstance(headers, Mapping) else (k for k, _ in headers)
+    for index, name in enumerate(names):
+        if isinstance(name, str) and name.isascii():
+            continue  # nearly every key: no encoding work
+        raw = name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InvalidEvent("invalid_header", f"header {index} has a key that is not UTF-8: {raw[:64]!r}") from err
+
+
 def decode_search_event(value: bytes | None, headers: Headers, *, max_query_chars: int) -> SearchRequest:
     """Parse and validate one input record; raises :class:`InvalidEvent` with a reason code."""
     if not value:
         raise InvalidEvent("empty_record", "the record has no value")
+    check_header_keys(headers)
     content_type = (header(headers, "content-type") or JSON).split(";")[0].strip().lower()
     if content_type in _PROTOBUF_TYPES:
         request = _from_protobuf(value)

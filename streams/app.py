@@ -27,6 +27,7 @@ from services.annotation.runtime import build_handler
 from services.settings import Settings
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS
 from services.wire import RecordOrigin
+from streams import tolerant_records
 
 HANDLER_READY = "qu: annotate handler ready"
 # Under load a batch fills to BATCH_MAX and shares its Redis round trip, its student requests and its produce
@@ -40,6 +41,8 @@ BATCH_WITHIN_S = 0.005
 # Kafka answers as soon as records arrive, so there this costs only a few more idle fetches.
 FETCH_MAX_WAIT_MS = 50
 log = logging.getLogger("qu.worker")
+# Before the consumer starts: a record whose header key is not UTF-8 becomes a dead letter, not a stalled partition.
+tolerant_records.install()
 settings = Settings()
 
 app = faust.App(

@@ -137,3 +137,14 @@ def test_annotation_json_and_protobuf_say_the_same() -> None:
     assert content_type == "application/x-protobuf"
     assert message.event_id == "e1" and message.tags[0].canonical == "bread"
     assert message.source == query_annotation_pb2.SOURCE_STUDENT
+
+
+@pytest.mark.parametrize("key", [b"\xffbad", "\udcffbad"], ids=["bytes", "surrogates"])
+def test_a_header_key_that_is_not_utf8_is_invalid_header(key: str | bytes) -> None:
+    with pytest.raises(InvalidEvent) as raised:
+        decode(event(query="milk"), [(key, b"v"), ("content-type", b"application/json")])
+    assert raised.value.reason == "invalid_header" and "header 0" in raised.value.detail
+
+
+def test_a_header_key_in_another_script_is_fine() -> None:
+    assert decode(event(query="milk"), [("类型", b"v")]).query == "milk"

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         description="Kafka bootstrap servers, host:port[,host:port] (env QU_KAFKA_BOOTSTRAP).",
     )
     redis_url: str = Field(default="redis://127.0.0.1:16379/0", description="Head-tag cache (env QU_REDIS_URL).")
+    redis_password: SecretStr | None = Field(
+        default=None,
+        description="The head-tag cache's password (env QU_REDIS_PASSWORD). Unset, a client of the embedded "
+        "stack's address uses the password `qu up` generated into STATE_DIR/stack/redis/password.",
+    )
     triton_grpc_url: str = Field(
         default="127.0.0.1:18001", description="Triton gRPC host:port (env QU_TRITON_GRPC_URL)."
     )
@@ -158,6 +163,30 @@ class Settings(BaseSettings):
         "(docs/STUDENT.md).",
     )
     # --- end student ---
+
+    @property
+    def embedded_redis_password_file(self) -> Path:
+        """Where `qu up` keeps the embedded Redis's generated password (mode 0600, kept across restarts)."""
+        return self.state_dir / "stack" / "redis" / "password"
+
+    @property
+    def embedded_redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def embedded_redis_password(self) -> SecretStr | None:
+        """The embedded stack's Redis password, or None before `qu up` first made one."""
+        try:
+            text = self.embedded_redis_password_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return SecretStr(text) if text else None
+
+    def resolved_redis_password(self) -> SecretStr | None:
+        """QU_REDIS_PASSWORD; unset, the embedded stack's own password when ``redis_url`` is its address
+        (never sent to another Redis, which would take a password it does not expect as an error)."""
+        if self.redis_password is not None:
+            return self.redis_password
+        return self.embedded_redis_password() if self.redis_url == self.embedded_redis_url else None
 
     @property
     def resolved_catalog_dir(self) -> Path:

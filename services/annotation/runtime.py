@@ -44,7 +44,7 @@ class HandlerRuntime:
 async def build_runtime(settings: Settings) -> HandlerRuntime:
     """Everything the real-time path needs; cheap to build, connections are made on first use."""
     catalog = load_catalog(settings.resolved_catalog_dir)
-    store = HeadTagStore(connect_head_tag_cache(settings.redis_url))
+    store = HeadTagStore(connect_head_tag_cache(settings.redis_url, password=settings.resolved_redis_password()))
     lookup = BatchingHeadTagLookup(store, settings.cache_batch_window_ms, settings.student_max_batch)
     student = StudentClient(
         settings.triton_grpc_url,

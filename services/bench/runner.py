@@ -92,7 +92,9 @@ def _measure(stack: EmbeddedStack, settings: Settings, config: BenchConfig, repo
     )
     run_id = f"bench-{bench_id}"
     seeded = publish_seed(producer(bootstrap), catalog, workload.head, run_id)
-    activation_s = wait_for_run(redis_url, run_id, timeout_s=config.timeout_s)
+    # The stack's Redis, so its own password (settings.redis_url may name another Redis).
+    password = settings.embedded_redis_password()
+    activation_s = wait_for_run(redis_url, run_id, password=password, timeout_s=config.timeout_s)
     report(f"seeded {seeded} head queries as run {run_id} (active after {activation_s:.1f} s)")
     try:
         phases, history = _run_phases(stack, bootstrap, bench_id, workload, config, report)
@@ -101,7 +103,7 @@ def _measure(stack: EmbeddedStack, settings: Settings, config: BenchConfig, repo
         # stack the bench did not start serves none of them afterwards.
         with contextlib.suppress(QuError):  # best effort: never hides the error that ended the phases
             publish_seed(producer(bootstrap), catalog, (), f"{run_id}-done")
-            wait_for_run(redis_url, f"{run_id}-done", timeout_s=30)
+            wait_for_run(redis_url, f"{run_id}-done", password=password, timeout_s=30)
     result = _figures(config, workload, phases, bench_id, seeded, activation_s)
     result["annotations_before"] = history
     return result

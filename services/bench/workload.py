@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import Producer
+from pydantic import SecretStr
 
 from services.annotation.model import CategoryScore, Understanding
 from services.cache import HeadTagStore, connect_head_tag_cache, publish_head_tags
@@ -116,14 +117,14 @@ def publish_seed(producer: Producer, catalog: Catalog, head: Iterable[str], run_
     return publish_head_tags(producer, run_id, seed_entries(catalog, head))
 
 
-def wait_for_run(redis_url: str, run_id: str, *, timeout_s: float) -> float:
+def wait_for_run(redis_url: str, run_id: str, *, password: SecretStr | None, timeout_s: float) -> float:
     """Block until the refresher made ``run_id`` the active run; returns the seconds it took."""
-    return asyncio.run(_wait_for_run(redis_url, run_id, timeout_s))
+    return asyncio.run(_wait_for_run(redis_url, run_id, password, timeout_s))
 
 
-async def _wait_for_run(redis_url: str, run_id: str, timeout_s: float) -> float:
+async def _wait_for_run(redis_url: str, run_id: str, password: SecretStr | None, timeout_s: float) -> float:
     started = time.monotonic()
-    redis = connect_head_tag_cache(redis_url, socket_timeout_s=2.0, connect_timeout_s=2.0)
+    redis = connect_head_tag_cache(redis_url, password=password, socket_timeout_s=2.0, connect_timeout_s=2.0)
     store = HeadTagStore(redis)
     active: str | None = None
     try:

@@ -18,11 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.annotation.model import SCHEMA_VERSION
@@ -40,8 +41,15 @@ MGET_MAX = 1024
 UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-def connect_head_tag_cache(url: str, *, socket_timeout_s: float = 0.25, connect_timeout_s: float = 0.25) -> Redis:
+def connect_head_tag_cache(
+    url: str,
+    *,
+    password: SecretStr | None = None,
+    socket_timeout_s: float = 0.25,
+    connect_timeout_s: float = 0.25,
+) -> Redis:
     """A client for the real-time path: it fails within ~the socket timeout instead of hanging.
+    ``password`` (``Settings.resolved_redis_password()``) is sent with AUTH on every new connection.
 
     One immediate reconnect on a connection error (not on a timeout) replaces a pooled connection
     that a Redis restart closed, so the first lookup after a restart succeeds; redis-py's default
@@ -49,7 +57,11 @@ def connect_head_tag_cache(url: str, *, socket_timeout_s: float = 0.25, connect_
     """
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
     client: Redis = Redis.from_url(
-        url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s, retry=retry
+        url,
+        password=password.get_secret_value() if password is not None else None,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=connect_timeout_s,
+        retry=retry,
     )
     return client
 
@@ -65,6 +77,11 @@ def cache_error(redis: Redis, what: str, exc: Exception, *, reading: bool = Fals
     On the read path every failure is CacheUnavailable: whatever went wrong, the caller's only
     useful move is to answer without the cache, and the message still says what went wrong.
     """
+    if isinstance(exc, AuthenticationError):  # a ConnectionError to redis-py, but no outage: a setting is wrong
+        return CacheUnavailable(
+            f"Redis at {redis_address(redis)} refused this client ({what}): {exc}; set QU_REDIS_PASSWORD to its "
+            "password (the embedded stack's is in STATE_DIR/stack/redis/password)"
+        )
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return CacheUnavailable(f"Redis at {redis_address(redis)} is unavailable ({what}): {exc}")
     error = CacheUnavailable if reading else CacheError

@@ -79,7 +79,9 @@ async def _refresh(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # Not the real-time path: long pipelines, so a patient socket timeout instead of the lookups' 0.25 s.
-    redis = connect_head_tag_cache(settings.redis_url, socket_timeout_s=5.0, connect_timeout_s=2.0)
+    redis = connect_head_tag_cache(
+        settings.redis_url, password=settings.resolved_redis_password(), socket_timeout_s=5.0, connect_timeout_s=2.0
+    )
     # The catalog the workers answer from: nothing outside it may reach the cache (see services.cache.admission).
     admission = HeadTagAdmission(load_catalog(settings.resolved_catalog_dir))
     worker = HeadTagRefresher(

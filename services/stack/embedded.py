@@ -95,7 +95,7 @@ class EmbeddedStack:
         s = self.settings
         return {
             "kafka": f"127.0.0.1:{s.kafka_port}",
-            "redis": f"redis://127.0.0.1:{s.redis_port}/0",
+            "redis": s.embedded_redis_url,
             "triton_grpc": f"127.0.0.1:{s.triton_grpc_port}",
             "triton_http": f"127.0.0.1:{s.triton_http_port}",
         }
@@ -135,6 +135,12 @@ class EmbeddedStack:
                 "QU_ANNOTATION_FORMAT": self.settings.annotation_format,
             }
         )
+        # The embedded Redis's own password, whatever QU_REDIS_PASSWORD names (that one is another Redis's).
+        password = _env_value(self.settings.embedded_redis_password())
+        if password is None:
+            env.pop("QU_REDIS_PASSWORD", None)
+        else:
+            env["QU_REDIS_PASSWORD"] = password
         return env
 
     # -- up -----------------------------------------------------------------------------------------
@@ -217,7 +223,9 @@ class EmbeddedStack:
             created = ensure_topics(broker.bootstrap)
             self.report(f"kafka on {broker.bootstrap}; created topics {', '.join(created) or '(all existed)'}")
         elif name == "redis":
-            redis = RedisServer(s.redis_port, self.logs / "redis.log", self.stack_dir / "redis")
+            redis = RedisServer(
+                s.redis_port, self.logs / "redis.log", self.stack_dir / "redis", s.embedded_redis_password_file
+            )
             redis.start()
             record = ProcessRecord.of("redis", _pid(redis.pid), [], redis.log_file)
             self._record(state, record)
@@ -238,6 +246,9 @@ class EmbeddedStack:
                 "--web-port",
                 str(port),
                 "--web-host",
+                "127.0.0.1",
+                # --web-host only names the host in URLs; the web server binds --web-bind (Faust: 0.0.0.0).
+                "--web-bind",
                 "127.0.0.1",
                 "--loglevel",
                 "info",

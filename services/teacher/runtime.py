@@ -119,7 +119,7 @@ def kafka_publisher(settings: Settings) -> HeadTagPublisher:
 
 async def wait_for_activation(settings: Settings, run_id: str, timeout_s: float) -> bool:
     """Wait until the refresher has made ``run_id`` the cache's active run (True), or give up after the timeout."""
-    client = connect_head_tag_cache(settings.redis_url)
+    client = connect_head_tag_cache(settings.redis_url, password=settings.resolved_redis_password())
     store = HeadTagStore(client)
     deadline = time.monotonic() + timeout_s
     try:

@@ -150,8 +150,9 @@ def publish_run(embedded_stack: EmbeddedStack, entries: dict[str, Understanding]
     return run_id
 
 
-async def active_run(redis_url: str) -> str | None:
-    redis = connect_head_tag_cache(redis_url)
+async def active_run(embedded_stack: EmbeddedStack) -> str | None:
+    password = embedded_stack.settings.embedded_redis_password()  # the embedded Redis refuses clients without it
+    redis = connect_head_tag_cache(embedded_stack.endpoints()["redis"], password=password)
     try:
         return await HeadTagStore(redis).active_run()
     finally:
@@ -164,7 +165,7 @@ def wait_for_run(embedded_stack: EmbeddedStack, run_id: str, timeout: float = 60
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if asyncio.run(active_run(embedded_stack.endpoints()["redis"])) == run_id:
+            if asyncio.run(active_run(embedded_stack)) == run_id:
                 return
         except Exception:  # Redis restarting: keep polling until the deadline
             pass

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+import stat
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
+import redis
 from typer.testing import CliRunner
 
 from services.cli.main import app
@@ -56,3 +60,59 @@ def test_a_taken_port_is_an_error_naming_the_port_and_its_setting(tmp_path: Path
 def test_down_without_a_stack_says_so(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["down"], env={"QU_STATE_DIR": str(tmp_path)})
     assert result.exit_code == 0 and "nothing was running" in result.output
+
+
+def test_the_embedded_redis_refuses_a_client_without_its_password(
+    embedded_stack: EmbeddedStack, stack_settings: Settings
+) -> None:
+    password_file = stack_settings.state_dir / "stack" / "redis" / "password"
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    # The server's own answer on a bare socket (redis-py opens with HELLO and words its refusal differently).
+    with socket.create_connection(("127.0.0.1", stack_settings.redis_port), timeout=5) as anonymous:
+        anonymous.sendall(b"*2\r\n$3\r\nGET\r\n$13\r\nqu:v1:current\r\n")
+        assert anonymous.recv(256).startswith(b"-NOAUTH")
+    anonymous_client = redis.Redis(host="127.0.0.1", port=stack_settings.redis_port, socket_timeout=5)
+    with pytest.raises(redis.AuthenticationError):
+        anonymous_client.get("qu:v1:current")
+    anonymous_client.close()
+    # What every `qu` command on this state dir finds, and what the stack's own processes were given.
+    password = stack_settings.resolved_redis_password()
+    assert password is not None and password.get_secret_value() == password_file.read_text().strip()
+    client = redis.Redis(
+        host="127.0.0.1", port=stack_settings.redis_port, password=password.get_secret_value(), socket_timeout=5
+    )
+    assert client.ping()
+    client.close()
+
+
+def on_loopback(ip: str) -> bool:
+    """127.0.0.1, also as an IPv6 socket's IPv4-mapped address (Triton's gRPC listens so), and nothing else."""
+    address = ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address == ipaddress.IPv4Address("127.0.0.1")
+
+
+def test_every_listening_socket_of_the_stack_is_on_loopback(embedded_stack: EmbeddedStack) -> None:
+    state = embedded_stack.state()
+    assert state is not None
+    listening: dict[str, set[tuple[str, int]]] = {}
+    for record in state.processes:
+        process = record.process()
+        assert process is not None, f"{record.name} is not running"
+        for member in [process, *process.children(recursive=True)]:  # keepers' workers, Triton's stubs
+            for conn in member.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    listening.setdefault(record.name, set()).add((conn.laddr.ip, conn.laddr.port))
+    # Each service is there, on the port its setting names: the check below saw every one.
+    settings = embedded_stack.settings
+    expected = {
+        "kafka": settings.kafka_port,
+        "redis": settings.redis_port,
+        "triton": settings.triton_grpc_port,
+        "worker-0": settings.worker_web_port,
+    }
+    for name, port in expected.items():
+        assert port in {p for _, p in listening.get(name, set())}, (name, listening.get(name))
+    exposed = {name: sorted(a for a in addresses if not on_loopback(a[0])) for name, addresses in listening.items()}
+    assert not any(exposed.values()), f"listening beyond loopback: {exposed}"

@@ -24,12 +24,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def stack_cli(embedded_stack: EmbeddedStack, stack_settings: Settings, cli_with_env: CliFactory, tmp_path: Path) -> Cli:
     """``qu`` pointed at the session's stack, with its own state directory (logs, curriculum)."""
     assert stack_settings.catalog_dir is not None
+    password = stack_settings.embedded_redis_password()
+    assert password is not None
     return cli_with_env(
         {
             "QU_STATE_DIR": str(tmp_path / "state"),
             "QU_CATALOG_DIR": str(stack_settings.catalog_dir),
             "QU_KAFKA_BOOTSTRAP": stack_settings.kafka_bootstrap,
             "QU_REDIS_URL": stack_settings.redis_url,
+            # Another state dir than the stack's, so the password is not found there: given, as to a remote Redis.
+            "QU_REDIS_PASSWORD": password.get_secret_value(),
             "QU_TRITON_GRPC_URL": stack_settings.triton_grpc_url,
             "QU_TRITON_HTTP_URL": stack_settings.triton_http_url,
             "QU_STUDENT_DEADLINE_MS": "3000",

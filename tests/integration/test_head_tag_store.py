@@ -6,12 +6,15 @@ import asyncio
 import os
 import random
 import signal
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
+from pydantic import SecretStr
 from qu.v1 import head_tags_pb2
 
 from services.annotation.model import CategoryScore, Role, Tag, Understanding
@@ -338,6 +341,49 @@ def test_redis_down_fails_fast_and_the_same_store_recovers(own_redis: RedisServe
     down_s, hung_s = run_async(scenario())
     assert down_s < 0.5, down_s
     assert hung_s < 1.0, hung_s
+
+
+def test_a_redis_with_a_password_refuses_clients_without_it_and_keeps_it_across_restarts(tmp_path: Path) -> None:
+    password_file = tmp_path / "stack" / "redis" / "password"
+    server = RedisServer(free_port(), tmp_path / "redis.log", tmp_path, password_file=password_file)
+    server.start()
+    try:
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        password = server.password
+        assert password is not None and len(password.get_secret_value()) >= 32
+        assert server.pid is not None
+        # Not on its command line, which every local user can read in /proc.
+        assert password.get_secret_value() not in " ".join(psutil.Process(server.pid).cmdline())
+
+        async def scenario() -> None:
+            anonymous, wrong = (
+                connect_head_tag_cache(server.url),
+                connect_head_tag_cache(server.url, password=SecretStr("x")),
+            )
+            for client in (anonymous, wrong):
+                with pytest.raises(CacheUnavailable, match=f"{server.port}.*QU_REDIS_PASSWORD"):
+                    await HeadTagStore(client).get_many(QUERIES[:1])
+                await client.aclose()
+            client = connect_head_tag_cache(server.url, password=password)
+            await load_run(HeadTagWriter(client), "r1", QUERIES[:2])
+            assert [h.run_id if h else None for h in await HeadTagStore(client).get_many(QUERIES[:2])] == ["r1"] * 2
+            await client.aclose()
+
+        run_async(scenario())
+        server.stop()
+        server.start()  # the same stack started again: the same password, so its clients' settings hold
+        assert server.password == password
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    finally:
+        server.stop()
+
+
+def test_a_password_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text("s3cret-but-shared\n")
+    password_file.chmod(0o644)
+    with pytest.raises(RedisServerError, match=rf"{password_file}.*0o644.*chmod 600"):
+        RedisServer(free_port(), tmp_path / "r.log", tmp_path, password_file=password_file).start()
 
 
 def test_a_port_in_use_is_refused_by_name(redis_server: RedisServer, tmp_path: Path) -> None:

@@ -132,6 +132,16 @@ class AnswerReader:
                     phase.received[event_id] = now
                     phase.sources[event_id] = source
 
+    def arrivals(self, phase: str, since: float, until: float) -> list[tuple[str, float]]:
+        """(event id, perf_counter) of the answers of ``phase`` consumed in [since, until), in arrival order."""
+        with self._lock:
+            received = self._phases[phase].received if phase in self._phases else {}
+            return [(event_id, at) for event_id, at in received.items() if since <= at < until]
+
+    def duplicates(self, phase: str) -> int:
+        with self._lock:
+            return self._phases[phase].duplicates if phase in self._phases else 0
+
     def answered(self, phase: str) -> int:
         with self._lock:
             return len(self._phases[phase].received) if phase in self._phases else 0
@@ -153,30 +163,42 @@ class EventSender:
         # linger 0: a paced event leaves at once; unpaced ones still batch while a request is in flight.
         self._producer: Producer = producer(bootstrap, **{"linger.ms": 0, "client.id": "qu-bench"})
         self.bench_id = bench_id
+        # (topic, partition) -> the offset after the last record this sender delivered there: the end of what a
+        # consumer group has to read, known without asking tansu for its (wrong) high watermark (NOTES.md).
+        self.delivered_end: dict[tuple[str, int], int] = {}
 
-    def encode(self, phase: str, events: Iterable[BenchEvent]) -> list[tuple[str, bytes, bytes]]:
-        """(event id, key, value) for each event, encoded before the clock starts."""
+    def encode(self, phase: str, events: Iterable[BenchEvent], first: int = 0) -> list[tuple[str, bytes, bytes]]:
+        """(event id, key, value) for each event, encoded before the clock starts; ids count from ``first``."""
         out = []
-        for i, event in enumerate(events):
+        for i, event in enumerate(events, start=first):
             event_id = f"{self.bench_id}.{phase}.{i}"
             value = {"event_id": event_id, "query": event.query, "user_id": "bench", "bench_id": self.bench_id}
             out.append((event_id, event.key.encode(), orjson.dumps(value)))
         return out
 
-    def send(self, topic: str, records: Sequence[tuple[str, bytes, bytes]], rate: float) -> dict[str, float]:
+    def send(
+        self, topic: str, records: Sequence[tuple[str, bytes, bytes]], rate: float, *, start: float | None = None
+    ) -> dict[str, float]:
         """Produce every record (``rate`` per second, 0 = as fast as possible); returns event id -> send time.
 
         Pacing follows a schedule (record i at start + i / rate), so a late record does not delay the
-        ones after it: the offered rate stays the asked one even when a sleep overshoots.
+        ones after it: the offered rate stays the asked one even when a sleep overshoots. ``start``
+        (a ``perf_counter`` time, default now) lets consecutive calls continue one schedule.
         """
         failures: list[str] = []
 
-        def delivered(error: KafkaError | None, _message: Message) -> None:
-            if error is not None and len(failures) < 5:
-                failures.append(str(error))
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                if len(failures) < 5:
+                    failures.append(str(error))
+                return
+            partition, offset = message.partition(), message.offset()
+            if partition is not None and offset is not None and offset >= 0:
+                where = (topic, partition)
+                self.delivered_end[where] = max(self.delivered_end.get(where, 0), offset + 1)
 
         sent: dict[str, float] = {}
-        started = time.perf_counter()
+        started = time.perf_counter() if start is None else start
         for i, (event_id, key, value) in enumerate(records):
             if rate > 0:
                 wait = started + i / rate - time.perf_counter()

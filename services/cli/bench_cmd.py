@@ -8,7 +8,13 @@ import orjson
 import typer
 
 from services.bench.runner import BenchConfig, run_bench
+from services.bench.soak import SoakConfig, run_soak
 from services.cli.context import err_console, reported_errors, settings_from
+from services.cli.soak_view import print_soak, soak_progress
+from services.settings import Settings
+
+DEFAULT_RATE = 1000.0  # the paced phases of `qu bench`
+DEFAULT_SOAK_RATE = 200.0  # a soak's steady stream: what two shared cores sustain for 20 minutes
 
 
 def bench(
@@ -17,7 +23,10 @@ def bench(
     hit_ratio: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of events the seeded head cache answers.")
     ] = 0.98,
-    rate: Annotated[float, typer.Option(min=1, help="Events/s of the paced (latency) phases.")] = 1000,
+    rate: Annotated[
+        float | None,
+        typer.Option(min=1, help=f"Events/s of the paced phases ({DEFAULT_RATE:g}) or a soak ({DEFAULT_SOAK_RATE:g})."),
+    ] = None,
     miss_rate: Annotated[float, typer.Option(min=1, help="Events/s of the all-miss phase (the student).")] = 200,
     miss_events: Annotated[int, typer.Option(min=0, help="Events of the all-miss phase; 0 skips it.")] = 3000,
     warmup: Annotated[int | None, typer.Option(min=0, help="Warm-up events (discarded); default events/10.")] = None,
@@ -26,15 +35,32 @@ def bench(
         float, typer.Option(min=1, help="Seconds a phase may wait for answers after its last send.")
     ] = 120,
     passthrough: Annotated[bool, typer.Option(help="Measure the raw passthrough too (needed for `ratio`).")] = True,
+    soak: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            metavar="MINUTES",
+            help="Instead of the phases: a steady stream at --rate for MINUTES, sampling RSS of every process, "
+            "the worker group's lag and latency; fails if an event goes unanswered or a process dies. "
+            "Uses --hit-ratio, --seed, --timeout, --sample-every; not the other phase options.",
+        ),
+    ] = None,
+    sample_every: Annotated[
+        float, typer.Option(min=0.5, help="Seconds between a soak's samples (RSS, lag, latency).")
+    ] = 15.0,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON line with every figure.")] = False,
 ) -> None:
     """Benchmark the real-time path: unthrottled throughput, paced end-to-end latency, the miss path,
-    and a raw Kafka passthrough measured the same way. Starts the stack if it is not running."""
+    and a raw Kafka passthrough measured the same way; or, with --soak, a long steady stream.
+    Starts the stack if it is not running."""
     settings = settings_from(ctx)
+    if soak is not None:
+        _soak(settings, soak, rate or DEFAULT_SOAK_RATE, hit_ratio, sample_every, seed, timeout, json)
+        return
     config = BenchConfig(
         events=events,
         hit_ratio=hit_ratio,
-        rate=rate,
+        rate=rate or DEFAULT_RATE,
         miss_rate=miss_rate,
         miss_events=miss_events,
         warmup=warmup,
@@ -61,3 +87,29 @@ def _print(result: dict[str, Any]) -> None:
     if "miss_path" in result:
         miss = result["miss_path"]
         typer.echo(f"{'miss path':>26}: {miss['target_rate']}/s p50 {miss['p50_ms']} ms, p99 {miss['p99_ms']} ms")
+
+
+def _soak(
+    settings: Settings,
+    minutes: float,
+    rate: float,
+    hit_ratio: float,
+    sample_s: float,
+    seed: int,
+    timeout: float,
+    json: bool,
+) -> None:
+    config = SoakConfig(minutes, rate, hit_ratio, sample_s, seed, timeout)
+    with reported_errors(), soak_progress(err_console, config.events) as progress:
+        result = run_soak(settings, config, report=lambda message: err_console.print(message), progress=progress)
+    if json:
+        typer.echo(orjson.dumps(result).decode())
+    else:
+        print_soak(result)
+    if result["unanswered"]:
+        shown = ", ".join(result["unanswered_ids"])
+        err_console.print(f"[bold red]error:[/] {result['unanswered']} events were not answered (first: {shown})")
+    for event in result["process_events"]:
+        err_console.print(f"[bold red]error:[/] {event}")
+    if not result["complete"]:
+        raise typer.Exit(1)

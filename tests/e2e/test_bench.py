@@ -52,6 +52,38 @@ def test_the_passthrough_copies_with_the_workers_client_settings() -> None:
     assert (passthrough.BATCH, passthrough.WITHIN_MS / 1000) == (app.BATCH_MAX, app.BATCH_WITHIN_S)
 
 
+def test_the_soak_reads_the_lag_of_the_workers_group() -> None:
+    from services.bench.resources import WORKER_GROUP
+    from streams import app
+
+    assert app.app.conf.id == WORKER_GROUP
+
+
+def test_a_soak_with_an_unanswered_event_or_a_dead_process_exits_1(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.cli import bench_cmd
+
+    result: dict[str, Any] = {
+        **{"soak_id": "s", "minutes": 0.1, "rate": 10.0, "events": 60, "offered_rate": 10.0, "answered": 59},
+        **{"unanswered": 1, "unanswered_ids": ["s.soak.7"], "duplicates": 0, "hits": 58, "degraded": 0},
+        **{"dead_letters": 0, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "max_ms": 4.0, "lag_max": 0},
+        **{"lag_end": 0, "sources": {"cache": 58, "student": 1}, "rss": {}, "died": [], "process_events": []},
+        **{"samples": [], "complete": False},
+    }
+    monkeypatch.setattr(bench_cmd, "run_soak", lambda *_a, **_k: result)
+    done = cli("bench", "--soak", "0.1", "--json")
+    assert done.exit_code == 1 and "1 events were not answered (first: s.soak.7)" in done.stderr
+    assert orjson.loads(done.stdout)["unanswered"] == 1  # the figures are printed all the same
+
+    result |= {"unanswered": 0, "unanswered_ids": [], "died": ["worker-0"], "complete": False}
+    result["process_events"] = ["worker-0 (pid 12) ended during the soak"]
+    done = cli("bench", "--soak", "0.1")
+    assert done.exit_code == 1 and "worker-0 (pid 12) ended during the soak" in done.stderr
+    assert "resident memory" in done.stdout
+
+    result |= {"died": [], "process_events": [], "complete": True}
+    assert cli("bench", "--soak", "0.1", "--json").exit_code == 0
+
+
 def bench(settings: Settings, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     # The stack's own settings, and nothing of the developer's shell: its QU_* variables would point elsewhere.
     env = {k: v for k, v in os.environ.items() if not k.startswith("QU_")}
@@ -98,3 +130,47 @@ def test_qu_bench_measures_the_running_stack_and_a_passthrough(
     topics = AdminClient({"bootstrap.servers": embedded_stack.endpoints()["kafka"]}).list_topics(timeout=10).topics
     assert not [t for t in topics if t.startswith(f"qu.bench-{result['bench_id']}")]
     assert "passthrough" in done.stderr  # the progress report went to stderr, the JSON alone to stdout
+
+
+SOAK_RATE = 50
+SOAK_MINUTES = 0.1  # 6 s: enough for several samples, short enough for CI; the real soak is docs/BENCHMARKS.md's
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_a_short_soak_answers_every_event_and_samples_every_process(
+    embedded_stack: EmbeddedStack, stack_settings: Settings
+) -> None:
+    _done, result = bench(
+        stack_settings,
+        *("--soak", str(SOAK_MINUTES), "--rate", str(SOAK_RATE), "--hit-ratio", "0.9"),
+        *("--sample-every", "1", "--timeout", "60"),
+    )
+    events = round(SOAK_MINUTES * 60 * SOAK_RATE)
+    assert result["stack"] == "reused" and result["complete"] is True
+    assert result["events"] == result["answered"] == events
+    assert result["unanswered"] == 0 and result["unanswered_ids"] == [] and result["duplicates"] == 0
+    assert sum(result["sources"].values()) == events and result["died"] == [] and result["process_events"] == []
+    assert result["hits"] / events == pytest.approx(result["seed"]["expected_hit_ratio"], abs=0.05)
+    assert result["offered_rate"] == pytest.approx(SOAK_RATE, rel=0.2)
+    assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] <= result["max_ms"]
+
+    # Every process of the stack, the worker as the keeper's child beside the keeper, and Triton's student stub.
+    processes = {"kafka", "redis", "triton", "triton/qu_student", "refresher", "worker-0", "worker-0.keeper"}
+    assert set(result["rss"]) == processes
+    worker = embedded_stack.keeper_status("worker-0")
+    assert worker is not None and result["rss"]["worker-0"]["pid"] == worker.child_pid
+    for name, rss in result["rss"].items():
+        assert 0 < rss["start_mib"] <= rss["max_mib"] and rss["end_mib"] <= rss["max_mib"] and not rss["gone"], name
+        assert rss["growth_mib"] == pytest.approx(rss["end_mib"] - rss["start_mib"], abs=0.11), name
+
+    # A first sample before any send, one about every second, and a last one once everything was answered
+    # and the worker's group had committed past every record the soak produced.
+    samples = result["samples"]
+    assert len(samples) >= 5 and samples[0]["sent"] == 0
+    assert [s["t_s"] for s in samples] == sorted(s["t_s"] for s in samples)
+    assert [s["sent"] for s in samples] == sorted(s["sent"] for s in samples)
+    assert set(samples[-1]["rss_mib"]) == processes
+    assert samples[-1]["pending"] == 0 and samples[-1]["answered"] == events
+    assert result["lag_end"] == samples[-1]["lag"] == 0 and result["lag_max"] >= 0
+    assert sum(s["interval_answers"] for s in samples) == events  # each answer timed in exactly one interval

@@ -60,3 +60,21 @@ def test_a_child_sees_the_real_secret_and_absolute_paths(
 def test_a_setting_given_as_none_is_not_sent_as_the_string_none(clean_env: None, tmp_path: Path) -> None:
     env = EmbeddedStack(Settings(state_dir=tmp_path, teacher_api_key=None, conversions_dir=None)).child_environment()
     assert "QU_TEACHER_API_KEY" not in env and "QU_CONVERSIONS_DIR" not in env
+
+
+def test_children_get_the_embedded_redis_password_and_only_its_address_uses_it(
+    clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(state_dir=tmp_path, redis_port=16999, redis_url="redis://127.0.0.1:16999/0")
+    settings.embedded_redis_password_file.parent.mkdir(parents=True)
+    settings.embedded_redis_password_file.write_text("the-stack-password\n")
+    monkeypatch.setenv("QU_REDIS_PASSWORD", "another-redis-password")  # the shell's, for some other Redis
+
+    assert EmbeddedStack(settings).child_environment()["QU_REDIS_PASSWORD"] == "the-stack-password"
+    monkeypatch.delenv("QU_REDIS_PASSWORD")
+    found = settings.resolved_redis_password()
+    assert found is not None and found.get_secret_value() == "the-stack-password"
+    # Another Redis is never sent the stack's password; an explicit one always wins.
+    assert Settings(state_dir=tmp_path, redis_url="redis://cache.internal:6379/0").resolved_redis_password() is None
+    given = Settings(state_dir=tmp_path, redis_password=SecretStr("given")).resolved_redis_password()
+    assert given is not None and given.get_secret_value() == "given"

@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     cache_batch_window_ms: float = Field(
         default=1.0, ge=0, description="How long cache lookups are gathered into one Redis MGET."
     )
+    breaker_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Consecutive failed calls to Redis or to the student after which the worker stops asking it "
+        "and degrades at once (the circuit opens).",
+    )
+    breaker_open_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How long an open circuit refuses calls before one probe call tries the dependency again.",
+    )
     head_tags_ttl_s: int = Field(
         default=14 * 24 * 3600, ge=1, description="Head-tag entries expire after this unless a teacher run renews them."
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from services.annotation.handler import AnnotateHandler
 from services.cache import BatchingHeadTagLookup, HeadTagStore, connect_head_tag_cache
 from services.catalog.artifacts import load_catalog
+from services.circuit_breaker import CircuitBreaker
 from services.errors import ServiceUnavailable
 from services.guardrails import Guardrails
 from services.settings import Settings
@@ -44,7 +45,10 @@ class HandlerRuntime:
 async def build_runtime(settings: Settings) -> HandlerRuntime:
     """Everything the real-time path needs; cheap to build, connections are made on first use."""
     catalog = load_catalog(settings.resolved_catalog_dir)
-    store = HeadTagStore(connect_head_tag_cache(settings.redis_url, password=settings.resolved_redis_password()))
+    store = HeadTagStore(
+        connect_head_tag_cache(settings.redis_url, password=settings.resolved_redis_password()),
+        breaker=_breaker("the head-tag cache", settings),  # the store names the address; the URL may hold a password
+    )
     lookup = BatchingHeadTagLookup(store, settings.cache_batch_window_ms, settings.student_max_batch)
     student = StudentClient(
         settings.triton_grpc_url,
@@ -52,6 +56,7 @@ async def build_runtime(settings: Settings) -> HandlerRuntime:
         deadline_ms=settings.student_deadline_ms,
         batch_window_ms=settings.student_batch_window_ms,
         max_batch=settings.student_max_batch,
+        breaker=_breaker(f"student {settings.student_model} at {settings.triton_grpc_url}", settings),
     )
     handler = AnnotateHandler(
         cache=lookup,
@@ -62,6 +67,15 @@ async def build_runtime(settings: Settings) -> HandlerRuntime:
         max_event_bytes=settings.max_event_bytes,
     )
     return HandlerRuntime(handler, lookup, student)
+
+
+def _breaker(name: str, settings: Settings) -> CircuitBreaker:
+    return CircuitBreaker(
+        name,
+        failure_threshold=settings.breaker_failures,
+        open_s=settings.breaker_open_s,
+        setting_hint=" (QU_BREAKER_FAILURES, QU_BREAKER_OPEN_S)",
+    )
 
 
 async def build_handler(settings: Settings) -> AnnotateHandler:

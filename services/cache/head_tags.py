@@ -29,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from services.annotation.model import SCHEMA_VERSION
 from services.cache.errors import CacheError, CacheUnavailable
 from services.cache.keys import CachedHeadTags, HeadTagKeys, decode_entry
+from services.circuit_breaker import CircuitBreaker, CircuitOpen
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,19 @@ class HeadTagStore:
 
     ``redis`` must return bytes (``decode_responses=False``): values are protobuf. Use
     :func:`connect_head_tag_cache` for small timeouts. The store survives Redis outages: each call
-    raises :class:`CacheUnavailable` while Redis is away and works again once it is back.
+    raises :class:`CacheUnavailable` while Redis is away and works again once it is back. With a
+    ``breaker``, lookups fail at once while Redis keeps failing (one socket timeout per the breaker's
+    ``open_s``, not one per batch), and its probe finds Redis back.
     """
 
-    def __init__(self, redis: Redis, *, schema_version: int = SCHEMA_VERSION, decoded_max: int = DECODED_MAX) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        schema_version: int = SCHEMA_VERSION,
+        decoded_max: int = DECODED_MAX,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         if redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("HeadTagStore needs a Redis client with decode_responses=False: values are protobuf")
         if decoded_max < 0:
@@ -122,6 +132,7 @@ class HeadTagStore:
         # entries are frozen, and the annotate handler builds new objects from them instead of editing them.
         self._decoded: dict[bytes, CachedHeadTags] = {}
         self._decoded_max = decoded_max
+        self._breaker = breaker
         self.stats = StoreStats()
 
     @property
@@ -146,10 +157,21 @@ class HeadTagStore:
         queries = list(normalized_queries)
         if not queries:
             return []
+        breaker = self._breaker
+        if breaker is not None:
+            try:
+                breaker.check()
+            except CircuitOpen as err:
+                raise CacheUnavailable(f"Redis at {redis_address(self._redis)}: {err}") from None
         try:
             values = await self._fetch(queries)
         except (RedisError, OSError) as exc:
-            raise cache_error(self._redis, f"MGET of {len(queries)} keys", exc, reading=True) from exc
+            error = cache_error(self._redis, f"MGET of {len(queries)} keys", exc, reading=True)
+            if breaker is not None:
+                breaker.failed(error)
+            raise error from exc
+        if breaker is not None:
+            breaker.succeeded()
         self.stats.batches += 1
         self.stats.queries += len(queries)
         out = [self._decode(q, v) for q, v in zip(queries, values, strict=True)]

@@ -5,7 +5,10 @@ queries (``QUERY`` [n, 1] -> ``TAGS_JSON`` [n, 1], see ``triton_models/qu_studen
 of cache misses costs one round trip, not one each; every caller still gets its own answer.
 
 A call never waits past ``deadline_ms``: late, refused or failed calls raise
-:class:`StudentUnavailable` and the caller answers from the fallback tagger. The gRPC channel
+:class:`StudentUnavailable` and the caller answers from the fallback tagger. While Triton keeps
+failing or keeps missing the deadline, a :class:`~services.circuit_breaker.CircuitBreaker` refuses
+calls at once (:class:`~services.circuit_breaker.CircuitOpen`) instead of letting each wait the whole
+deadline, and lets one probe through every ``open_s`` to see it back. The gRPC channel
 survives a Triton restart: its reconnect backoff is capped (``RECONNECT_BACKOFF_MS``) so the
 first calls after the server is back succeed instead of failing through gRPC's default backoff,
 which grows to two minutes.
@@ -21,6 +24,7 @@ import numpy as np
 import orjson
 
 from services.annotation.model import Understanding
+from services.circuit_breaker import CircuitBreaker
 from services.errors import QuError, ServiceUnavailable
 from services.normalize import normalize_query
 from services.student.contract import INPUT, OUTPUT
@@ -40,6 +44,11 @@ class StudentUnavailable(ServiceUnavailable):
     """
 
 
+class MalformedAnswer(StudentUnavailable):
+    """Triton answered in time, but the answer for this query is not an Understanding: only this caller fails,
+    and the circuit does not count it (the server is up; opening the circuit would not make it answer better)."""
+
+
 class InvalidStudentQuery(QuError, ValueError):
     """The query is not something the student accepts: empty, or not ``normalize_query`` output."""
 
@@ -54,7 +63,16 @@ class _Call:
 class StudentClient:
     """Async, micro-batching client of the Triton student. Cheap to build; connects on first use."""
 
-    def __init__(self, url: str, model: str, *, deadline_ms: float, batch_window_ms: float, max_batch: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        deadline_ms: float,
+        batch_window_ms: float,
+        max_batch: int,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         if deadline_ms <= 0 or batch_window_ms < 0 or max_batch < 1:
             raise ValueError(
                 f"deadline_ms must be > 0, batch_window_ms >= 0 and max_batch >= 1; got {deadline_ms}, "
@@ -66,6 +84,7 @@ class StudentClient:
         self.deadline_s = deadline_ms / 1000
         self.window_s = batch_window_ms / 1000
         self.max_batch = max_batch
+        self.breaker = breaker
         self.requests_sent = 0  # gRPC requests, and the queries they carried: batching at work
         self.queries_sent = 0
         self._triton: InferenceServerClient | None = None
@@ -100,6 +119,8 @@ class StudentClient:
                 f"{normalized_query[:80]!r} is not a normalized query: pass services.normalize.normalize_query(text), "
                 "and send no empty query to the student"
             )
+        if self.breaker is not None:
+            self.breaker.check()  # raises CircuitOpen at once while Triton is known to be failing
         loop = asyncio.get_running_loop()
         call = _Call(normalized_query, loop.create_future(), loop.time() + self.deadline_s)
         self._pending.append(call)
@@ -108,13 +129,28 @@ class StudentClient:
         elif self._timer is None:
             self._timer = loop.call_later(self.window_s, self._flush)
         try:
-            return await asyncio.wait_for(call.future, self.deadline_s)
+            understanding = await asyncio.wait_for(call.future, self.deadline_s)
         except TimeoutError:
             # wait_for cancelled the future: a batch not yet sent drops it, a late answer is discarded.
-            raise StudentUnavailable(
+            late = StudentUnavailable(
                 f"{self.model} at {self.url} did not answer {normalized_query[:80]!r} within "
                 f"{self.deadline_s * 1000:.0f} ms (student_deadline_ms)"
-            ) from None
+            )
+            self._report(late)
+            raise late from None
+        except StudentUnavailable as err:
+            self._report(err)
+            raise
+        self._report(None)
+        return understanding
+
+    def _report(self, error: StudentUnavailable | None) -> None:
+        if self.breaker is None:
+            return
+        if error is None or isinstance(error, MalformedAnswer):
+            self.breaker.succeeded()  # Triton answered in time
+        else:
+            self.breaker.failed(error)
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -201,7 +237,7 @@ def _resolve(call: _Call, answer: Any, model: str) -> None:
         understanding = Understanding.from_json(data)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         call.future.set_exception(
-            StudentUnavailable(f"{model} answered {call.query!r} with TAGS_JSON that is not an Understanding: {err}")
+            MalformedAnswer(f"{model} answered {call.query!r} with TAGS_JSON that is not an Understanding: {err}")
         )
         return
     call.future.set_result(understanding)

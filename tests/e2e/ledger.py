@@ -45,6 +45,7 @@ class Outcomes:
     annotations: Counter[str] = field(default_factory=Counter)  # event_id -> how many annotations
     sources: dict[str, set[str]] = field(default_factory=dict)  # event_id -> sources seen
     degraded: set[str] = field(default_factory=set)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)  # event_id -> its last annotation's timings
     dead_letters: Counter[str] = field(default_factory=Counter)  # original_sha256 -> how many
     reasons: dict[str, str] = field(default_factory=dict)  # original_sha256 -> reason
 
@@ -102,6 +103,7 @@ def collect(bootstrap: str, records: list[SentRecord], *, timeout_s: float) -> O
                     outcomes.sources.setdefault(event_id, set()).add(annotation["source"])
                     if annotation["degraded"]:
                         outcomes.degraded.add(event_id)
+                    outcomes.timings[event_id] = annotation.get("timings") or {}
             else:
                 letter = dead_letter_pb2.DeadLetter.FromString(value)
                 if letter.original_sha256 in ours_hashes:

@@ -29,3 +29,8 @@ class InputError(QuError):
         if column is not None:
             where += f", column {column!r}"
         super().__init__(f"{where}: {reason}")
+
+
+class InvalidAnswer(ServiceUnavailable):
+    """A service answered in time, but its answer is unusable (e.g. a student's TAGS_JSON that is not an
+    Understanding): the caller degrades as for an outage, but the service is up and a circuit must not open."""

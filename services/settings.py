@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.embeddings import SentenceEmbedder
@@ -121,6 +121,29 @@ class Settings(BaseSettings):
         default=16066, description="First Faust worker web port (env QU_WORKER_WEB_PORT); workers take the next ones."
     )
     workers: int = Field(default=1, ge=1, description="Faust workers `qu up` starts (env QU_WORKERS).")
+    trace_sample_ratio: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Share of search events without a sampled parent that are traced (parent-based: an event "
+        "whose traceparent says sampled is always traced). `make run` traces every event.",
+    )
+    metrics_port: int = Field(
+        default=19464,
+        ge=0,
+        le=65535,
+        description="This process's Prometheus endpoint on loopback (0: none). `qu up` gives the refresher "
+        "this port and worker N the port + 1 + N.",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="The OTLP/HTTP collector (the standard OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://127.0.0.1:4318): "
+        "spans and metrics are exported there; unset, nothing is exported over OTLP.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="The address the Prometheus endpoint binds (0.0.0.0 in a pod)."
+    )
     # --- teacher ---
     teacher_base_url: str = Field(
         default="https://api.openai.com/v1",

@@ -8,6 +8,12 @@ import uvloop
 # before the app module is imported, so that every loop Faust and mode make comes from this policy.
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
-from streams.app import app  # noqa: E402  (after the policy, on purpose)
+from services.telemetry.setup import configure_telemetry  # noqa: E402
+from streams.app import app, settings  # noqa: E402  (after the policy, on purpose)
 
-app.main()
+# The entrypoint configures telemetry (traces, metrics, the Prometheus endpoint); the app only uses the API.
+telemetry = configure_telemetry(settings, "qu-worker")
+try:
+    app.main()
+finally:
+    telemetry.shutdown()

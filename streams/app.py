@@ -23,7 +23,9 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from services.annotation.delivery import BatchDelivery, KafkaHeaders, UndeliveredOutcome
 from services.annotation.handler import AnnotateHandler, InputRecord
+from services.annotation.metrics import AnnotateMetrics
 from services.annotation.runtime import build_handler
+from services.annotation.tracing import default_tracer, process_context
 from services.settings import Settings
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS
 from services.wire import RecordOrigin
@@ -94,13 +96,16 @@ dead_letters = _raw_topic(DEAD_LETTER)
 
 _handler: AnnotateHandler | None = None
 _handler_lock = asyncio.Lock()
+# One per process, from the global providers (streams/__main__.py configures them before the app runs).
+metrics = AnnotateMetrics()
+tracer = default_tracer()
 
 
 async def handler() -> AnnotateHandler:
     global _handler
     async with _handler_lock:
         if _handler is None:
-            _handler = await build_handler(settings)
+            _handler = await build_handler(settings, metrics)
             # `qu up` waits for this line: from here on, events are answered at full speed.
             log.info(HANDLER_READY)
         return _handler
@@ -143,17 +148,19 @@ async def annotate(stream: faust.StreamT[bytes]) -> None:
     # exception, which would commit records whose outcome never reached the broker.
     async for batch in cast(faust.Stream[bytes], stream).noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
         events = cast(list[faust.EventT[bytes]], batch)
-        records = [
-            InputRecord(
-                e.message.value,
-                e.message.key,
-                e.message.headers,
-                RecordOrigin(e.message.topic, e.message.partition, e.message.offset),
-            )
-            for e in events
-        ]
+        records = []
+        for e in events:
+            message = e.message
+            origin = RecordOrigin(message.topic, message.partition, message.offset)
+            context = process_context(tracer, message.headers, origin, group=app.conf.id, batch_size=len(events))
+            records.append(InputRecord(message.value, message.key, message.headers, origin, message.timestamp, context))
         delivery = BatchDelivery(
-            producer, records, annotation_format=settings.annotation_format, is_rejection=is_rejection
+            producer,
+            records,
+            annotation_format=settings.annotation_format,
+            is_rejection=is_rejection,
+            metrics=metrics,
+            tracer=tracer,
         )
         await handle_batch(records, delivery.on_outcome)
         try:

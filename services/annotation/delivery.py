@@ -18,13 +18,20 @@ through the real worker.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+
 from services.annotation.handler import InputRecord, Outcome
+from services.annotation.metrics import AnnotateMetrics
+from services.annotation.tracing import default_tracer, recording_span, send_span
 from services.dead_letter import clip_text, encode_dead_letter
 from services.errors import QuError
+from services.telemetry.kafka_headers import inject_context
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS
 from services.wire import PROTOBUF, InvalidEvent, encode_annotation
 
@@ -60,6 +67,7 @@ class _Sent:
     outcome: Outcome
     futures: list[Awaitable[object]] = field(default_factory=list)
     substituted: bool = False  # already replaced by a dead letter: a second refusal is not the record's fault
+    spans: list[Span] = field(default_factory=list)  # `send` spans of a sampled record, ended once delivered
 
 
 class BatchDelivery:
@@ -73,13 +81,21 @@ class BatchDelivery:
         annotation_format: Literal["json", "protobuf"],
         is_rejection: Callable[[BaseException], bool],
         on_rejected: Callable[[str], None] = lambda _reason: None,
+        metrics: AnnotateMetrics | None = None,
+        tracer: Tracer | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.producer = producer
         self.records = records
         self.annotation_format = annotation_format
         self.is_rejection = is_rejection
         self.on_rejected = on_rejected
+        self.metrics = metrics or AnnotateMetrics()
+        self.tracer = tracer or default_tracer()
+        self.clock = clock
         self._sent: list[_Sent] = []
+        self.metrics.events.add(len(records))
+        self.metrics.batch_size.record(len(records))
 
     async def on_outcome(self, index: int, outcome: Outcome) -> None:
         """The handler's callback: queue the outcome's records now."""
@@ -88,21 +104,79 @@ class BatchDelivery:
         await self._queue(sent)
 
     async def wait(self) -> None:
-        """Return once every record's outcome is on the broker; raises :class:`UndeliveredOutcome` otherwise."""
+        """Return once every record's outcome is on the broker; raises :class:`UndeliveredOutcome` otherwise.
+        Each record's spans end here: delivered, or with the error that stops the worker."""
+        try:
+            for sent in self._sent:
+                while True:
+                    try:
+                        for future in sent.futures:
+                            await future
+                        break
+                    except Exception as exc:
+                        await self._refused(sent, exc)  # requeues a dead letter, or raises
+                self._delivered(sent)
+        except BaseException as exc:
+            self._end_spans(exc)
+            raise
+        self._end_spans(None)
+
+    def _delivered(self, sent: _Sent) -> None:
+        for span in sent.spans:
+            span.end()
+        sent.spans = []
+        outcome, record = sent.outcome, self.records[sent.index]
+        if outcome.annotation is not None:
+            annotation = outcome.annotation
+            self.metrics.annotations.add(1, {"qu.source": annotation.source.value, "qu.degraded": annotation.degraded})
+        else:
+            self.metrics.dead_letters.add(1, {"qu.reason": outcome.reason})
+            process = recording_span(record.context)
+            if process is not None:
+                process.set_attribute("qu.dead_letter.reason", outcome.reason)
+        if record.timestamp is not None:
+            self.metrics.latency.record(max(0.0, self.clock() - record.timestamp))
+
+    def _end_spans(self, error: BaseException | None) -> None:
+        """End every record's ``process`` span (and ``send`` spans still open, when delivery failed)."""
         for sent in self._sent:
-            while True:
-                try:
-                    for future in sent.futures:
-                        await future
-                    break
-                except Exception as exc:
-                    await self._refused(sent, exc)  # requeues a dead letter, or raises
+            for span in sent.spans:
+                _fail_span(span, error)
+                span.end()
+        for record in self.records:
+            process = recording_span(record.context)
+            if process is not None:
+                if error is not None:
+                    _fail_span(process, error)
+                process.end()
 
     async def _queue(self, sent: _Sent) -> None:
         try:
-            sent.futures = [await self.producer.send(*record) for record in self._encode(sent.outcome)]
+            sent.futures = [
+                await self.producer.send(*record) for record in self._traced(sent, self._encode(sent.outcome))
+            ]
         except Exception as exc:
             await self._refused(sent, exc)
+
+    def _traced(self, sent: _Sent, records: list[OutgoingRecord]) -> list[OutgoingRecord]:
+        """The outgoing records with the trace context in their headers: a `send` span each when the event is
+        sampled; the event's own (unsampled) context when it came with one, so consumers keep its trace id."""
+        context = self.records[sent.index].context
+        if context is None:
+            return records
+        for span in sent.spans:  # a dead letter replacing a refused outcome: the refused sends are over
+            _fail_span(span, None)
+            span.end()
+        sent.spans = []
+        sampled = recording_span(context) is not None
+        for topic, _key, _value, headers in records:
+            if sampled:
+                span = send_span(self.tracer, context, topic)
+                sent.spans.append(span)
+                inject_context(headers, trace.set_span_in_context(span))
+            else:
+                inject_context(headers, context)
+        return records
 
     async def _refused(self, sent: _Sent, exc: Exception) -> None:
         record = self.records[sent.index]
@@ -120,6 +194,7 @@ class BatchDelivery:
         await self._queue(sent)
 
     def _encode(self, outcome: Outcome) -> list[OutgoingRecord]:
+        # Every record gets its own headers list: the trace context is appended to it.
         if outcome.annotation is not None:
             value, content_type = encode_annotation(outcome.annotation, self.annotation_format)
             records: list[OutgoingRecord] = [
@@ -132,3 +207,10 @@ class BatchDelivery:
             headers = [("content-type", PROTOBUF.encode()), ("reason", outcome.reason.encode())]
             return [(DEAD_LETTER, outcome.key or None, outcome.dead_letter, headers)]
         return []
+
+
+def _fail_span(span: Span, error: BaseException | None) -> None:
+    what = (
+        f"{type(error).__name__}: {error}"[:300] if error is not None else "the outcome was replaced by a dead letter"
+    )
+    span.set_status(Status(StatusCode.ERROR, what))

@@ -23,10 +23,23 @@ from datetime import UTC, datetime
 from typing import Protocol, cast
 
 import orjson
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Tracer
 
-from services.annotation.model import Annotation, SearchRequest, Source, Tag, Timings, Understanding
+from services.annotation.metrics import AnnotateMetrics, StudentResult
+from services.annotation.model import (
+    Annotation,
+    GuardrailDecision,
+    SearchRequest,
+    Source,
+    Tag,
+    Timings,
+    Understanding,
+)
+from services.annotation.tracing import default_tracer, recording_span, shared_call
+from services.circuit_breaker import CircuitOpen
 from services.dead_letter import DEAD_LETTER_LIMITS, encode_dead_letter
-from services.errors import ServiceUnavailable
+from services.errors import InvalidAnswer, ServiceUnavailable
 from services.guardrails import Guardrails
 from services.normalize import NormalizedText, normalize_with_offsets
 from services.wire import Headers, InvalidEvent, RecordOrigin, decode_search_event
@@ -75,12 +88,14 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class InputRecord:
-    """One input record as the broker gave it."""
+    """One input record as the broker gave it, with the context of the worker's span for it (if any)."""
 
     value: bytes | None
     key: bytes | None
     headers: Headers
     origin: RecordOrigin
+    timestamp: float | None = None  # the Kafka record's timestamp, seconds since the epoch
+    context: Context | None = None  # its `process` span's context: the handler's spans for it go under it
 
 
 # Called with (position in the batch, outcome) as soon as each outcome is known; see handle_batch.
@@ -110,6 +125,8 @@ class AnnotateHandler:
         max_query_chars: int,
         max_event_bytes: int = 64 * 1024,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: AnnotateMetrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.cache = cache
         self.student = student
@@ -118,6 +135,8 @@ class AnnotateHandler:
         self.max_query_chars = max_query_chars
         self.max_event_bytes = max_event_bytes
         self.clock = clock
+        self.metrics = metrics or AnnotateMetrics()
+        self.tracer = tracer or default_tracer()
         self._fallback_logged_at = -FALLBACK_LOG_EVERY_S
         self._fallbacks_unlogged = 0
         self._bad_input_logged_at = -BAD_INPUT_LOG_EVERY_S
@@ -188,10 +207,22 @@ class AnnotateHandler:
     async def _answer(self, parsed: list[_Parsed], deliver: OnOutcome) -> None:
         lap = time.perf_counter()
         queries = list(dict.fromkeys(p.normalized.text for p in parsed))  # a popular query is looked up once
+        available = True
         try:
-            answers = dict(zip(queries, await self.cache.get_many(queries), strict=True))
-        except ServiceUnavailable:
-            answers = {}  # Redis down: every event goes to the student until it returns
+            with shared_call(
+                self.tracer,
+                "head-tag lookup",
+                [p.record.context for p in parsed],
+                attributes={"qu.queries": len(queries)},
+            ) as span:
+                try:
+                    answers = dict(zip(queries, await self.cache.get_many(queries), strict=True))
+                except ServiceUnavailable as err:
+                    answers, available = {}, False  # Redis down: every event goes to the student until it returns
+                    if span is not None:
+                        span.set_attribute("qu.cache.unavailable", str(err)[:300])
+                if span is not None:
+                    span.set_attribute("qu.hits", sum(1 for a in answers.values() if a is not None))
         except Exception as exc:  # what handle() would do for each record alone
             for p in parsed:
                 await deliver(p.index, self._internal_error(p.record, exc))
@@ -207,6 +238,11 @@ class AnnotateHandler:
                 misses.setdefault(p.normalized.text, []).append(p)
             else:
                 hits.append((p, cached))
+        lookups = self.metrics.cache_lookups
+        if hits:
+            lookups.add(len(hits), {"qu.cache.result": "hit"})
+        if len(parsed) > len(hits):
+            lookups.add(len(parsed) - len(hits), {"qu.cache.result": "miss" if available else "unavailable"})
         # The student calls start first: they are the slow part, and the hits are sent while they run.
         tasks = [asyncio.create_task(self._answer_misses(query, group, deliver)) for query, group in misses.items()]
         try:
@@ -226,7 +262,10 @@ class AnnotateHandler:
         """Every record of the batch whose normalized query is ``query``: one student call for all of them."""
         lap = time.perf_counter()
         try:
-            understanding, source, version, degraded = await self._understand_miss(query)
+            with shared_call(self.tracer, "student", [p.record.context for p in group], kind=SpanKind.INTERNAL) as span:
+                understanding, source, version, degraded = await self._understand_miss(query)
+                if span is not None:
+                    span.set_attributes({"qu.source": source.value, "qu.model_version": version})
         except Exception as exc:
             for p in group:
                 await deliver(p.index, self._internal_error(p.record, exc))
@@ -249,10 +288,13 @@ class AnnotateHandler:
             await deliver(p.index, outcome)
 
     async def _understand_miss(self, query: str) -> tuple[Understanding, Source, str, bool]:
+        started = time.perf_counter()
         try:
             understanding = await self.student.understand(query)
+            self._record_student(started, "answered")
             return understanding, Source.STUDENT, understanding.version, False
         except ServiceUnavailable as err:
+            self._record_student(started, _student_result(err))
             self._warn_fallback(err)
             return (
                 Understanding(self.fallback.tag(query), version=FALLBACK_VERSION),
@@ -260,6 +302,9 @@ class AnnotateHandler:
                 FALLBACK_VERSION,
                 True,
             )
+
+    def _record_student(self, started: float, result: StudentResult) -> None:
+        self.metrics.student.record(time.perf_counter() - started, {"qu.student.result": result})
 
     def _warn_fallback(self, err: ServiceUnavailable) -> None:
         # At most one line per FALLBACK_LOG_EVERY_S: an outage at hundreds of misses a second would otherwise
@@ -311,6 +356,11 @@ class AnnotateHandler:
         # A new Understanding, never an edit: a cached answer is shared by every event that hits it.
         tags = [_to_original(tag, p.normalized) for tag in checked.tags]
         p.timings.total_ms = _ms_since(p.started)
+        self.metrics.processing.record(p.timings.total_ms / 1000.0)
+        span = recording_span(p.record.context)
+        if span is not None:
+            span.set_attribute("qu.event_id", p.request.event_id)
+            _describe(span, source, version, degraded, decisions)
         annotation = Annotation(
             event_id=p.request.event_id,
             query=p.request.query,
@@ -333,6 +383,28 @@ class AnnotateHandler:
         origin = record.origin
         log.error("annotating %s[%d]@%d failed", origin.topic, origin.partition, origin.offset, exc_info=exc)
         return self._dead_letter(record, InvalidEvent("internal_error", f"{type(exc).__name__}: {exc}"))
+
+
+def _student_result(err: ServiceUnavailable) -> StudentResult:
+    if isinstance(err, CircuitOpen):
+        return "circuit_open"
+    return "malformed" if isinstance(err, InvalidAnswer) else "unavailable"
+
+
+def _describe(span: Span, source: Source, version: str, degraded: bool, decisions: list[GuardrailDecision]) -> None:
+    """What an SRE asks of one event's span: who answered, degraded or not, and what the guardrails dropped."""
+    span.set_attributes({"qu.source": source.value, "qu.model_version": version, "qu.degraded": degraded})
+    dropped = [d for d in decisions if not d.kept]
+    span.set_attribute("qu.guardrails.dropped", len(dropped))
+    for decision in dropped:
+        span.add_event(
+            "guardrail dropped",
+            {
+                "qu.guardrail.check": decision.check,
+                "qu.guardrail.item": decision.item[:200],
+                "qu.guardrail.reason": decision.reason,
+            },
+        )
 
 
 def _dead_letter_key(key: bytes | None) -> bytes:

@@ -6,6 +6,7 @@ import contextlib
 from dataclasses import dataclass
 
 from services.annotation.handler import AnnotateHandler
+from services.annotation.metrics import AnnotateMetrics
 from services.cache import BatchingHeadTagLookup, HeadTagStore, connect_head_tag_cache
 from services.catalog.artifacts import load_catalog
 from services.circuit_breaker import CircuitBreaker
@@ -42,12 +43,15 @@ class HandlerRuntime:
         await self.student.close()
 
 
-async def build_runtime(settings: Settings) -> HandlerRuntime:
+async def build_runtime(settings: Settings, metrics: AnnotateMetrics | None = None) -> HandlerRuntime:
     """Everything the real-time path needs; cheap to build, connections are made on first use."""
     catalog = load_catalog(settings.resolved_catalog_dir)
+    metrics = metrics or AnnotateMetrics()
+    cache_breaker = _breaker("the head-tag cache", settings)  # the store names the address; the URL may hold a password
+    student_breaker = _breaker(f"student {settings.student_model} at {settings.triton_grpc_url}", settings)
+    metrics.watch_circuits([cache_breaker, student_breaker])
     store = HeadTagStore(
-        connect_head_tag_cache(settings.redis_url, password=settings.resolved_redis_password()),
-        breaker=_breaker("the head-tag cache", settings),  # the store names the address; the URL may hold a password
+        connect_head_tag_cache(settings.redis_url, password=settings.resolved_redis_password()), breaker=cache_breaker
     )
     lookup = BatchingHeadTagLookup(store, settings.cache_batch_window_ms, settings.student_max_batch)
     student = StudentClient(
@@ -56,7 +60,7 @@ async def build_runtime(settings: Settings) -> HandlerRuntime:
         deadline_ms=settings.student_deadline_ms,
         batch_window_ms=settings.student_batch_window_ms,
         max_batch=settings.student_max_batch,
-        breaker=_breaker(f"student {settings.student_model} at {settings.triton_grpc_url}", settings),
+        breaker=student_breaker,
     )
     handler = AnnotateHandler(
         cache=lookup,
@@ -65,6 +69,7 @@ async def build_runtime(settings: Settings) -> HandlerRuntime:
         guardrails=Guardrails.from_settings(catalog, settings),
         max_query_chars=settings.max_query_chars,
         max_event_bytes=settings.max_event_bytes,
+        metrics=metrics,
     )
     return HandlerRuntime(handler, lookup, student)
 
@@ -78,8 +83,8 @@ def _breaker(name: str, settings: Settings) -> CircuitBreaker:
     )
 
 
-async def build_handler(settings: Settings) -> AnnotateHandler:
+async def build_handler(settings: Settings, metrics: AnnotateMetrics | None = None) -> AnnotateHandler:
     """The handler with its connections opened (see :meth:`HandlerRuntime.warm_up`)."""
-    runtime = await build_runtime(settings)
+    runtime = await build_runtime(settings, metrics)
     await runtime.warm_up()
     return runtime.handler

@@ -111,7 +111,19 @@ class EmbeddedStack:
         ports += [
             PortSetting(s.worker_web_port + i, "QU_WORKER_WEB_PORT", f"Faust worker {i}") for i in range(s.workers)
         ]
+        if s.metrics_port:
+            ports += [
+                PortSetting(port, "QU_METRICS_PORT", f"the Prometheus endpoint of {name}")
+                for name, port in self.metrics_ports().items()
+            ]
         return ports
+
+    def metrics_ports(self) -> dict[str, int]:
+        """Each child's Prometheus endpoint: the refresher on QU_METRICS_PORT, worker N on the port + 1 + N."""
+        base = self.settings.metrics_port
+        if not base:
+            return {}
+        return {"refresher": base, **{f"worker-{i}": base + 1 + i for i in range(self.settings.workers)}}
 
     def child_environment(self) -> dict[str, str]:
         """What every child process needs to find the others: the same settings, pointed at this stack."""
@@ -124,6 +136,9 @@ class EmbeddedStack:
                 env.pop(f"QU_{name.upper()}", None)  # unset, as given: "None" would be read as a value
             else:
                 env[f"QU_{name.upper()}"] = value
+        if self.settings.otlp_endpoint:  # read under its standard name, not QU_'s
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.settings.otlp_endpoint
+        env.pop("QU_OTLP_ENDPOINT", None)
         env.update(
             {
                 "QU_STATE_DIR": str(self.state_dir),
@@ -234,7 +249,7 @@ class EmbeddedStack:
             record = self._start_triton(state)
         elif name == "refresher":
             command = [sys.executable, "-m", "services.cli.main", "refresher"]
-            record = self._spawn("refresher", command, self.child_environment())
+            record = self._spawn("refresher", command, self._with_metrics_port("refresher"))
             self._record(state, record)
         elif name.startswith("worker-") and name.removeprefix("worker-").isdigit():
             port = s.worker_web_port + int(name.removeprefix("worker-"))
@@ -257,13 +272,18 @@ class EmbeddedStack:
             # crash or be killed: its keeper starts it again with backoff (services/stack/keeper.py).
             keeper = [sys.executable, "-m", "services.stack.keeper", "--name", name, "--status"]
             command = [*keeper, str(self.keeper_status_path(name)), "--", *worker]
-            record = self._spawn(name, command, self.child_environment())
+            record = self._spawn(name, command, self._with_metrics_port(name))
             self._record(state, record)
             if wait:
                 self._wait_for_log(record, WORKER_READY, timeout=90)
         else:
             raise StackError(f"no service named {name!r}: kafka, redis, triton, refresher or worker-N")
         return record
+
+    def _with_metrics_port(self, name: str) -> dict[str, str]:
+        env = self.child_environment()
+        env["QU_METRICS_PORT"] = str(self.metrics_ports().get(name, 0))
+        return env
 
     def _start_triton(self, state: StackState) -> ProcessRecord:
         s = self.settings

@@ -22,17 +22,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from services.annotation.model import Understanding
 from services.circuit_breaker import CircuitBreaker
-from services.errors import QuError, ServiceUnavailable
+from services.errors import InvalidAnswer, QuError, ServiceUnavailable
 from services.normalize import normalize_query
 from services.student.contract import INPUT, OUTPUT
+from services.telemetry import TRACER_NAME
 
 if TYPE_CHECKING:
     from tritonclient.grpc.aio import InferenceServerClient
 
 RECONNECT_BACKOFF_MS = 250
+# The gRPC method every request calls: the span's name, as OpenTelemetry's RPC conventions write it.
+_RPC_SERVICE, _RPC_METHOD = "inference.GRPCInferenceService", "ModelInfer"
 # gRPC's own limits are 4 MiB; Triton's are INT32_MAX. A batch of 64 answers is far below either.
 _MAX_MESSAGE = 2**31 - 1
 
@@ -44,7 +49,7 @@ class StudentUnavailable(ServiceUnavailable):
     """
 
 
-class MalformedAnswer(StudentUnavailable):
+class MalformedAnswer(StudentUnavailable, InvalidAnswer):
     """Triton answered in time, but the answer for this query is not an Understanding: only this caller fails,
     and the circuit does not count it (the server is up; opening the circuit would not make it answer better)."""
 
@@ -147,7 +152,7 @@ class StudentClient:
     def _report(self, error: StudentUnavailable | None) -> None:
         if self.breaker is None:
             return
-        if error is None or isinstance(error, MalformedAnswer):
+        if error is None or isinstance(error, InvalidAnswer):
             self.breaker.succeeded()  # Triton answered in time
         else:
             self.breaker.failed(error)
@@ -181,17 +186,28 @@ class StudentClient:
         query.set_data_from_numpy(np.array([[c.query.encode()] for c in batch], dtype=np.object_))
         self.requests_sent += 1
         self.queries_sent += len(batch)
+        span, metadata = self._trace(len(batch))
         try:
             result = await self._client().infer(
-                self.model, [query], outputs=[InferRequestedOutput(OUTPUT)], client_timeout=max(timeout, 0.001)
+                self.model,
+                [query],
+                outputs=[InferRequestedOutput(OUTPUT)],
+                client_timeout=max(timeout, 0.001),
+                headers=metadata,
             )
             raw = result.as_numpy(OUTPUT)
         except InferenceServerException as err:
+            _end(span, err)
             _fail(batch, f"{self.model} at {self.url} failed a batch of {len(batch)}: {err}")
             return
+        except asyncio.CancelledError as err:  # the client is closing: its callers are answered by close()
+            _end(span, err)
+            raise
         except Exception as err:  # anything else still answers every caller now, not at its deadline
+            _end(span, err)
             _fail(batch, f"{self.model} at {self.url}: a batch of {len(batch)} failed with {err!r}")
             return
+        _end(span, None)
         if raw is None or raw.size != len(batch):
             got = "no " + OUTPUT if raw is None else f"{raw.size} answers"
             _fail(batch, f"{self.model} at {self.url} sent {got} for {len(batch)} queries")
@@ -199,6 +215,31 @@ class StudentClient:
         for call, answer in zip(batch, raw.reshape(-1), strict=True):
             if not call.future.done():
                 _resolve(call, answer, self.model)
+
+    def _trace(self, queries: int) -> tuple[Span | None, dict[str, str] | None]:
+        """The gRPC client span of a request made in a sampled trace, and the metadata that carries it to Triton.
+
+        Unsampled requests carry no context at all: Triton traces every request that carries one, whatever
+        its sampled flag, so only sampled traces may reach it (and then its spans join the caller's trace)."""
+        if not trace.get_current_span().is_recording():
+            return None, None
+        host, _, port = self.url.rpartition(":")
+        span = trace.get_tracer(TRACER_NAME).start_span(
+            f"{_RPC_SERVICE}/{_RPC_METHOD}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": _RPC_SERVICE,
+                "rpc.method": _RPC_METHOD,
+                "server.address": host,
+                "server.port": int(port) if port.isdigit() else 0,
+                "qu.model": self.model,
+                "qu.batch.queries": queries,
+            },
+        )
+        metadata: dict[str, str] = {}
+        propagate.inject(metadata, context=trace.set_span_in_context(span))
+        return span, metadata
 
     async def ready(self) -> bool:
         """True when Triton answers and the model is loaded; never raises, never waits past the deadline."""
@@ -241,6 +282,15 @@ def _resolve(call: _Call, answer: Any, model: str) -> None:
         )
         return
     call.future.set_result(understanding)
+
+
+def _end(span: Span | None, error: BaseException | None) -> None:
+    if span is None:
+        return
+    if error is not None:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:300]))
+    span.end()
 
 
 def _fail(calls: list[_Call], message: str) -> None:

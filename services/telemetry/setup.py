@@ -1,0 +1,138 @@
+"""Configuring the OpenTelemetry SDK for one process. Entrypoints only (worker, refresher, CLI commands).
+
+- **Traces**: parent-based sampling (``QU_TRACE_SAMPLE_RATIO`` for events that arrive without a sampled
+  parent); spans go through a ``BatchSpanProcessor`` to OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT``
+  is set. The processor's queue is bounded and it drops spans when full: exporting never blocks an
+  event, and a collector that is down costs spans, never events.
+- **Metrics**: a Prometheus endpoint on ``QU_METRICS_HOST:QU_METRICS_PORT`` (loopback by default), and
+  OTLP when the endpoint is set.
+- **Redis**: redis-py is instrumented (its client spans nest under the caller's span).
+
+The rest of the ``OTEL_*`` variables (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_EXPORTER_OTLP_HEADERS``, timeouts, ``OTEL_PROPAGATORS``) are read by the SDK itself, as anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_NAMESPACE, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from services.errors import QuError
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Spans held for export at most; past it the processor drops them (counted by the SDK), never waits.
+SPAN_QUEUE_MAX = 8192
+
+
+class TelemetryError(QuError):
+    """Telemetry could not be set up as configured (the message names the setting)."""
+
+
+@dataclass
+class Telemetry:
+    """What :func:`configure_telemetry` set up; ``shutdown()`` flushes and stops it (at the process's end)."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    metrics_address: str | None = None  # host:port of the Prometheus endpoint, when there is one
+    _shut: bool = field(default=False, repr=False)
+
+    def shutdown(self) -> None:
+        if self._shut:
+            return
+        self._shut = True
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def configure_telemetry(
+    settings: Settings,
+    service_name: str,
+    *,
+    metrics_port: int | None = None,
+    span_processors: list[SpanProcessor] | None = None,
+    metric_readers: list[MetricReader] | None = None,
+    instrument_redis: bool = True,
+) -> Telemetry:
+    """Set this process's global tracer and meter providers. ``metrics_port`` overrides ``settings.metrics_port``
+    (0: no Prometheus endpoint); ``span_processors`` and ``metric_readers`` are added to what the settings ask
+    for (tests pass in-memory ones)."""
+    resource = Resource.create(
+        {
+            SERVICE_NAME: service_name,
+            SERVICE_NAMESPACE: "qu",
+            SERVICE_INSTANCE_ID: f"{socket.gethostname()}-{os.getpid()}",
+        }
+    )
+    tracer_provider = TracerProvider(
+        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio))
+    )
+    for processor in span_processors or []:
+        tracer_provider.add_span_processor(processor)
+    if settings.otlp_endpoint:
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(_otlp_span_exporter(settings.otlp_endpoint), max_queue_size=SPAN_QUEUE_MAX)
+        )
+    trace.set_tracer_provider(tracer_provider)
+
+    readers = list(metric_readers or [])
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    address = None
+    if port:
+        readers.append(_prometheus_reader(settings.metrics_host, port))
+        address = f"{settings.metrics_host}:{port}"
+    if settings.otlp_endpoint:
+        readers.append(PeriodicExportingMetricReader(_otlp_metric_exporter(settings.otlp_endpoint)))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    metrics.set_meter_provider(meter_provider)
+
+    if instrument_redis:
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        instrumentor = RedisInstrumentor()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(tracer_provider=tracer_provider)
+    return Telemetry(tracer_provider, meter_provider, address)
+
+
+def _otlp_span_exporter(endpoint: str) -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=_signal_url(endpoint, "traces"))
+
+
+def _otlp_metric_exporter(endpoint: str) -> MetricExporter:
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter(endpoint=_signal_url(endpoint, "metrics"))
+
+
+def _signal_url(endpoint: str, signal: str) -> str:
+    # OTEL_EXPORTER_OTLP_ENDPOINT is the base URL; a signal's own URL is base + /v1/<signal> (the OTLP spec).
+    return f"{endpoint.rstrip('/')}/v1/{signal}"
+
+
+def _prometheus_reader(host: str, port: int) -> MetricReader:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as err:
+        raise TelemetryError(
+            f"the Prometheus endpoint cannot listen on {host}:{port} ({err}): set QU_METRICS_PORT to a free port, "
+            "or 0 for none"
+        ) from err
+    return PrometheusMetricReader()

@@ -1,0 +1,107 @@
+"""Telemetry on the real stack: the trace context crosses the worker, and each worker's Prometheus endpoint,
+scraped over HTTP and parsed with prometheus_client's own parser, counts what was sent."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.stack.embedded import EmbeddedStack
+from services.topics import QUERY_ANNOTATIONS, SEARCH_EVENTS
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+TRACE_ID = uuid.uuid4().hex
+
+
+def bootstrap(stack: EmbeddedStack) -> str:
+    return stack.endpoints()["kafka"]
+
+
+def scrape(stack: EmbeddedStack, name: str = "worker-0") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    port = stack.metrics_ports()[name]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and labels.items() <= dict(ls).items())
+
+
+def test_an_events_traceparent_comes_back_on_its_annotation(embedded_stack: EmbeddedStack) -> None:
+    event_id = f"traced-{uuid.uuid4().hex[:8]}"
+    parent = f"00-{TRACE_ID}-{uuid.uuid4().hex[:16]}-01"
+    client = KafkaProducer(bootstrap_servers=bootstrap(embedded_stack))
+    client.send(
+        SEARCH_EVENTS,
+        value=json.dumps({"event_id": event_id, "query": "organic whole milk"}).encode(),
+        headers=[("traceparent", parent.encode())],
+    )
+    client.flush(30)
+    client.close()
+
+    reader = KafkaConsumer(
+        QUERY_ANNOTATIONS,
+        bootstrap_servers=bootstrap(embedded_stack),
+        group_id=f"test-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        consumer_timeout_ms=1000,
+    )
+    headers: dict[str, bytes] | None = None
+    deadline = time.monotonic() + 90
+    try:
+        while headers is None and time.monotonic() < deadline:
+            for message in reader:
+                if json.loads(message.value)["event_id"] == event_id:
+                    headers = dict(message.headers)
+                    break
+    finally:
+        reader.close()
+    assert headers is not None, "no annotation for the traced event"
+    version, trace_id, span_id, flags = headers["traceparent"].decode().split("-")
+    # The same trace, continued by the worker's own span (a `send` span under its `process` span), sampled.
+    assert (version, trace_id, flags) == ("00", TRACE_ID, "01") and span_id != parent.split("-")[2]
+
+
+def test_each_workers_prometheus_endpoint_counts_the_events_sent(embedded_stack: EmbeddedStack) -> None:
+    before = scrape(embedded_stack)
+    run = uuid.uuid4().hex[:8]
+    count = 25
+    client = KafkaProducer(bootstrap_servers=bootstrap(embedded_stack))
+    for i in range(count):
+        client.send(SEARCH_EVENTS, value=json.dumps({"event_id": f"m-{run}-{i}", "query": f"milk {i}"}).encode())
+    client.send(SEARCH_EVENTS, value=b"not json")  # one dead letter
+    client.flush(30)
+    client.close()
+
+    deadline = time.monotonic() + 60
+    while True:
+        after = scrape(embedded_stack)
+        events = total(after, "qu_worker_events_total") - total(before, "qu_worker_events_total")
+        annotations = total(after, "qu_worker_annotations_total") - total(before, "qu_worker_annotations_total")
+        dead = total(after, "qu_worker_dead_letters_total", qu_reason="invalid_json") - total(
+            before, "qu_worker_dead_letters_total", qu_reason="invalid_json"
+        )
+        if (events, annotations, dead) == (count + 1, count, 1) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (events, annotations, dead) == (count + 1, count, 1)
+    lookups = total(after, "qu_worker_cache_lookups_total") - total(before, "qu_worker_cache_lookups_total")
+    assert lookups == count
+    latency = total(after, "qu_worker_latency_seconds_count") - total(before, "qu_worker_latency_seconds_count")
+    assert latency == count + 1
+    assert total(after, "qu_worker_circuit_state", qu_dependency="the head-tag cache") == 0  # closed
+    assert total(after, "process_resident_memory_bytes") > 0  # prometheus_client's process collector

@@ -32,11 +32,13 @@ run: venv system-deps
 	$(BIN)/qu --state-dir $(RUN_DIR) conversions build $(RUN_DIR)/traffic/events.conversions.jsonl
 	$(BIN)/qu --state-dir $(RUN_DIR) catalog stats
 	# The real-time path: start the embedded stack; the offline teacher teaches the head of the traffic log and
-	# fills the head-tag cache through the refresher; stream generated events through it; stop it (also on failure).
+	# fills the head-tag cache through the refresher; stream generated events through it (every one traced: `qu trace
+	# EVENT_ID` shows one); list the slowest traces; stop it (also on failure).
 	trap '$(BIN)/qu --state-dir $(RUN_DIR) down' EXIT; \
-	  $(BIN)/qu --state-dir $(RUN_DIR) up && \
+	  QU_TRACE_SAMPLE_RATIO=1 $(BIN)/qu --state-dir $(RUN_DIR) up && \
 	  $(BIN)/qu --state-dir $(RUN_DIR) teacher run --top $(TEACH_TOP) && \
-	  $(BIN)/qu --state-dir $(RUN_DIR) demo --events $(STREAM_EVENTS)
+	  $(BIN)/qu --state-dir $(RUN_DIR) demo --events $(STREAM_EVENTS) && \
+	  sleep 2 && $(BIN)/qu --state-dir $(RUN_DIR) trace --slowest 5
 
 lint: venv
 	$(BIN)/ruff check services streams tests triton_models

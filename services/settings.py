@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     triton_http_url: str = Field(
         default="127.0.0.1:18000", description="Triton HTTP host:port (env QU_TRITON_HTTP_URL)."
     )
+    triton_metrics_port: int = Field(
+        default=18002,
+        ge=0,
+        le=65535,
+        description="Triton's own Prometheus metrics on loopback in the embedded stack (0: off), "
+        "e.g. nv_inference_queue_duration_us.",
+    )
     student_model: str = Field(default="qu_student", description="The Triton model that answers cache misses.")
     student_deadline_ms: float = Field(
         default=200.0, gt=0, description="A student call past this is abandoned; the event gets a fallback answer."
@@ -140,6 +147,19 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"),
         description="The OTLP/HTTP collector (the standard OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://127.0.0.1:4318): "
         "spans and metrics are exported there; unset, nothing is exported over OTLP.",
+    )
+    otlp_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("otlp_traces_endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        description="The OTLP/HTTP URL for spans alone (the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, a full URL); "
+        "`qu up` points its processes at its own trace store when no collector is set.",
+    )
+    span_store_port: int = Field(
+        default=14318,
+        ge=1,
+        le=65535,
+        description="The OTLP/HTTP port of the trace store `qu up` starts when no OTLP endpoint is set; "
+        "`qu trace` reads what it keeps.",
     )
     metrics_host: str = Field(
         default="127.0.0.1", description="The address the Prometheus endpoint binds (0.0.0.0 in a pod)."

@@ -19,6 +19,7 @@ from services.cli import (
     stack_cmd,
     student_cmd,
     teacher_cmd,
+    trace_cmd,
     traffic_cmd,
 )
 from services.settings import Settings
@@ -45,6 +46,7 @@ app.command("annotate")(realtime_cmd.annotate)
 app.command("refresher")(realtime_cmd.refresher)
 app.command("bench")(bench_cmd.bench)
 app.command("demo")(demo_cmd.demo)
+app.command("trace")(trace_cmd.trace)
 
 
 @app.callback()

@@ -14,9 +14,11 @@ import typer
 from services.annotation.model import Annotation
 from services.annotation.runtime import build_runtime
 from services.cache import HeadTagAdmission, HeadTagRefresher, connect_head_tag_cache
+from services.cache.refresher_metrics import watch_refresher
 from services.catalog.artifacts import load_catalog
 from services.cli.context import err_console, reported_errors, settings_from
 from services.settings import Settings
+from services.telemetry.setup import configure_telemetry
 from services.wire import RecordOrigin
 
 REFRESHER_GROUP = "qu-head-tag-refresher"
@@ -70,7 +72,12 @@ def refresher(ctx: typer.Context) -> None:
     settings = settings_from(ctx)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with reported_errors():
-        asyncio.run(_refresh(settings))
+        # An entrypoint: it configures telemetry (its Prometheus endpoint is QU_METRICS_PORT).
+        telemetry = configure_telemetry(settings, "qu-refresher")
+        try:
+            asyncio.run(_refresh(settings))
+        finally:
+            telemetry.shutdown()
 
 
 async def _refresh(settings: Settings) -> None:
@@ -90,6 +97,7 @@ async def _refresh(settings: Settings) -> None:
         admission=admission,
         ttl_s=settings.head_tags_ttl_s,
     )
+    watch_refresher(worker.counters)
     logging.getLogger("qu.refresher").info("refreshing Redis %s from %s", settings.redis_url, settings.kafka_bootstrap)
     try:
         await worker.run_forever(stop)

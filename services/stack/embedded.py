@@ -30,12 +30,20 @@ from services.stack.tansu import TansuBroker
 from services.stack.topics import ensure_topics
 from services.stack.triton_server import TritonServer, remove_shared_memory
 from services.student.export.publish import restore_published_versions
+from services.telemetry.span_store import READY as SPAN_STORE_READY
 
 Report = Callable[[str], None]
 # What a worker logs once its handler is built and warm (streams.app.HANDLER_READY; not imported:
 # services never import streams).
 WORKER_READY = "qu: annotate handler ready"
-STOP_ORDER = ("worker", "refresher", "triton", "redis", "kafka")
+STOP_ORDER = (
+    "worker",
+    "refresher",
+    "triton",
+    "redis",
+    "kafka",
+    "traces",
+)  # the trace store last: it gets the final spans
 
 
 class AlreadyRunning(StackError):
@@ -98,6 +106,12 @@ class EmbeddedStack:
             "redis": s.embedded_redis_url,
             "triton_grpc": f"127.0.0.1:{s.triton_grpc_port}",
             "triton_http": f"127.0.0.1:{s.triton_http_port}",
+            # Where an operator looks: each process's Prometheus endpoint and the trace store.
+            **{f"metrics_{name}": f"http://127.0.0.1:{port}/metrics" for name, port in self.metrics_ports().items()},
+            **(
+                {"metrics_triton": f"http://127.0.0.1:{s.triton_metrics_port}/metrics"} if s.triton_metrics_port else {}
+            ),
+            **({"traces": self.span_store_url} if self.keeps_traces else {}),
         }
 
     def _ports(self) -> list[PortSetting]:
@@ -108,15 +122,28 @@ class EmbeddedStack:
             PortSetting(s.triton_http_port, "QU_TRITON_HTTP_PORT", "Triton HTTP"),
             PortSetting(s.triton_grpc_port, "QU_TRITON_GRPC_PORT", "Triton gRPC"),
         ]
+        if s.triton_metrics_port:
+            ports.append(PortSetting(s.triton_metrics_port, "QU_TRITON_METRICS_PORT", "Triton's metrics"))
         ports += [
             PortSetting(s.worker_web_port + i, "QU_WORKER_WEB_PORT", f"Faust worker {i}") for i in range(s.workers)
         ]
+        if self.keeps_traces:
+            ports.append(PortSetting(s.span_store_port, "QU_SPAN_STORE_PORT", "the trace store (OTLP/HTTP)"))
         if s.metrics_port:
             ports += [
                 PortSetting(port, "QU_METRICS_PORT", f"the Prometheus endpoint of {name}")
                 for name, port in self.metrics_ports().items()
             ]
         return ports
+
+    @property
+    def keeps_traces(self) -> bool:
+        """The stack runs its own trace store (for `qu trace`) unless spans are sent to a collector of yours."""
+        return not (self.settings.otlp_endpoint or self.settings.otlp_traces_endpoint)
+
+    @property
+    def traces_dir(self) -> Path:
+        return self.stack_dir / "traces"
 
     def metrics_ports(self) -> dict[str, int]:
         """Each child's Prometheus endpoint: the refresher on QU_METRICS_PORT, worker N on the port + 1 + N."""
@@ -136,9 +163,15 @@ class EmbeddedStack:
                 env.pop(f"QU_{name.upper()}", None)  # unset, as given: "None" would be read as a value
             else:
                 env[f"QU_{name.upper()}"] = value
-        if self.settings.otlp_endpoint:  # read under its standard name, not QU_'s
-            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.settings.otlp_endpoint
+        # The OTLP endpoints are read under their standard names, not QU_'s.
         env.pop("QU_OTLP_ENDPOINT", None)
+        env.pop("QU_OTLP_TRACES_ENDPOINT", None)
+        if self.settings.otlp_endpoint:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.settings.otlp_endpoint
+        if self.settings.otlp_traces_endpoint:
+            env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = self.settings.otlp_traces_endpoint
+        elif self.keeps_traces:
+            env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = self.span_store_url
         env.update(
             {
                 "QU_STATE_DIR": str(self.state_dir),
@@ -190,9 +223,14 @@ class EmbeddedStack:
         state.processes = [p for p in state.processes if p.name != record.name] + [record]
         state.save(self.state_dir)
 
+    @property
+    def span_store_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.span_store_port}/v1/traces"
+
     def _start_all(self, state: StackState) -> None:
         state.save(self.state_dir)
-        for name in ("kafka", "redis", "triton", "refresher"):
+        # The trace store first: every other process sends its spans there from its first one.
+        for name in (("traces",) if self.keeps_traces else ()) + ("kafka", "redis", "triton", "refresher"):
             self._start(state, name)
         for i in range(self.settings.workers):
             self._start(state, f"worker-{i}", wait=False)
@@ -245,6 +283,13 @@ class EmbeddedStack:
             record = ProcessRecord.of("redis", _pid(redis.pid), [], redis.log_file)
             self._record(state, record)
             self.report(f"redis on {redis.url}")
+        elif name == "traces":
+            command = [sys.executable, "-m", "services.telemetry.span_store", "--port", str(s.span_store_port)]
+            command += ["--dir", str(self.traces_dir)]
+            record = self._spawn("traces", command, self.child_environment())
+            self._record(state, record)
+            self._wait_for_log(record, SPAN_STORE_READY, timeout=30)
+            self.report(f"trace store on {self.span_store_url}, spans in {self.traces_dir}")
         elif name == "triton":
             record = self._start_triton(state)
         elif name == "refresher":
@@ -277,7 +322,7 @@ class EmbeddedStack:
             if wait:
                 self._wait_for_log(record, WORKER_READY, timeout=90)
         else:
-            raise StackError(f"no service named {name!r}: kafka, redis, triton, refresher or worker-N")
+            raise StackError(f"no service named {name!r}: traces, kafka, redis, triton, refresher or worker-N")
         return record
 
     def _with_metrics_port(self, name: str) -> dict[str, str]:
@@ -299,7 +344,12 @@ class EmbeddedStack:
         if restored:
             self.report(f"triton: qu_student versions {restored} restored from {self.state_dir / 'student'}")
         triton = TritonServer(
-            repository, s.triton_http_port, s.triton_grpc_port, self.logs / "triton.log", self.stack_dir / "triton"
+            repository,
+            s.triton_http_port,
+            s.triton_grpc_port,
+            self.logs / "triton.log",
+            self.stack_dir / "triton",
+            metrics_port=s.triton_metrics_port or None,
         )
         self.report("triton: loading models (the student loads the catalog and MiniLM)")
         triton.start()

@@ -106,6 +106,8 @@ class TritonServer:
     grpc_port: int
     log_file: Path
     workdir: Path
+    # Triton's own Prometheus metrics (nv_inference_queue_duration_us, ...) on 127.0.0.1:metrics_port; None: off.
+    metrics_port: int | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     # Python-backend shared memory is named after this prefix, so stop() removes exactly ours.
     _shm_prefix: str = field(default_factory=lambda: f"{SHM_PREFIX_STEM}{uuid.uuid4().hex[:12]}_", init=False)
@@ -138,13 +140,24 @@ class TritonServer:
             f"--http-port={self.http_port}",
             "--grpc-address=127.0.0.1",
             f"--grpc-port={self.grpc_port}",
-            "--allow-metrics=false",
+            *self._metrics_flags(),
             "--exit-timeout-secs=5",
             "--model-control-mode=explicit",
             "--load-model=*",
             # Our configs are complete; auto-complete would start an extra stub per model at load.
             "--disable-auto-complete-config",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+        ]
+
+    def _metrics_flags(self) -> list[str]:
+        if self.metrics_port is None:
+            return ["--allow-metrics=false"]
+        # No GPU here: GPU metrics would only log NVML and DCGM errors at start.
+        return [
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--metrics-address=127.0.0.1",
+            f"--metrics-port={self.metrics_port}",
         ]
 
     def start(self, *, timeout: float = 120.0) -> None:

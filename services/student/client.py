@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode
 
 from services.annotation.model import Understanding
 from services.circuit_breaker import CircuitBreaker
@@ -63,6 +63,7 @@ class _Call:
     query: str
     future: asyncio.Future[Understanding]
     deadline: float  # event-loop time
+    caller: SpanContext | None = None  # the caller's span when it is sampled: the request's span joins its trace
 
 
 class StudentClient:
@@ -127,7 +128,13 @@ class StudentClient:
         if self.breaker is not None:
             self.breaker.check()  # raises CircuitOpen at once while Triton is known to be failing
         loop = asyncio.get_running_loop()
-        call = _Call(normalized_query, loop.create_future(), loop.time() + self.deadline_s)
+        caller = trace.get_current_span().get_span_context()
+        call = _Call(
+            normalized_query,
+            loop.create_future(),
+            loop.time() + self.deadline_s,
+            caller if caller.trace_flags.sampled else None,
+        )
         self._pending.append(call)
         if len(self._pending) >= self.max_batch:
             self._flush()
@@ -186,7 +193,7 @@ class StudentClient:
         query.set_data_from_numpy(np.array([[c.query.encode()] for c in batch], dtype=np.object_))
         self.requests_sent += 1
         self.queries_sent += len(batch)
-        span, metadata = self._trace(len(batch))
+        span, metadata = self._trace(batch)
         try:
             result = await self._client().infer(
                 self.model,
@@ -216,17 +223,21 @@ class StudentClient:
             if not call.future.done():
                 _resolve(call, answer, self.model)
 
-    def _trace(self, queries: int) -> tuple[Span | None, dict[str, str] | None]:
-        """The gRPC client span of a request made in a sampled trace, and the metadata that carries it to Triton.
+    def _trace(self, batch: list[_Call]) -> tuple[Span | None, dict[str, str] | None]:
+        """The gRPC client span of a request that carries a sampled caller's query, and the metadata that carries
+        it to Triton. Its parent is the first sampled caller's span; the other sampled callers get a link each.
 
-        Unsampled requests carry no context at all: Triton traces every request that carries one, whatever
-        its sampled flag, so only sampled traces may reach it (and then its spans join the caller's trace)."""
-        if not trace.get_current_span().is_recording():
+        A request with no sampled caller carries no context at all: Triton traces every request that carries
+        one, whatever its sampled flag, so only sampled traces may reach it (and its spans join that trace)."""
+        callers = [c.caller for c in batch if c.caller is not None]
+        if not callers:
             return None, None
         host, _, port = self.url.rpartition(":")
         span = trace.get_tracer(TRACER_NAME).start_span(
             f"{_RPC_SERVICE}/{_RPC_METHOD}",
+            context=trace.set_span_in_context(NonRecordingSpan(callers[0])),
             kind=SpanKind.CLIENT,
+            links=[Link(other) for other in callers[1:]],
             attributes={
                 "rpc.system": "grpc",
                 "rpc.service": _RPC_SERVICE,
@@ -234,7 +245,7 @@ class StudentClient:
                 "server.address": host,
                 "server.port": int(port) if port.isdigit() else 0,
                 "qu.model": self.model,
-                "qu.batch.queries": queries,
+                "qu.batch.queries": len(batch),
             },
         )
         metadata: dict[str, str] = {}

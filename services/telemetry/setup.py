@@ -20,10 +20,11 @@ import socket
 from dataclasses import dataclass, field
 
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_NAMESPACE, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # Spans held for export at most; past it the processor drops them (counted by the SDK), never waits.
 SPAN_QUEUE_MAX = 8192
+# A span reaches the collector (and `qu trace`) within about this; the SDK default is 5 s.
+EXPORT_EVERY_MS = 1000
 
 
 class TelemetryError(QuError):
@@ -81,9 +84,15 @@ def configure_telemetry(
     )
     for processor in span_processors or []:
         tracer_provider.add_span_processor(processor)
-    if settings.otlp_endpoint:
+    traces_url = settings.otlp_traces_endpoint or (
+        _signal_url(settings.otlp_endpoint, "traces") if settings.otlp_endpoint else None
+    )
+    if traces_url:
+        tracer_provider.add_span_processor(_ServiceOnSpans(service_name))
         tracer_provider.add_span_processor(
-            BatchSpanProcessor(_otlp_span_exporter(settings.otlp_endpoint), max_queue_size=SPAN_QUEUE_MAX)
+            BatchSpanProcessor(
+                _otlp_span_exporter(traces_url), max_queue_size=SPAN_QUEUE_MAX, schedule_delay_millis=EXPORT_EVERY_MS
+            )
         )
     trace.set_tracer_provider(tracer_provider)
 
@@ -107,10 +116,21 @@ def configure_telemetry(
     return Telemetry(tracer_provider, meter_provider, address)
 
 
-def _otlp_span_exporter(endpoint: str) -> SpanExporter:
+class _ServiceOnSpans(SpanProcessor):
+    """``service.name`` on each recorded span too: a store that keeps spans without their resource (the
+    embedded trace store, services/telemetry/span_store.py) can still say which process made each."""
+
+    def __init__(self, service_name: str) -> None:
+        self._service = service_name
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        span.set_attribute(SERVICE_NAME, self._service)
+
+
+def _otlp_span_exporter(url: str) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter(endpoint=_signal_url(endpoint, "traces"))
+    return OTLPSpanExporter(endpoint=url)
 
 
 def _otlp_metric_exporter(endpoint: str) -> MetricExporter:

@@ -35,7 +35,9 @@ def test_status_names_the_endpoints_and_the_processes(embedded_stack: EmbeddedSt
     assert endpoints["redis"].startswith("redis://127.0.0.1:")
     assert {"triton_grpc", "triton_http"} <= set(endpoints)
     names = {p["name"] for p in status["processes"]}
-    assert names == {"kafka", "redis", "triton", "refresher", "worker-0"}
+    assert names == {"traces", "kafka", "redis", "triton", "refresher", "worker-0"}
+    metrics = {k for k in endpoints if k.startswith("metrics_")}
+    assert metrics == {"metrics_refresher", "metrics_worker-0", "metrics_triton"} and "traces" in endpoints
     assert all(p["alive"] for p in status["processes"])
 
 
@@ -106,13 +108,16 @@ def test_every_listening_socket_of_the_stack_is_on_loopback(embedded_stack: Embe
                     listening.setdefault(record.name, set()).add((conn.laddr.ip, conn.laddr.port))
     # Each service is there, on the port its setting names: the check below saw every one.
     settings = embedded_stack.settings
-    expected = {
-        "kafka": settings.kafka_port,
-        "redis": settings.redis_port,
-        "triton": settings.triton_grpc_port,
-        "worker-0": settings.worker_web_port,
-    }
-    for name, port in expected.items():
-        assert port in {p for _, p in listening.get(name, set())}, (name, listening.get(name))
+    expected = [
+        ("kafka", settings.kafka_port),
+        ("redis", settings.redis_port),
+        ("triton", settings.triton_grpc_port),
+        ("triton", settings.triton_metrics_port),
+        ("worker-0", settings.worker_web_port),
+        ("traces", settings.span_store_port),
+        *embedded_stack.metrics_ports().items(),  # each worker's and the refresher's Prometheus endpoint
+    ]
+    for name, port in expected:
+        assert port in {p for _, p in listening.get(name, set())}, (name, port, listening.get(name))
     exposed = {name: sorted(a for a in addresses if not on_loopback(a[0])) for name, addresses in listening.items()}
     assert not any(exposed.values()), f"listening beyond loopback: {exposed}"

@@ -8,10 +8,14 @@ import time
 import urllib.request
 import uuid
 
+import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
+from services.cli.main import app
+from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
 from services.topics import QUERY_ANNOTATIONS, SEARCH_EVENTS
 
@@ -40,8 +44,11 @@ def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return sum(v for (n, ls), v in samples.items() if n == name and labels.items() <= dict(ls).items())
 
 
+EVENT_ID = f"traced-{uuid.uuid4().hex[:8]}"
+
+
 def test_an_events_traceparent_comes_back_on_its_annotation(embedded_stack: EmbeddedStack) -> None:
-    event_id = f"traced-{uuid.uuid4().hex[:8]}"
+    event_id = EVENT_ID
     parent = f"00-{TRACE_ID}-{uuid.uuid4().hex[:16]}-01"
     client = KafkaProducer(bootstrap_servers=bootstrap(embedded_stack))
     client.send(
@@ -105,3 +112,37 @@ def test_each_workers_prometheus_endpoint_counts_the_events_sent(embedded_stack:
     assert latency == count + 1
     assert total(after, "qu_worker_circuit_state", qu_dependency="the head-tag cache") == 0  # closed
     assert total(after, "process_resident_memory_bytes") > 0  # prometheus_client's process collector
+
+
+def test_the_refresher_serves_its_counters_too(embedded_stack: EmbeddedStack) -> None:
+    served = {name for name, _labels in scrape(embedded_stack, "refresher")}
+    for name in ("records", "entries_written", "runs_activated", "runs_rejected", "write_failures"):
+        assert f"qu_refresher_{name}_total" in served, f"qu_refresher_{name}_total is not served"
+
+
+def test_qu_trace_shows_the_events_spans_from_the_stacks_trace_store(
+    embedded_stack: EmbeddedStack, stack_settings: Settings
+) -> None:
+    env = {f"QU_{name.upper()}": str(getattr(stack_settings, name)) for name in stack_settings.model_fields_set}
+    deadline = time.monotonic() + 30
+    while True:  # spans are exported within about a second of the event's end
+        result = CliRunner().invoke(app, ["trace", EVENT_ID, "--json"], env=env)
+        if result.exit_code == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert result.exit_code == 0, result.output
+    rows = orjson.loads(result.stdout)
+    assert {r["trace_id"] for r in rows if not r["linked"]} == {TRACE_ID}
+    names = [r["name"] for r in rows]
+    assert names[0] == f"process {SEARCH_EVENTS}" and rows[0]["attributes"]["qu.event_id"] == EVENT_ID
+    assert "head-tag lookup" in names and f"send {QUERY_ANNOTATIONS}" in names
+    assert {r["service"] for r in rows} == {"qu-worker"}
+    if rows[0]["attributes"]["qu.source"] == "student":  # a miss: the request to Triton is in the trace
+        assert "inference.GRPCInferenceService/ModelInfer" in names
+
+    slowest = CliRunner().invoke(app, ["trace", "--slowest", "3", "--json"], env=env)
+    assert slowest.exit_code == 0, slowest.output
+    listed = orjson.loads(slowest.stdout)
+    durations = [t["duration_ms"] for t in listed]
+    assert 1 <= len(listed) <= 3 and durations == sorted(durations, reverse=True)
+    assert all(t["event_id"] and len(t["trace_id"]) == 32 for t in listed)

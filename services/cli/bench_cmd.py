@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from services.bench.runner import BenchConfig, run_bench
 from services.bench.soak import SoakConfig, run_soak
@@ -48,12 +50,23 @@ def bench(
     sample_every: Annotated[
         float, typer.Option(min=0.5, help="Seconds between a soak's samples (RSS, lag, latency).")
     ] = 15.0,
+    tracing_overhead: Annotated[
+        bool,
+        typer.Option(
+            "--tracing-overhead",
+            help="Instead of the phases: the worker's CPU per event with tracing off, and sampling 0%, 1% and "
+            "100%, in one process without the broker (uses --events, --hit-ratio, --seed).",
+        ),
+    ] = False,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON line with every figure.")] = False,
 ) -> None:
     """Benchmark the real-time path: unthrottled throughput, paced end-to-end latency, the miss path,
     and a raw Kafka passthrough measured the same way; or, with --soak, a long steady stream.
     Starts the stack if it is not running."""
     settings = settings_from(ctx)
+    if tracing_overhead:
+        _tracing_overhead(events, hit_ratio, seed, json)
+        return
     if soak is not None:
         _soak(settings, soak, rate or DEFAULT_SOAK_RATE, hit_ratio, sample_every, seed, timeout, json)
         return
@@ -87,6 +100,27 @@ def _print(result: dict[str, Any]) -> None:
     if "miss_path" in result:
         miss = result["miss_path"]
         typer.echo(f"{'miss path':>26}: {miss['target_rate']}/s p50 {miss['p50_ms']} ms, p99 {miss['p99_ms']} ms")
+
+
+def _tracing_overhead(events: int, hit_ratio: float, seed: int, json: bool) -> None:
+    from services.bench.tracing_overhead import run_tracing_overhead
+
+    with reported_errors():
+        results = run_tracing_overhead(events=events, hit_ratio=hit_ratio, seed=seed)
+    rows = [r.summary(results[0]) for r in results]
+    if json:
+        typer.echo(orjson.dumps(rows).decode())
+        return
+    table = Table("mode", "CPU µs/event", "events per CPU s", "vs no SDK", "spans exported", title="tracing overhead")
+    for row in rows:
+        table.add_row(
+            str(row["mode"]),
+            str(row["cpu_us_per_event"]),
+            str(row["events_per_cpu_s"]),
+            f"{row['cpu_vs_no_sdk']}x",
+            str(row["spans_exported"]),
+        )
+    Console().print(table)
 
 
 def _soak(

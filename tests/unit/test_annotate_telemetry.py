@@ -233,3 +233,14 @@ def test_trace_headers_survive_odd_carriers() -> None:
     assert bad is not None and not trace.get_current_span(bad).get_span_context().is_valid  # ignored, no error
     headers = inject_context([], extract_context([("traceparent", SAMPLED)]))
     assert headers == [("traceparent", SAMPLED)]
+
+
+def test_the_tracing_overhead_bench_runs_the_worker_path_in_every_mode() -> None:
+    from services.bench.tracing_overhead import MODES, run_tracing_overhead
+
+    results = run_tracing_overhead(events=300, hit_ratio=1.0, rounds=1)
+    assert [r.mode for r in results] == [mode for mode, _ in MODES]
+    spans = {r.mode: r.spans for r in results}
+    # Every event a hit: its process span, its share of the batch's lookup, its annotation's send span.
+    assert spans["no SDK"] == spans["SDK, 0%"] == 0 and spans["SDK, 100%"] == 3 * 300
+    assert all(r.events == 300 and r.cpu_s > 0 for r in results)

@@ -128,6 +128,11 @@ class Settings(BaseSettings):
         default=16066, description="First Faust worker web port (env QU_WORKER_WEB_PORT); workers take the next ones."
     )
     workers: int = Field(default=1, ge=1, description="Faust workers `qu up` starts (env QU_WORKERS).")
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="The worker's, refresher's and trace store's log lines: JSON objects carrying trace_id and "
+        "span_id inside a span (env QU_LOG_FORMAT), or plain text.",
+    )
     trace_sample_ratio: float = Field(
         default=0.01,
         ge=0.0,

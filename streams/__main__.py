@@ -8,11 +8,13 @@ import uvloop
 # before the app module is imported, so that every loop Faust and mode make comes from this policy.
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
+from services.telemetry.logs import instrument_log_records  # noqa: E402
 from services.telemetry.setup import configure_telemetry  # noqa: E402
 from streams.app import app, settings  # noqa: E402  (after the policy, on purpose)
 
 # The entrypoint configures telemetry (traces, metrics, the Prometheus endpoint); the app only uses the API.
 telemetry = configure_telemetry(settings, "qu-worker")
+instrument_log_records()  # Faust applies the app's logging_config (JSON lines) when the worker starts
 try:
     app.main()
 finally:

@@ -27,6 +27,7 @@ from services.annotation.metrics import AnnotateMetrics
 from services.annotation.runtime import build_handler
 from services.annotation.tracing import default_tracer, process_context
 from services.settings import Settings
+from services.telemetry.logs import logging_config
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS
 from services.wire import RecordOrigin
 from streams import tolerant_records
@@ -60,6 +61,9 @@ app = faust.App(
     topic_disable_leader=True,
     web_enabled=False,
     store="memory://",
+    # JSON lines with the span's trace_id and span_id (services/telemetry/logs.py); the ids themselves are put on
+    # each record by the logging instrumentation, which the entrypoint (streams/__main__.py) installs.
+    logging_config=logging_config(json=settings.log_format == "json"),
 )
 
 

@@ -18,6 +18,7 @@ from services.cache.refresher_metrics import watch_refresher
 from services.catalog.artifacts import load_catalog
 from services.cli.context import err_console, reported_errors, settings_from
 from services.settings import Settings
+from services.telemetry.logs import configure_logging
 from services.telemetry.setup import configure_telemetry
 from services.wire import RecordOrigin
 
@@ -70,7 +71,7 @@ def _print(a: Annotation) -> None:
 def refresher(ctx: typer.Context) -> None:
     """Run the head-tag refresher: qu.head-tags.v1 -> Redis, until SIGTERM or Ctrl-C."""
     settings = settings_from(ctx)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("INFO", json=settings.log_format == "json")
     with reported_errors():
         # An entrypoint: it configures telemetry (its Prometheus endpoint is QU_METRICS_PORT).
         telemetry = configure_telemetry(settings, "qu-refresher")

@@ -11,6 +11,7 @@ from services.annotation.model import SCHEMA_VERSION, Understanding
 from services.cache.keys import check_run_id, entry_problem, to_head_tags
 from services.errors import QuError
 from services.normalize import normalize_query
+from services.telemetry.kafka_headers import inject_context
 from services.topics import HEAD_TAGS
 
 
@@ -68,9 +69,11 @@ def publish_head_tags(
 def _produce(
     producer: Producer, topic: str, key: bytes, value: bytes, on_delivery: Callable[[KafkaError | None, Message], None]
 ) -> None:
+    # The publishing span's context (the teacher run's, when traced): the refresher links its activation to it.
+    headers: list[tuple[str, str | bytes | None]] = list(inject_context([]))
     for _ in range(1000):  # bounded: a full local queue drains within ~100 s of poll(0.1) or something is wrong
         try:
-            producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+            producer.produce(topic, key=key, value=value, headers=headers or None, on_delivery=on_delivery)
             return
         except BufferError:
             producer.poll(0.1)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanContext, Tracer
 from qu.v1 import head_tags_pb2
 from redis.asyncio import Redis
 
@@ -29,6 +31,8 @@ from services.cache.keys import check_run_id, entry_problem
 from services.cache.publish import publish_head_tags
 from services.cache.writer import ActivationStatus, HeadTagWriter, RetiredRunError
 from services.errors import QuError
+from services.telemetry import TRACER_NAME
+from services.telemetry.kafka_headers import HeaderList, extract_context
 from services.topics import HEAD_TAGS
 
 __all__ = ["HeadTagRefresher", "RefresherCounters", "RefresherError", "publish_head_tags"]
@@ -69,6 +73,7 @@ class _RunEnd:
     created_us: int = 0
     present: int = -1
     progress_at: float = field(default_factory=time.monotonic)
+    published_in: SpanContext | None = None  # the teacher run's publication, when it was traced
 
 
 @dataclass(slots=True)
@@ -200,7 +205,9 @@ class HeadTagRefresher:
                 log.error("head-tag refresher: skipped record at %s (run %r): %s", where, record.run_id, problem)
             elif record.run_end:
                 created_us = record.created_at.ToMicroseconds() if record.HasField("created_at") else 0
-                batch.run_ends.append(_RunEnd(record.run_id, record.run_size, partition, offset, created_us))
+                run_end = _RunEnd(record.run_id, record.run_size, partition, offset, created_us)
+                run_end.published_in = _published_in(msg.headers())
+                batch.run_ends.append(run_end)
             else:
                 admitted = self._admit(record, where)
                 if admitted is not None:
@@ -275,7 +282,14 @@ class HeadTagRefresher:
         """Activate waiting runs that are complete; reject those that cannot become complete."""
         now = time.monotonic()
         for run_end in sorted(self._pending.values(), key=lambda r: r.created_us):
-            result = await self._writer.activate(run_end.run_id, run_end.size, created_at_us=run_end.created_us)
+            links = [Link(run_end.published_in)] if run_end.published_in is not None else []
+            with _tracer().start_as_current_span(
+                "activate head-tag run",
+                links=links,
+                attributes={"qu.run_id": run_end.run_id, "qu.run_size": run_end.size},
+            ) as span:
+                result = await self._writer.activate(run_end.run_id, run_end.size, created_at_us=run_end.created_us)
+                span.set_attributes({"qu.activation.status": result.status.value, "qu.run_present": result.present})
             if result.status in (ActivationStatus.SUPERSEDED, ActivationStatus.RETIRED):
                 # A late arrival (or a redelivered run_end of a run replaced since): newer data is active.
                 self.counters.runs_superseded += 1
@@ -351,3 +365,16 @@ class HeadTagRefresher:
 async def _wait(stop_event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop_event.wait(), seconds)
+
+
+def _tracer() -> Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def _published_in(headers: HeaderList | None) -> SpanContext | None:
+    """The span context the teacher published the run in, when its records carry one."""
+    context = extract_context(headers)
+    if context is None:
+        return None
+    span_context = trace.get_current_span(context).get_span_context()
+    return span_context if span_context.is_valid else None

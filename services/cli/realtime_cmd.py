@@ -74,7 +74,8 @@ def refresher(ctx: typer.Context) -> None:
     configure_logging("INFO", json=settings.log_format == "json")
     with reported_errors():
         # An entrypoint: it configures telemetry (its Prometheus endpoint is QU_METRICS_PORT).
-        telemetry = configure_telemetry(settings, "qu-refresher")
+        # Its spans are run activations, a few a day: every one is kept (QU_TRACE_SAMPLE_RATIO is for search events).
+        telemetry = configure_telemetry(settings.model_copy(update={"trace_sample_ratio": 1.0}), "qu-refresher")
         try:
             asyncio.run(_refresh(settings))
         finally:

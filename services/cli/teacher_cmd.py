@@ -13,6 +13,7 @@ from tqdm import tqdm
 from services.catalog.artifacts import load_catalog
 from services.cli.context import err_console, print_json, reported_errors, settings_from
 from services.settings import Settings
+from services.stack.embedded import EmbeddedStack
 from services.teacher.context import ExamplePool
 from services.teacher.context_types import TaskName
 from services.teacher.curriculum import CurriculumRun
@@ -27,6 +28,7 @@ from services.teacher.runtime import (
     select_queries,
     wait_for_activation,
 )
+from services.telemetry.setup import configure_telemetry
 from services.topics import HEAD_TAGS
 
 app = typer.Typer(help="The offline teacher: head queries in, head tags and curriculum out.", no_args_is_help=True)
@@ -74,22 +76,29 @@ def run(
         raise typer.BadParameter(f"--backend must be catalog or openai, not {name!r}")
     logs = log if log else _default_logs(settings)
     with reported_errors():
-        summary = asyncio.run(
-            _run(
-                settings,
-                name,  # type: ignore[arg-type]
-                logs=logs,
-                queries_file=queries,
-                top=top or settings.teacher_head_size,
-                read_misses=misses and queries is None,
-                min_misses=min_misses or settings.teacher_min_misses,
-                tasks=[TaskName.SRL, *(task or list(TaskName))],
-                chunk_size=chunk_size,
-                publish=publish,
-                wait_s=wait if publish else 0.0,
-                progress=not json,
+        # An entrypoint: the run is one trace (no Prometheus endpoint for a job; OTLP, or the stack's trace store).
+        # A run is rare and worth its trace whatever QU_TRACE_SAMPLE_RATIO says (that ratio is for search events).
+        traced = EmbeddedStack(settings).settings_for_clients().model_copy(update={"trace_sample_ratio": 1.0})
+        telemetry = configure_telemetry(traced, "qu-teacher", metrics_port=0)
+        try:
+            summary = asyncio.run(
+                _run(
+                    settings,
+                    name,  # type: ignore[arg-type]
+                    logs=logs,
+                    queries_file=queries,
+                    top=top or settings.teacher_head_size,
+                    read_misses=misses and queries is None,
+                    min_misses=min_misses or settings.teacher_min_misses,
+                    tasks=[TaskName.SRL, *(task or list(TaskName))],
+                    chunk_size=chunk_size,
+                    publish=publish,
+                    wait_s=wait if publish else 0.0,
+                    progress=not json,
+                )
             )
-        )
+        finally:
+            telemetry.shutdown()
     if json:
         print_json(summary)
         return

@@ -223,6 +223,14 @@ class EmbeddedStack:
         state.processes = [p for p in state.processes if p.name != record.name] + [record]
         state.save(self.state_dir)
 
+    def settings_for_clients(self) -> Settings:
+        """The settings a command run beside the stack (`qu teacher run`) traces with: its spans go to the
+        stack's trace store while the stack runs one, as the stack's own processes' do."""
+        state = self.state()
+        if not self.keeps_traces or state is None or "traces" not in {p.name for p in state.processes}:
+            return self.settings
+        return self.settings.model_copy(update={"otlp_traces_endpoint": self.span_store_url})
+
     @property
     def span_store_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.span_store_port}/v1/traces"

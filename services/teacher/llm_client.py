@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
+from opentelemetry import trace
 from pydantic import SecretStr
 
 from services.errors import QuError, ServiceUnavailable
@@ -219,6 +220,10 @@ class OpenAIChatBackend:
                 break
             delay = self._delay(attempt, retry_after)
             self.totals.retries += 1
+            # On the caller's span (the pipeline's per-call span), so a trace shows what each retry waited for.
+            trace.get_current_span().add_event(
+                "retry", {"qu.attempt": attempt + 1, "qu.problem": problem[:300], "qu.delay_s": round(delay, 3)}
+            )
             log.warning(
                 "teacher request to %s failed (%s); retry %d of %d in %.2f s",
                 _redact_url(self._url),

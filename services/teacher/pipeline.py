@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.annotation.model import (
     CategoryScore,
@@ -40,6 +42,7 @@ from services.teacher.curriculum import CurriculumRecord, record_id
 from services.teacher.prompts import RenderedPrompt, template_for
 from services.teacher.prompts.base import CONTEXT_TAG
 from services.teacher.selection import SelectedQuery
+from services.telemetry import TRACER_NAME
 
 log = logging.getLogger(__name__)
 
@@ -146,17 +149,43 @@ class TeacherPipeline:
 
     async def _ask(self, prompt: RenderedPrompt) -> TaskOutcome:
         async with self._limit:
-            try:
-                answer = await self.backend.answer(prompt.task, prompt)
-            except TeacherAnswerInvalid as err:
-                return TaskOutcome(prompt.task, prompt, INVALID, err.problem)
-            except ServiceUnavailable as err:
-                return TaskOutcome(prompt.task, prompt, UNAVAILABLE, str(err))
-            except QuError as err:  # refused by the endpoint (4xx): the query is skipped for this task
-                return TaskOutcome(prompt.task, prompt, REJECTED, str(err))
-            except Exception as err:  # a backend's bug on one prompt must not stop the run: recorded, not raised
-                log.exception("the %s teacher failed on %s for %r", self.backend.name, prompt.task.value, prompt.query)
-                return TaskOutcome(prompt.task, prompt, FAILED, f"{type(err).__name__}: {err}")
+            # One span per backend call: the task, the tokens and the cost; retries are the backend's events on it.
+            with trace.get_tracer(TRACER_NAME).start_as_current_span(
+                f"teacher {prompt.task.value}",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "qu.task": prompt.task.value,
+                    "qu.query": prompt.query[:200],
+                    "qu.teacher.backend": self.backend.name,
+                },
+            ) as span:
+                outcome = await self._answer(prompt)
+                span.set_attribute("qu.teacher.status", outcome.status)
+                if outcome.answer is not None:
+                    usage = outcome.answer.usage
+                    span.set_attributes(
+                        {
+                            "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                            "gen_ai.usage.output_tokens": usage.completion_tokens,
+                            "qu.cost_usd": outcome.answer.cost_usd,
+                        }
+                    )
+                elif outcome.status != ANSWERED:
+                    span.set_status(Status(StatusCode.ERROR, f"{outcome.status}: {outcome.problem}"[:300]))
+                return outcome
+
+    async def _answer(self, prompt: RenderedPrompt) -> TaskOutcome:
+        try:
+            answer = await self.backend.answer(prompt.task, prompt)
+        except TeacherAnswerInvalid as err:
+            return TaskOutcome(prompt.task, prompt, INVALID, err.problem)
+        except ServiceUnavailable as err:
+            return TaskOutcome(prompt.task, prompt, UNAVAILABLE, str(err))
+        except QuError as err:  # refused by the endpoint (4xx): the query is skipped for this task
+            return TaskOutcome(prompt.task, prompt, REJECTED, str(err))
+        except Exception as err:  # a backend's bug on one prompt must not stop the run: recorded, not raised
+            log.exception("the %s teacher failed on %s for %r", self.backend.name, prompt.task.value, prompt.query)
+            return TaskOutcome(prompt.task, prompt, FAILED, f"{type(err).__name__}: {err}")
         return TaskOutcome(prompt.task, prompt, ANSWERED, answer=answer)
 
     def records(self, taught: TaughtQuery, run_id: str, *, now: datetime | None = None) -> list[CurriculumRecord]:

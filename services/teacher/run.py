@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Tracer
 
 from services.annotation.model import Understanding
 from services.teacher.context import ExamplePool
@@ -30,6 +32,7 @@ from services.teacher.context_types import TaskName
 from services.teacher.curriculum import CurriculumRecord, CurriculumRun
 from services.teacher.pipeline import TeacherPipeline, publishable, understanding_from_records
 from services.teacher.selection import Origin, SelectedQuery
+from services.telemetry import TRACER_NAME
 
 RUN_FORMAT = 1  # bump when the run's own logic changes what it produces
 HeadEntry = tuple[str, Understanding, str]  # (normalized query, understanding, teacher version)
@@ -84,6 +87,26 @@ class TeacherRun:
         return self.curriculum.run_id
 
     async def run(self, selected: Sequence[SelectedQuery]) -> dict[str, Any]:
+        """The whole run is one trace: a span per chunk, per backend call under it, and the publication."""
+        with _tracer().start_as_current_span(
+            "teacher run", attributes={"qu.run_id": self.run_id, "qu.queries": len(selected)}
+        ) as span:
+            summary = await self._run(selected)
+            usage = summary["teacher"]["usage"]
+            span.set_attributes(
+                {
+                    "qu.teacher.backend": summary["teacher"]["backend"],
+                    "qu.head_set": summary["head_set"],
+                    "qu.published": summary["published"],
+                    "qu.resumed": summary["resumed"],
+                    "gen_ai.usage.input_tokens": usage["prompt_tokens"],
+                    "gen_ai.usage.output_tokens": usage["completion_tokens"],
+                    "qu.cost_usd": usage["cost_usd"],
+                }
+            )
+            return summary
+
+    async def _run(self, selected: Sequence[SelectedQuery]) -> dict[str, Any]:
         started = time.monotonic()
         existing = self.curriculum.records()
         done = {r.query for r in existing}
@@ -94,7 +117,10 @@ class TeacherRun:
             self.on_progress(resumed, len(selected))
         for i in range(0, len(todo), self.options.chunk_size):
             chunk = todo[i : i + self.options.chunk_size]
-            taught = await self.pipeline.teach(chunk, self.pool)
+            with _tracer().start_as_current_span(
+                "teacher chunk", attributes={"qu.chunk.first": resumed + i, "qu.chunk.queries": len(chunk)}
+            ):
+                taught = await self.pipeline.teach(chunk, self.pool)
             records = [r for t in taught for r in self.pipeline.records(t, self.run_id)]
             self.curriculum.append(records)  # whole part or nothing: the resume point
             self._fill_pool(records)
@@ -103,7 +129,15 @@ class TeacherRun:
 
         records = self.curriculum.records()
         entries, rejected = self._head_set(selected, records)
-        published = self.publisher(self.run_id, entries) if self.publisher is not None else 0
+        published = 0
+        if self.publisher is not None:
+            # The head-tag records carry this span's context: the refresher's activation links to it.
+            with _tracer().start_as_current_span(
+                "publish qu.head-tags.v1",
+                kind=SpanKind.PRODUCER,
+                attributes={"messaging.system": "kafka", "messaging.destination.name": "qu.head-tags.v1"},
+            ):
+                published = self.publisher(self.run_id, entries)
         summary = self._summary(selected, records, entries, rejected, published, resumed, time.monotonic() - started)
         self.curriculum.finish(summary)
         return summary
@@ -182,3 +216,7 @@ class TeacherRun:
             "curriculum": {"path": str(self.curriculum.directory), "records": len(records)},
             "elapsed_s": round(elapsed_s, 2),
         }
+
+
+def _tracer() -> Tracer:
+    return trace.get_tracer(TRACER_NAME)

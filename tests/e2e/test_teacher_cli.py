@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from services.kafka_clients import producer, send_all
 from services.normalize import normalize_query
 from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
+from services.telemetry.span_store import StoredSpan, read_spans
 from services.topics import CACHE_MISSES
 from tests.conftest import Cli, CliFactory
 from tests.fixtures.openai_server import OpenAIServer, chat_reply
@@ -37,12 +39,14 @@ def stack_cli(embedded_stack: EmbeddedStack, stack_settings: Settings, cli_with_
             "QU_TRITON_GRPC_URL": stack_settings.triton_grpc_url,
             "QU_TRITON_HTTP_URL": stack_settings.triton_http_url,
             "QU_STUDENT_DEADLINE_MS": "3000",
+            # The run's trace goes to the stack's trace store.
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": embedded_stack.span_store_url,
         }
     )
 
 
 def test_a_teacher_run_over_the_head_of_a_log_answers_head_queries_from_the_cache(
-    stack_cli: Cli, stack_settings: Settings, tmp_path: Path
+    stack_cli: Cli, stack_settings: Settings, embedded_stack: EmbeddedStack, tmp_path: Path
 ) -> None:
     log = tmp_path / "state" / "traffic" / "events.jsonl"
     made = stack_cli("traffic", "--events", "3000", "--seed", "3", "--out", log)
@@ -70,6 +74,30 @@ def test_a_teacher_run_over_the_head_of_a_log_answers_head_queries_from_the_cach
 
     again = json.loads(stack_cli("teacher", "run", "--top", "40", "--chunk-size", "16", "--json").stdout)
     assert again["run_id"] == summary["run_id"] and again["taught_now"] == 0
+
+    # The run is one trace (a span per chunk, per backend call, the publication), and the refresher's activation
+    # of the run is a span of its own, linked to that publication.
+    spans = _spans_of_run(embedded_stack, summary["run_id"])
+    [run] = [s for s in spans if s.name == "teacher run" and s.attributes.get("qu.resumed") == 0]  # not `again`
+    mine = [s for s in spans if s.trace_id == run.trace_id]
+    assert len([s for s in mine if s.name == "teacher chunk"]) == len(parts)
+    calls = [s for s in mine if s.name.startswith("teacher ") and s.kind == "CLIENT"]
+    assert len(calls) >= summary["queries"] and all("qu.teacher.status" in s.attributes for s in calls)
+    [publish] = [s for s in mine if s.name == "publish qu.head-tags.v1"]
+    activations = [s for s in spans if s.name == "activate head-tag run"]
+    assert any((publish.trace_id, publish.span_id) in s.links for s in activations), activations
+    assert {s.service for s in activations} == {"qu-refresher"} and run.service == "qu-teacher"
+
+
+def _spans_of_run(stack: EmbeddedStack, run_id: str, timeout: float = 30.0) -> list[StoredSpan]:
+    deadline = time.monotonic() + timeout
+    while True:
+        spans = list(read_spans(stack.traces_dir))
+        ours = [s for s in spans if s.attributes.get("qu.run_id") == run_id]
+        runs = {s.trace_id for s in ours if s.name == "teacher run"}
+        if (runs and any(s.name == "activate head-tag run" for s in ours)) or time.monotonic() > deadline:
+            return [s for s in spans if s.trace_id in runs or s.attributes.get("qu.run_id") == run_id]
+        time.sleep(0.5)
 
 
 def test_an_obeying_llm_teacher_cannot_put_an_outside_brand_into_redis(

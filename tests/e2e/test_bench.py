@@ -156,7 +156,7 @@ def test_a_short_soak_answers_every_event_and_samples_every_process(
     assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] <= result["max_ms"]
 
     # Every process of the stack, the worker as the keeper's child beside the keeper, and Triton's student stub.
-    processes = {"kafka", "redis", "triton", "triton/qu_student", "refresher", "worker-0", "worker-0.keeper"}
+    processes = {"traces", "kafka", "redis", "triton", "triton/qu_student", "refresher", "worker-0", "worker-0.keeper"}
     assert set(result["rss"]) == processes
     worker = embedded_stack.keeper_status("worker-0")
     assert worker is not None and result["rss"]["worker-0"]["pid"] == worker.child_pid

@@ -101,16 +101,16 @@ def process_context(
         f"process {origin.topic}",
         context=parent,
         kind=SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.destination.name": origin.topic,
-            "messaging.destination.partition.id": str(origin.partition),
-            "messaging.kafka.offset": origin.offset,
-            "messaging.consumer.group.name": group,
-            "messaging.batch.message_count": batch_size,
-        },
+        attributes=_kafka(
+            "process",
+            origin.topic,
+            {
+                "messaging.destination.partition.id": str(origin.partition),
+                "messaging.kafka.offset": origin.offset,
+                "messaging.consumer.group.name": group,
+                "messaging.batch.message_count": batch_size,
+            },
+        ),
     )
     if not span.is_recording() and parent is None:
         return None
@@ -123,10 +123,16 @@ def send_span(tracer: Tracer, context: Context, topic: str) -> Span:
         f"send {topic}",
         context=context,
         kind=SpanKind.PRODUCER,
-        attributes={
-            "messaging.system": "kafka",
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "send",
-            "messaging.destination.name": topic,
-        },
+        attributes=_kafka("send", topic),
     )
+
+
+def _kafka(operation: str, topic: str, more: dict[str, AttributeValue] | None = None) -> dict[str, AttributeValue]:
+    """OpenTelemetry's messaging attributes of a Kafka ``operation`` on ``topic``."""
+    return {
+        "messaging.system": "kafka",
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": topic,
+        **(more or {}),
+    }

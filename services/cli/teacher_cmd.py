@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from opentelemetry.trace import Tracer
 from tqdm import tqdm
 
 from services.catalog.artifacts import load_catalog
@@ -28,6 +29,7 @@ from services.teacher.runtime import (
     select_queries,
     wait_for_activation,
 )
+from services.telemetry import TRACER_NAME
 from services.telemetry.setup import configure_telemetry
 from services.topics import HEAD_TAGS
 
@@ -79,7 +81,9 @@ def run(
         # An entrypoint: the run is one trace (no Prometheus endpoint for a job; OTLP, or the stack's trace store).
         # A run is rare and worth its trace whatever QU_TRACE_SAMPLE_RATIO says (that ratio is for search events).
         traced = EmbeddedStack(settings).settings_for_clients().model_copy(update={"trace_sample_ratio": 1.0})
-        telemetry = configure_telemetry(traced, "qu-teacher", metrics_port=0)
+        telemetry = configure_telemetry(
+            traced, "qu-teacher", metrics_port=0, instrument_redis=False, global_providers=False
+        )
         try:
             summary = asyncio.run(
                 _run(
@@ -95,6 +99,7 @@ def run(
                     publish=publish,
                     wait_s=wait if publish else 0.0,
                     progress=not json,
+                    tracer=telemetry.tracer_provider.get_tracer(TRACER_NAME),
                 )
             )
         finally:
@@ -128,6 +133,7 @@ async def _run(
     publish: bool,
     wait_s: float,
     progress: bool,
+    tracer: Tracer,
 ) -> dict[str, Any]:
     selected, how = select_queries(
         settings, logs=logs, queries_file=queries_file, top=top, min_misses=min_misses, read_misses=read_misses
@@ -139,7 +145,7 @@ async def _run(
     embedder = settings.embedder()
     async with AsyncExitStack() as stack:
         backend = await open_backend(backend_name, settings, catalog, stack)
-        pipeline = build_pipeline(settings, catalog, conversions, embedder, backend, tasks)
+        pipeline = build_pipeline(settings, catalog, conversions, embedder, backend, tasks, tracer=tracer)
         run_id = run_fingerprint(selected, pipeline, fingerprint_extra(settings, conversions))
         curriculum = CurriculumRun(settings.resolved_curriculum_dir, run_id)
         with tqdm(total=len(selected), desc=f"teaching {run_id}", unit="q", disable=not progress or None) as bar:
@@ -154,6 +160,7 @@ async def _run(
                 options=RunOptions(chunk_size=chunk_size),
                 publisher=kafka_publisher(settings) if publish else None,
                 on_progress=advance,
+                tracer=tracer,
             )
             summary = await teacher_run.run(selected)
     summary["selection"] = how

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from services.annotation.model import (
     CategoryScore,
@@ -106,9 +106,11 @@ class TeacherPipeline:
         tasks: Sequence[TaskName] = tuple(TaskName),
         concurrency: int = 8,
         catalog_build: str = "",
+        tracer: Tracer | None = None,
     ) -> None:
         if TaskName.SRL not in tasks:
             raise ValueError("the SRL task cannot be left out: the cache and the curriculum are built on it")
+        self.tracer = tracer or trace.get_tracer(TRACER_NAME)
         self.builder = builder
         self.backend = backend
         self.guardrails = guardrails
@@ -150,7 +152,7 @@ class TeacherPipeline:
     async def _ask(self, prompt: RenderedPrompt) -> TaskOutcome:
         async with self._limit:
             # One span per backend call: the task, the tokens and the cost; retries are the backend's events on it.
-            with trace.get_tracer(TRACER_NAME).start_as_current_span(
+            with self.tracer.start_as_current_span(
                 f"teacher {prompt.task.value}",
                 kind=SpanKind.CLIENT,
                 attributes={

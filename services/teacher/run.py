@@ -73,6 +73,7 @@ class TeacherRun:
         options: RunOptions | None = None,
         publisher: HeadTagPublisher | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.curriculum = curriculum
@@ -80,6 +81,7 @@ class TeacherRun:
         self.options = options or RunOptions()
         self.publisher = publisher
         self.on_progress = on_progress
+        self.tracer = tracer or trace.get_tracer(TRACER_NAME)
         self._pooled: Counter[TaskName] = Counter()
 
     @property
@@ -88,7 +90,7 @@ class TeacherRun:
 
     async def run(self, selected: Sequence[SelectedQuery]) -> dict[str, Any]:
         """The whole run is one trace: a span per chunk, per backend call under it, and the publication."""
-        with _tracer().start_as_current_span(
+        with self.tracer.start_as_current_span(
             "teacher run", attributes={"qu.run_id": self.run_id, "qu.queries": len(selected)}
         ) as span:
             summary = await self._run(selected)
@@ -117,7 +119,7 @@ class TeacherRun:
             self.on_progress(resumed, len(selected))
         for i in range(0, len(todo), self.options.chunk_size):
             chunk = todo[i : i + self.options.chunk_size]
-            with _tracer().start_as_current_span(
+            with self.tracer.start_as_current_span(
                 "teacher chunk", attributes={"qu.chunk.first": resumed + i, "qu.chunk.queries": len(chunk)}
             ):
                 taught = await self.pipeline.teach(chunk, self.pool)
@@ -132,7 +134,7 @@ class TeacherRun:
         published = 0
         if self.publisher is not None:
             # The head-tag records carry this span's context: the refresher's activation links to it.
-            with _tracer().start_as_current_span(
+            with self.tracer.start_as_current_span(
                 "publish qu.head-tags.v1",
                 kind=SpanKind.PRODUCER,
                 attributes={"messaging.system": "kafka", "messaging.destination.name": "qu.head-tags.v1"},
@@ -216,7 +218,3 @@ class TeacherRun:
             "curriculum": {"path": str(self.curriculum.directory), "records": len(records)},
             "elapsed_s": round(elapsed_s, 2),
         }
-
-
-def _tracer() -> Tracer:
-    return trace.get_tracer(TRACER_NAME)

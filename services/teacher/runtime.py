@@ -15,6 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
+from opentelemetry.trace import Tracer
+
 from services.cache import HeadTagStore, connect_head_tag_cache
 from services.cache.publish import publish_head_tags
 from services.catalog.artifacts import Catalog, load_catalog
@@ -64,6 +66,7 @@ def build_pipeline(
     embedder: SentenceEmbedder,
     backend: TeacherBackend,
     tasks: Sequence[TaskName] = tuple(TaskName),
+    tracer: Tracer | None = None,
 ) -> TeacherPipeline:
     builder = ContextBuilder(catalog, conversions, embedder, top_k=settings.teacher_context_top_k)
     guardrails = Guardrails.from_settings(catalog, settings, embedder=embedder)
@@ -74,6 +77,7 @@ def build_pipeline(
         tasks=tasks,
         concurrency=settings.teacher_max_concurrency,
         catalog_build=str(catalog.manifest.get("build", "")),
+        tracer=tracer,
     )
 
 

@@ -48,7 +48,7 @@ class Telemetry:
     """What :func:`configure_telemetry` set up; ``shutdown()`` flushes and stops it (at the process's end)."""
 
     tracer_provider: TracerProvider
-    meter_provider: MeterProvider
+    meter_provider: MeterProvider | None  # None when nothing reads metrics (no Prometheus endpoint, no OTLP)
     metrics_address: str | None = None  # host:port of the Prometheus endpoint, when there is one
     _shut: bool = field(default=False, repr=False)
 
@@ -57,7 +57,8 @@ class Telemetry:
             return
         self._shut = True
         self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
 
 
 def configure_telemetry(
@@ -68,10 +69,13 @@ def configure_telemetry(
     span_processors: list[SpanProcessor] | None = None,
     metric_readers: list[MetricReader] | None = None,
     instrument_redis: bool = True,
+    global_providers: bool = True,
 ) -> Telemetry:
     """Set this process's global tracer and meter providers. ``metrics_port`` overrides ``settings.metrics_port``
     (0: no Prometheus endpoint); ``span_processors`` and ``metric_readers`` are added to what the settings ask
-    for (tests pass in-memory ones)."""
+    for (tests pass in-memory ones). A command that runs and ends (``qu teacher run``) passes
+    ``global_providers=False`` and hands ``tracer_provider`` to what it runs: a process that goes on after it
+    (a test session running commands in-process) keeps its own providers, untouched and not shut down."""
     resource = Resource.create(
         {
             SERVICE_NAME: service_name,
@@ -94,7 +98,8 @@ def configure_telemetry(
                 _otlp_span_exporter(traces_url), max_queue_size=SPAN_QUEUE_MAX, schedule_delay_millis=EXPORT_EVERY_MS
             )
         )
-    trace.set_tracer_provider(tracer_provider)
+    if global_providers:
+        trace.set_tracer_provider(tracer_provider)
 
     readers = list(metric_readers or [])
     port = settings.metrics_port if metrics_port is None else metrics_port
@@ -104,8 +109,9 @@ def configure_telemetry(
         address = f"{settings.metrics_host}:{port}"
     if settings.otlp_endpoint:
         readers.append(PeriodicExportingMetricReader(_otlp_metric_exporter(settings.otlp_endpoint)))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-    metrics.set_meter_provider(meter_provider)
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers) if readers else None
+    if meter_provider is not None and global_providers:
+        metrics.set_meter_provider(meter_provider)
 
     if instrument_redis:
         from opentelemetry.instrumentation.redis import RedisInstrumentor

@@ -20,7 +20,10 @@ else
 fi
 $as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+# apt-get's own exit status is the install's verdict (set -e stops on a failed install). A redis-server that
+# is still not on PATH afterwards (a PATH without /usr/bin, say) is said here, and the stack's start and the
+# tests then stop with their own error naming the binary and QU_REDIS_URL.
 if ! command -v redis-server >/dev/null 2>&1; then
-  echo "apt-get installed redis-server but it is not on PATH ($PATH)" >&2
-  exit 1
+  echo "warning: apt-get installed redis-server but it is not on PATH ($PATH): put /usr/bin on PATH," >&2
+  echo "  or set QU_REDIS_URL to a running Redis" >&2
 fi

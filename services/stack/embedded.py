@@ -36,14 +36,8 @@ Report = Callable[[str], None]
 # What a worker logs once its handler is built and warm (streams.app.HANDLER_READY; not imported:
 # services never import streams).
 WORKER_READY = "qu: annotate handler ready"
-STOP_ORDER = (
-    "worker",
-    "refresher",
-    "triton",
-    "redis",
-    "kafka",
-    "traces",
-)  # the trace store last: it gets the final spans
+# The trace store last: it receives the spans the others export while they stop.
+STOP_ORDER = ("worker", "refresher", "triton", "redis", "kafka", "traces")
 
 
 class AlreadyRunning(StackError):

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, description="Faust workers `qu up` starts (env QU_WORKERS).")
     log_format: Literal["json", "text"] = Field(
         default="json",
-        description="The worker's, refresher's and trace store's log lines: JSON objects carrying trace_id and "
+        description="The worker's and the refresher's log lines: JSON objects carrying trace_id and "
         "span_id inside a span (env QU_LOG_FORMAT), or plain text.",
     )
     trace_sample_ratio: float = Field(

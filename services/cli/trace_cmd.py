@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -46,7 +47,7 @@ def trace(
     if slowest_n is not None:
         traces = slowest(spans, slowest_n)
         if json:
-            print_json([_summary(t) for t in traces])
+            print_json([asdict(t) for t in traces])
             return
         table = Table("trace", "event_id", "ms", "source", "degraded", "spans")
         for t in traces:
@@ -96,7 +97,3 @@ def _row(r: Row) -> dict[str, object]:
         "attributes": s.attributes,
         "events": s.events,
     }
-
-
-def _summary(t: object) -> dict[str, object]:
-    return {k: getattr(t, k) for k in ("trace_id", "event_id", "duration_ms", "source", "degraded", "spans")}

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         description="Triton's own Prometheus metrics on loopback in the embedded stack (0: off), "
         "e.g. nv_inference_queue_duration_us.",
     )
+    triton_tracing: bool = Field(
+        default=True,
+        description="The embedded Triton exports its own request, queue and compute spans (OTLP) for the requests "
+        "that carry a sampled trace context, under the worker's student span; false: off.",
+    )
     student_model: str = Field(default="qu_student", description="The Triton model that answers cache misses.")
     student_deadline_ms: float = Field(
         default=200.0, gt=0, description="A student call past this is abandoned; the event gets a fallback answer."
@@ -165,6 +170,13 @@ class Settings(BaseSettings):
         le=65535,
         description="The OTLP/HTTP port of the trace store `qu up` starts when no OTLP endpoint is set; "
         "`qu trace` reads what it keeps.",
+    )
+    span_store_json_port: int = Field(
+        default=14319,
+        ge=1,
+        le=65535,
+        description="The trace store's OTLP/JSON port: Triton's exporter posts JSON, which the protobuf port "
+        "does not take.",
     )
     metrics_host: str = Field(
         default="127.0.0.1", description="The address the Prometheus endpoint binds (0.0.0.0 in a pod)."

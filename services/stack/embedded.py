@@ -123,6 +123,9 @@ class EmbeddedStack:
         ]
         if self.keeps_traces:
             ports.append(PortSetting(s.span_store_port, "QU_SPAN_STORE_PORT", "the trace store (OTLP/HTTP)"))
+            ports.append(
+                PortSetting(s.span_store_json_port, "QU_SPAN_STORE_JSON_PORT", "the trace store (OTLP/JSON, Triton's)")
+            )
         if s.metrics_port:
             ports += [
                 PortSetting(port, "QU_METRICS_PORT", f"the Prometheus endpoint of {name}")
@@ -226,6 +229,18 @@ class EmbeddedStack:
         return self.settings.model_copy(update={"otlp_traces_endpoint": self.span_store_url})
 
     @property
+    def triton_trace_url(self) -> str | None:
+        """Where the embedded Triton sends its spans: the trace store's JSON port, or the collector's traces URL."""
+        s = self.settings
+        if not s.triton_tracing:
+            return None
+        if s.otlp_traces_endpoint:
+            return s.otlp_traces_endpoint
+        if s.otlp_endpoint:  # the standard rule: the base endpoint plus the signal's path
+            return s.otlp_endpoint.rstrip("/") + "/v1/traces"
+        return f"http://127.0.0.1:{s.span_store_json_port}/v1/traces"
+
+    @property
     def span_store_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.span_store_port}/v1/traces"
 
@@ -287,7 +302,7 @@ class EmbeddedStack:
             self.report(f"redis on {redis.url}")
         elif name == "traces":
             command = [sys.executable, "-m", "services.telemetry.span_store", "--port", str(s.span_store_port)]
-            command += ["--dir", str(self.traces_dir)]
+            command += ["--json-port", str(s.span_store_json_port), "--dir", str(self.traces_dir)]
             record = self._spawn("traces", command, self.child_environment())
             self._record(state, record)
             self._wait_for_log(record, SPAN_STORE_READY, timeout=30)
@@ -352,6 +367,7 @@ class EmbeddedStack:
             self.logs / "triton.log",
             self.stack_dir / "triton",
             metrics_port=s.triton_metrics_port or None,
+            trace_url=self.triton_trace_url,
         )
         self.report("triton: loading models (the student loads the catalog and MiniLM)")
         triton.start()

@@ -108,6 +108,8 @@ class TritonServer:
     workdir: Path
     # Triton's own Prometheus metrics (nv_inference_queue_duration_us, ...) on 127.0.0.1:metrics_port; None: off.
     metrics_port: int | None = None
+    # Where Triton posts its own spans (OTLP/HTTP, JSON) for requests that carry a trace context; None: off.
+    trace_url: str | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     # Python-backend shared memory is named after this prefix, so stop() removes exactly ours.
     _shm_prefix: str = field(default_factory=lambda: f"{SHM_PREFIX_STEM}{uuid.uuid4().hex[:12]}_", init=False)
@@ -141,6 +143,7 @@ class TritonServer:
             "--grpc-address=127.0.0.1",
             f"--grpc-port={self.grpc_port}",
             *self._metrics_flags(),
+            *self._trace_flags(),
             "--exit-timeout-secs=5",
             "--model-control-mode=explicit",
             "--load-model=*",
@@ -158,6 +161,22 @@ class TritonServer:
             "--allow-gpu-metrics=false",
             "--metrics-address=127.0.0.1",
             f"--metrics-port={self.metrics_port}",
+        ]
+
+    def _trace_flags(self) -> list[str]:
+        if self.trace_url is None:
+            return []
+        return [
+            "--trace-config=mode=opentelemetry",
+            f"--trace-config=opentelemetry,url={self.trace_url}",
+            "--trace-config=opentelemetry,resource=service.name=qu-triton",
+            # Spans reach the store within half a second (the exporter's default waits 5 s).
+            "--trace-config=opentelemetry,bsp_schedule_delay=500",
+            # A request carrying a context is traced whatever the rate (the client sends one only for sampled
+            # traces); the rate is for requests without one, which should start no trace of their own.
+            "--trace-config=rate=1000000",
+            # TIMESTAMPS: the request, the model (queue) and compute spans; TENSORS would copy every query.
+            "--trace-config=level=TIMESTAMPS",
         ]
 
     def start(self, *, timeout: float = 120.0) -> None:

@@ -6,10 +6,15 @@ that rotate at ``max_bytes`` each (``spans.ndjson`` and the previous ``spans.1.n
 keeps the latest spans and a bounded disk. ``qu trace`` reads them (:func:`read_spans`).
 
 OTLP sends a span's resource beside it, and OtelTap hands over spans alone: the engine's processes put
-their ``service.name`` on each span as well (services/telemetry/setup.py), and a span without one (Triton's)
-is shown under the service of the span it is a child of.
+their ``service.name`` on each span as well (services/telemetry/setup.py), and a span without one is
+shown under the service of the span it is a child of.
 
-``python -m services.telemetry.span_store --port P --dir D`` runs it until SIGTERM; ``qu up`` starts it.
+Triton's exporter posts OTLP/JSON, which OtelTap does not decode: with ``--json-port`` the store also
+listens there (aiohttp) and decodes the JSON with the official OTLP messages (services/telemetry/otlp_json.py),
+keeping those spans in the same files with their resource's ``service.name``.
+
+``python -m services.telemetry.span_store --port P [--json-port J] --dir D`` runs it until SIGTERM;
+``qu up`` starts it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import web
+
+from services.telemetry.otlp_json import InvalidOtlpJson, decode_trace_request, spans_with_service
 
 log = logging.getLogger("qu.span_store")
 
@@ -179,12 +187,36 @@ def read_spans(directory: Path) -> Iterator[StoredSpan]:
                     yield StoredSpan.from_json(line)
 
 
-async def serve(port: int, directory: Path, max_bytes: int, stop: asyncio.Event) -> None:
+def json_receiver(files: SpanFiles) -> web.Application:
+    """The OTLP/JSON traces endpoint (``POST /v1/traces``): spans into ``files``; a bad body is a 400 naming why."""
+
+    async def traces(request: web.Request) -> web.Response:
+        body = await request.read()  # aiohttp has undone a gzip or deflate Content-Encoding
+        try:
+            decoded = decode_trace_request(body)
+        except InvalidOtlpJson as e:
+            log.warning("rejected an OTLP/JSON request from %s: %s", request.remote, e)
+            return web.json_response({"code": 3, "message": str(e)}, status=400)
+        for span in spans_with_service(decoded):
+            files.append(from_otlp(span))
+        return web.json_response({})  # an ExportTraceServiceResponse: everything accepted
+
+    app = web.Application(client_max_size=16 * 2**20)
+    app.router.add_post("/v1/traces", traces)
+    return app
+
+
+async def serve(port: int, directory: Path, max_bytes: int, stop: asyncio.Event, json_port: int | None = None) -> None:
     from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSettings
 
     files = SpanFiles(directory, max_bytes)
     settings = OtelTapHttpProtobufReceiverSettings(http_port=port)
+    json_runner: web.AppRunner | None = None
     try:
+        if json_port is not None:
+            json_runner = web.AppRunner(json_receiver(files), access_log=None)
+            await json_runner.setup()
+            await web.TCPSite(json_runner, "127.0.0.1", json_port).start()
         async with OtelTapHttpProtobufReceiver(settings) as receiver:
 
             async def keep() -> None:
@@ -198,18 +230,22 @@ async def serve(port: int, directory: Path, max_bytes: int, stop: asyncio.Event)
 
             tasks = [asyncio.create_task(keep()), asyncio.create_task(flush())]
             await asyncio.sleep(0)  # subscribed before anyone is told to send
-            log.info("%s on 127.0.0.1:%d, keeping spans in %s", READY, port, directory)
+            also = f" (OTLP/JSON on 127.0.0.1:{json_port})" if json_port is not None else ""
+            log.info("%s on 127.0.0.1:%d%s, keeping spans in %s", READY, port, also, directory)
             await stop.wait()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        if json_runner is not None:
+            await json_runner.cleanup()
         files.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True, help="the OTLP/HTTP port on 127.0.0.1")
+    parser.add_argument("--json-port", type=int, help="also take OTLP/JSON (Triton's exporter) on this port")
     parser.add_argument("--dir", type=Path, required=True, help="where the span files are kept")
     parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="size of each of the two files")
     args = parser.parse_args()
@@ -220,7 +256,7 @@ def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(args.port, args.dir, args.max_bytes, stop)
+        await serve(args.port, args.dir, args.max_bytes, stop, args.json_port)
 
     asyncio.run(run())
 

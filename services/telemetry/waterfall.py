@@ -31,6 +31,8 @@ KEY_ATTRIBUTES = (
     "messaging.kafka.offset",
     "db.statement",
     "db.query.text",
+    "triton.model_name",
+    "triton.model_version",
 )
 
 

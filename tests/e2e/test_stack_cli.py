@@ -115,6 +115,7 @@ def test_every_listening_socket_of_the_stack_is_on_loopback(embedded_stack: Embe
         ("triton", settings.triton_metrics_port),
         ("worker-0", settings.worker_web_port),
         ("traces", settings.span_store_port),
+        ("traces", settings.span_store_json_port),
         *embedded_stack.metrics_ports().items(),  # each worker's and the refresher's Prometheus endpoint
     ]
     for name, port in expected:

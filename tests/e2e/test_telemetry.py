@@ -136,9 +136,11 @@ def test_qu_trace_shows_the_events_spans_from_the_stacks_trace_store(
     names = [r["name"] for r in rows]
     assert names[0] == f"process {SEARCH_EVENTS}" and rows[0]["attributes"]["qu.event_id"] == EVENT_ID
     assert "head-tag lookup" in names and f"send {QUERY_ANNOTATIONS}" in names
-    assert {r["service"] for r in rows} == {"qu-worker"}
     if rows[0]["attributes"]["qu.source"] == "student":  # a miss: the request to Triton is in the trace
         assert "inference.GRPCInferenceService/ModelInfer" in names
+        assert {r["service"] for r in rows} <= {"qu-worker", "qu-triton"}
+    else:
+        assert {r["service"] for r in rows} == {"qu-worker"}
 
     slowest = CliRunner().invoke(app, ["trace", "--slowest", "3", "--json"], env=env)
     assert slowest.exit_code == 0, slowest.output
@@ -146,3 +148,36 @@ def test_qu_trace_shows_the_events_spans_from_the_stacks_trace_store(
     durations = [t["duration_ms"] for t in listed]
     assert 1 <= len(listed) <= 3 and durations == sorted(durations, reverse=True)
     assert all(t["event_id"] and len(t["trace_id"]) == 32 for t in listed)
+
+
+def test_a_traced_miss_shows_tritons_own_request_queue_and_compute_spans(
+    embedded_stack: EmbeddedStack, stack_settings: Settings
+) -> None:
+    event_id = f"miss-{uuid.uuid4().hex[:8]}"
+    trace_id = uuid.uuid4().hex
+    client = KafkaProducer(bootstrap_servers=bootstrap(embedded_stack))
+    client.send(  # a query no head-tag run holds: the student answers it
+        SEARCH_EVENTS,
+        value=json.dumps({"event_id": event_id, "query": f"zqvx {uuid.uuid4().hex[:6]} oat milk"}).encode(),
+        headers=[("traceparent", f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01".encode())],
+    )
+    client.flush(30)
+    client.close()
+    env = {f"QU_{name.upper()}": str(getattr(stack_settings, name)) for name in stack_settings.model_fields_set}
+    deadline = time.monotonic() + 60
+    while True:  # Triton exports within half a second of the request (bsp_schedule_delay)
+        result = CliRunner().invoke(app, ["trace", event_id, "--json"], env=env)
+        rows = orjson.loads(result.stdout) if result.exit_code == 0 else []
+        if {"InferRequest", "compute"} <= {r["name"] for r in rows} or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert result.exit_code == 0, result.output
+    by_name = {r["name"]: r for r in rows}
+    assert by_name[f"process {SEARCH_EVENTS}"]["attributes"]["qu.source"] == "student"
+    grpc = by_name["inference.GRPCInferenceService/ModelInfer"]
+    request, model, compute = by_name["InferRequest"], by_name["qu_student"], by_name["compute"]
+    # Triton's spans hang under the worker's gRPC client span, as Triton's own service.
+    assert request["parent_span_id"] == grpc["span_id"] and request["depth"] == grpc["depth"] + 1
+    assert model["parent_span_id"] == request["span_id"] and compute["parent_span_id"] == model["span_id"]
+    assert {request["service"], model["service"], compute["service"]} == {"qu-triton"}
+    assert model["attributes"]["triton.model_name"] == "qu_student"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from opentelemetry.metrics import NoOpMeter
 from opentelemetry.trace import Tracer
 from tqdm import tqdm
 
@@ -18,6 +19,7 @@ from services.stack.embedded import EmbeddedStack
 from services.teacher.context import ExamplePool
 from services.teacher.context_types import TaskName
 from services.teacher.curriculum import CurriculumRun
+from services.teacher.metrics import METER_NAME, TeacherMetrics
 from services.teacher.run import RunOptions, TeacherRun, run_fingerprint
 from services.teacher.runtime import (
     BackendName,
@@ -100,6 +102,9 @@ def run(
                     wait_s=wait if publish else 0.0,
                     progress=not json,
                     tracer=telemetry.tracer_provider.get_tracer(TRACER_NAME),
+                    metrics=TeacherMetrics(
+                        telemetry.meter_provider.get_meter(METER_NAME) if telemetry.meter_provider else NoOpMeter("")
+                    ),
                 )
             )
         finally:
@@ -134,6 +139,7 @@ async def _run(
     wait_s: float,
     progress: bool,
     tracer: Tracer,
+    metrics: TeacherMetrics,
 ) -> dict[str, Any]:
     selected, how = select_queries(
         settings, logs=logs, queries_file=queries_file, top=top, min_misses=min_misses, read_misses=read_misses
@@ -145,7 +151,9 @@ async def _run(
     embedder = settings.embedder()
     async with AsyncExitStack() as stack:
         backend = await open_backend(backend_name, settings, catalog, stack)
-        pipeline = build_pipeline(settings, catalog, conversions, embedder, backend, tasks, tracer=tracer)
+        pipeline = build_pipeline(
+            settings, catalog, conversions, embedder, backend, tasks, tracer=tracer, metrics=metrics
+        )
         run_id = run_fingerprint(selected, pipeline, fingerprint_extra(settings, conversions))
         curriculum = CurriculumRun(settings.resolved_curriculum_dir, run_id)
         with tqdm(total=len(selected), desc=f"teaching {run_id}", unit="q", disable=not progress or None) as bar:

@@ -39,6 +39,7 @@ from services.teacher.backend import TeacherAnswer, TeacherAnswerInvalid, Teache
 from services.teacher.context import ContextBuilder, ExamplePool
 from services.teacher.context_types import TaskName, TeacherContext
 from services.teacher.curriculum import CurriculumRecord, record_id
+from services.teacher.metrics import TeacherMetrics
 from services.teacher.prompts import RenderedPrompt, template_for
 from services.teacher.prompts.base import CONTEXT_TAG
 from services.teacher.selection import SelectedQuery
@@ -107,10 +108,12 @@ class TeacherPipeline:
         concurrency: int = 8,
         catalog_build: str = "",
         tracer: Tracer | None = None,
+        metrics: TeacherMetrics | None = None,
     ) -> None:
         if TaskName.SRL not in tasks:
             raise ValueError("the SRL task cannot be left out: the cache and the curriculum are built on it")
         self.tracer = tracer or trace.get_tracer(TRACER_NAME)
+        self.metrics = metrics or TeacherMetrics()
         self.builder = builder
         self.backend = backend
         self.guardrails = guardrails
@@ -144,6 +147,8 @@ class TeacherPipeline:
         per_query = [dict(zip(self.tasks, outcomes[i * n : (i + 1) * n], strict=True)) for i in range(len(selected))]
         proposed = [_understanding(o, self.teacher_version) for o in per_query]
         checked = self.guardrails.check_many([(u, s.query) for u, s in zip(proposed, selected, strict=True)])
+        for _understanding_kept, decisions in checked:
+            self.metrics.guardrails(decisions)
         return [
             TaughtQuery(s, ctx, o, understanding, decisions)
             for s, ctx, o, (understanding, decisions) in zip(selected, contexts, per_query, checked, strict=True)
@@ -162,6 +167,7 @@ class TeacherPipeline:
                 },
             ) as span:
                 outcome = await self._answer(prompt)
+                self.metrics.call(prompt.task.value, outcome.status, outcome.answer)
                 span.set_attribute("qu.teacher.status", outcome.status)
                 if outcome.answer is not None:
                     usage = outcome.answer.usage

@@ -123,6 +123,7 @@ class TeacherRun:
                 "teacher chunk", attributes={"qu.chunk.first": resumed + i, "qu.chunk.queries": len(chunk)}
             ):
                 taught = await self.pipeline.teach(chunk, self.pool)
+            self.pipeline.metrics.taught(len(taught))
             records = [r for t in taught for r in self.pipeline.records(t, self.run_id)]
             self.curriculum.append(records)  # whole part or nothing: the resume point
             self._fill_pool(records)
@@ -131,6 +132,7 @@ class TeacherRun:
 
         records = self.curriculum.records()
         entries, rejected = self._head_set(selected, records)
+        self.pipeline.metrics.unpublished(rejected)
         published = 0
         if self.publisher is not None:
             # The head-tag records carry this span's context: the refresher's activation links to it.

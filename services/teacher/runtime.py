@@ -30,6 +30,7 @@ from services.teacher.catalog_teacher import CatalogTeacher
 from services.teacher.context import ContextBuilder
 from services.teacher.context_types import TaskName
 from services.teacher.llm_client import OpenAIChatBackend
+from services.teacher.metrics import TeacherMetrics
 from services.teacher.pipeline import TeacherPipeline
 from services.teacher.run import HeadEntry, HeadTagPublisher
 from services.teacher.selection import QueryLog, SelectedQuery, count_misses, promoted, read_query_list
@@ -67,6 +68,7 @@ def build_pipeline(
     backend: TeacherBackend,
     tasks: Sequence[TaskName] = tuple(TaskName),
     tracer: Tracer | None = None,
+    metrics: TeacherMetrics | None = None,
 ) -> TeacherPipeline:
     builder = ContextBuilder(catalog, conversions, embedder, top_k=settings.teacher_context_top_k)
     guardrails = Guardrails.from_settings(catalog, settings, embedder=embedder)
@@ -78,6 +80,7 @@ def build_pipeline(
         concurrency=settings.teacher_max_concurrency,
         catalog_build=str(catalog.manifest.get("build", "")),
         tracer=tracer,
+        metrics=metrics,
     )
 
 

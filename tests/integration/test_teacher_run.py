@@ -11,6 +11,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from services.annotation.model import Role
 from services.catalog.artifacts import Catalog, load_catalog
@@ -24,6 +26,7 @@ from services.teacher.context import ContextBuilder, ExamplePool
 from services.teacher.context_types import TaskName
 from services.teacher.curriculum import SCHEMA, CurriculumRun, read_records, read_srl_gold
 from services.teacher.llm_client import OpenAIChatBackend
+from services.teacher.metrics import TeacherMetrics
 from services.teacher.pipeline import TeacherPipeline
 from services.teacher.prompts import RenderedPrompt, template_for
 from services.teacher.run import HeadEntry, RunOptions, TeacherRun, run_fingerprint
@@ -49,6 +52,24 @@ def pipeline_for(demo: Catalog, embedder: SentenceEmbedder, backend: TeacherBack
         catalog_build=str(demo.manifest.get("build", "")),
         **kw,  # type: ignore[arg-type]
     )
+
+
+def counted(reader: InMemoryMetricReader) -> dict[tuple[str, tuple[tuple[str, object], ...]], float]:
+    """Each counter's points as {(name, sorted attributes): value}."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        (metric.name, tuple(sorted((point.attributes or {}).items()))): point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points  # type: ignore[union-attr]
+    }
+
+
+def metered() -> tuple[TeacherMetrics, InMemoryMetricReader]:
+    reader = InMemoryMetricReader()
+    return TeacherMetrics(MeterProvider(metric_readers=[reader]).get_meter("test")), reader
 
 
 class Published:
@@ -201,10 +222,11 @@ def test_an_injected_instruction_never_puts_an_outside_tag_into_the_head_set(
         },
     }
     openai_server.default = chat_reply(obeying)
+    metrics, reader = metered()
 
     async def go() -> tuple[dict[str, object], Published]:
         async with OpenAIChatBackend(openai_server.base_url, "test-model", None, max_retries=0) as backend:
-            pipeline = pipeline_for(demo, embedder, backend, tasks=(TaskName.SRL,))
+            pipeline = pipeline_for(demo, embedder, backend, tasks=(TaskName.SRL,), metrics=metrics)
             chosen = selected([query])
             published = Published()
             run = TeacherRun(
@@ -225,6 +247,16 @@ def test_an_injected_instruction_never_puts_an_outside_tag_into_the_head_set(
     assert decision["item"] == "brand=Acme" and "not in the catalog" in decision["reason"]
     assert summary["guardrails_dropped"] == {"catalog.brand": 1}
     assert summary["teacher"]["usage"]["prompt_tokens"] == 100  # type: ignore[index]
+    # The same figures as the teacher's counters, the ones an OTLP collector receives.
+    usage = summary["teacher"]["usage"]  # type: ignore[index]
+    assert counted(reader) == {
+        ("qu.teacher.queries", ()): 1,
+        ("qu.teacher.calls", (("qu.task", "srl"), ("qu.teacher.status", "answered"))): 1,
+        ("qu.teacher.tokens", (("gen_ai.token.type", "input"),)): usage["prompt_tokens"],
+        ("qu.teacher.tokens", (("gen_ai.token.type", "output"),)): usage["completion_tokens"],
+        ("qu.teacher.cost", ()): pytest.approx(usage["cost_usd"]),
+        ("qu.teacher.guardrail.dropped", (("qu.guardrail.check", "catalog.brand"),)): 1,
+    }
 
 
 class BrokenOnBread(CatalogTeacher):
@@ -239,8 +271,15 @@ class BrokenOnBread(CatalogTeacher):
 def test_a_backend_bug_on_one_query_is_recorded_and_the_run_goes_on(
     demo: Catalog, embedder: SentenceEmbedder, tmp_path: Path
 ) -> None:
-    summary, published = teach(pipeline_for(demo, embedder, BrokenOnBread(demo)), tmp_path, HEAD, embedder)
+    metrics, reader = metered()
+    pipeline = pipeline_for(demo, embedder, BrokenOnBread(demo), metrics=metrics)
+    summary, published = teach(pipeline, tmp_path, HEAD, embedder)
     assert summary["rejected"] == {"srl_failed": 1}
+    points = counted(reader)
+    assert points[("qu.teacher.calls", (("qu.task", "srl"), ("qu.teacher.status", "failed")))] == 1
+    assert points[("qu.teacher.calls", (("qu.task", "srl"), ("qu.teacher.status", "answered")))] == len(HEAD) - 1
+    assert points[("qu.teacher.unpublished", (("qu.reason", "srl_failed"),))] == 1
+    assert points[("qu.teacher.queries", ())] == len(HEAD)
     assert summary["tasks"]["srl"] == {"answered": len(HEAD) - 1, "failed": 1}  # type: ignore[index]
     [(_, entries)] = published.runs
     assert {q for q, _, _ in entries} == set(HEAD) - {"bread no gluten"}

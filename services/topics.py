@@ -9,6 +9,8 @@ QUERY_ANNOTATIONS = "qu.query-annotations.v1"
 CACHE_MISSES = "qu.cache-misses.v1"
 HEAD_TAGS = "qu.head-tags.v1"
 DEAD_LETTER = "qu.dead-letter.v1"
+# The workers' consumer group (the Faust app id): its lag on SEARCH_EVENTS is what an operator watches.
+WORKER_GROUP = "qu-annotate"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from services.annotation.runtime import build_handler
 from services.annotation.tracing import default_tracer, process_context
 from services.settings import Settings
 from services.telemetry.logs import logging_config
-from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS
+from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS, WORKER_GROUP
 from services.wire import RecordOrigin
 from streams import tolerant_records
 
@@ -49,7 +49,7 @@ tolerant_records.install()
 settings = Settings()
 
 app = faust.App(
-    "qu-annotate",
+    WORKER_GROUP,
     broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
     # tansu (and any broker) answers a group join in seconds with this, not the 45 s default.
     broker_session_timeout=6,

@@ -94,7 +94,7 @@ class BatchDelivery:
         self.tracer = tracer or default_tracer()
         self.clock = clock
         self._sent: list[_Sent] = []
-        self.metrics.events.add(len(records))
+        self.metrics.count_events(len(records))
         self.metrics.batch_size.record(len(records))
 
     async def on_outcome(self, index: int, outcome: Outcome) -> None:
@@ -128,9 +128,9 @@ class BatchDelivery:
         outcome, record = sent.outcome, self.records[sent.index]
         if outcome.annotation is not None:
             annotation = outcome.annotation
-            self.metrics.annotations.add(1, {"qu.source": annotation.source.value, "qu.degraded": annotation.degraded})
+            self.metrics.count_annotation(annotation.source.value, annotation.degraded)
         else:
-            self.metrics.dead_letters.add(1, {"qu.reason": outcome.reason})
+            self.metrics.count_dead_letter(outcome.reason)
             process = recording_span(record.context)
             if process is not None:
                 process.set_attribute("qu.dead_letter.reason", outcome.reason)

@@ -238,11 +238,7 @@ class AnnotateHandler:
                 misses.setdefault(p.normalized.text, []).append(p)
             else:
                 hits.append((p, cached))
-        lookups = self.metrics.cache_lookups
-        if hits:
-            lookups.add(len(hits), {"qu.cache.result": "hit"})
-        if len(parsed) > len(hits):
-            lookups.add(len(parsed) - len(hits), {"qu.cache.result": "miss" if available else "unavailable"})
+        self.metrics.count_lookups(len(hits), len(parsed) - len(hits), available=available)
         # The student calls start first: they are the slow part, and the hits are sent while they run.
         tasks = [asyncio.create_task(self._answer_misses(query, group, deliver)) for query, group in misses.items()]
         try:

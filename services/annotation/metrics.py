@@ -15,6 +15,7 @@ from typing import Literal
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from services.annotation.last_minute import LastMinute
 from services.circuit_breaker import CircuitBreaker, CircuitState
 
 CacheResult = Literal["hit", "miss", "unavailable"]
@@ -71,6 +72,41 @@ class AnnotateMetrics:
             explicit_bucket_boundaries_advisory=BATCH_BUCKETS,
         )
         self._meter = meter
+        self.last_minute = LastMinute()
+
+        def last_minute(_options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(n, {"qu.figure": figure}) for figure, n in self.last_minute.totals().items()]
+
+        meter.create_observable_gauge(
+            "qu.worker.last_minute",
+            callbacks=[last_minute],
+            unit="{event}",
+            description="Counts of the last 60 s by figure (events, cache_hits, cache_lookups, annotations.SOURCE, "
+            "degraded, dead_letters): what `qu status` shows; in Prometheus use increase() on the counters.",
+        )
+
+    def count_events(self, n: int) -> None:
+        self.events.add(n)
+        self.last_minute.add("events", n)
+
+    def count_lookups(self, hits: int, others: int, *, available: bool) -> None:
+        """``hits`` found in the cache, ``others`` missed (or not asked: the cache was unavailable)."""
+        if hits:
+            self.cache_lookups.add(hits, {"qu.cache.result": "hit"})
+            self.last_minute.add("cache_hits", hits)
+        if others:
+            self.cache_lookups.add(others, {"qu.cache.result": "miss" if available else "unavailable"})
+        self.last_minute.add("cache_lookups", hits + others)
+
+    def count_annotation(self, source: str, degraded: bool) -> None:
+        self.annotations.add(1, {"qu.source": source, "qu.degraded": degraded})
+        self.last_minute.add(f"annotations.{source}")
+        if degraded:
+            self.last_minute.add("degraded")
+
+    def count_dead_letter(self, reason: str) -> None:
+        self.dead_letters.add(1, {"qu.reason": reason})
+        self.last_minute.add("dead_letters")
 
     def watch_circuits(self, breakers: Iterable[CircuitBreaker]) -> None:
         """Observe the circuits' state (0 closed, 1 half-open, 2 open) and the calls they refused."""

@@ -24,10 +24,9 @@ from confluent_kafka import KafkaException, TopicPartition
 from services.bench.workload import BenchError
 from services.kafka_clients import consumer
 from services.stack.embedded import EmbeddedStack
+from services.topics import WORKER_GROUP
 
 MIB = 1024 * 1024
-# The Faust app's id is its consumer group (streams/app.py; services never import streams, a test keeps the two equal).
-WORKER_GROUP = "qu-annotate"
 
 
 @dataclass(slots=True)

@@ -17,9 +17,11 @@ from services.cache import HeadTagAdmission, HeadTagRefresher, connect_head_tag_
 from services.cache.refresher_metrics import watch_refresher
 from services.catalog.artifacts import load_catalog
 from services.cli.context import err_console, reported_errors, settings_from
+from services.consumer_lag import GroupLagReader, watch_group_lag
 from services.settings import Settings
 from services.telemetry.logs import configure_logging
 from services.telemetry.setup import configure_telemetry
+from services.topics import SEARCH_EVENTS, WORKER_GROUP
 from services.wire import RecordOrigin
 
 REFRESHER_GROUP = "qu-head-tag-refresher"
@@ -48,7 +50,7 @@ async def _annotate(settings: Settings, queries: list[str]) -> list[Annotation]:
         results = []
         for i, query in enumerate(queries):
             value = orjson.dumps({"event_id": f"cli-{uuid.uuid4()}", "query": query})
-            outcome = await runtime.handler.handle(value, None, None, RecordOrigin("qu-annotate", 0, i))
+            outcome = await runtime.handler.handle(value, None, None, RecordOrigin(WORKER_GROUP, 0, i))
             if outcome.annotation is None:
                 err_console.print(f"[red]rejected[/] {query!r}: {outcome.reason}")
                 continue
@@ -100,9 +102,13 @@ async def _refresh(settings: Settings) -> None:
         ttl_s=settings.head_tags_ttl_s,
     )
     watch_refresher(worker.counters)
+    # The workers' lag, watched from outside their group: a worker that is down cannot report its own.
+    lag = GroupLagReader(settings.kafka_bootstrap, WORKER_GROUP, SEARCH_EVENTS)
+    watch_group_lag(lag)
     logging.getLogger("qu.refresher").info("refreshing Redis %s from %s", settings.redis_url, settings.kafka_bootstrap)
     try:
         await worker.run_forever(stop)
     finally:
         worker.close()
+        lag.close()
         await redis.aclose()

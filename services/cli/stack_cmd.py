@@ -8,6 +8,7 @@ import typer
 
 from services.cli.context import err_console, print_json, reported_errors, settings_from
 from services.stack.embedded import AlreadyRunning, EmbeddedStack
+from services.stack.figures import summary_lines
 
 
 def up(ctx: typer.Context) -> None:
@@ -28,9 +29,10 @@ def status(
     ctx: typer.Context,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Endpoints of the embedded stack and which of its processes are up."""
+    """Endpoints of the embedded stack, which of its processes are up, and the last minute: events, hit ratio,
+    fallbacks, dead letters, and the workers' lag."""
     with reported_errors():
-        report = EmbeddedStack(settings_from(ctx)).status()
+        report = EmbeddedStack(settings_from(ctx)).status(figures=True)
     if json:
         print_json(report)
         return
@@ -46,6 +48,9 @@ def status(
                 f", child pid {process['child_pid']}" if process["child_pid"] else ", restarting"
             )
         typer.echo(line)
+    if "figures" in report:
+        for line in summary_lines(report["figures"]):  # type: ignore[arg-type]
+            typer.echo(f"{'':>18}  {line}")
 
 
 def down(ctx: typer.Context) -> None:

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from services.catalog.artifacts import CatalogNotFoundError, resolve_build
 from services.settings import Settings
+from services.stack.figures import read_figures
 from services.stack.keeper import KeeperStatus
 from services.stack.model_repository import committed_model_repository, materialize_model_repository
 from services.stack.ports import port_in_use
@@ -68,7 +69,9 @@ class EmbeddedStack:
     def state(self) -> StackState | None:
         return StackState.load(self.state_dir)
 
-    def status(self) -> dict[str, object]:
+    def status(self, *, figures: bool = False) -> dict[str, object]:
+        """Endpoints and processes; with ``figures``, the workers' last minute and their lag as well
+        (services/stack/figures.py: a scrape of each worker and a read of the broker)."""
         state = self.state()
         if state is None:
             return {"running": False, "endpoints": {}, "processes": []}
@@ -79,12 +82,20 @@ class EmbeddedStack:
             if kept is not None:
                 process.update(child_pid=kept.child_pid, restarts=kept.restarts, last_exits=kept.exits[-3:])
             processes.append(process)
-        return {
+        report: dict[str, object] = {
             "running": bool(processes) and all(p["alive"] for p in processes),
             "endpoints": state.endpoints,
             "processes": processes,
             "state_dir": str(self.state_dir),
         }
+        if figures and any(p.name == "kafka" and p.alive for p in state.processes):
+            workers = {
+                name: f"http://127.0.0.1:{port}/metrics"
+                for name, port in self.metrics_ports().items()
+                if name.startswith("worker-")
+            }
+            report["figures"] = read_figures(workers, state.endpoints.get("kafka", self.endpoints()["kafka"])).to_json()
+        return report
 
     def keeper_status_path(self, name: str) -> Path:
         """Where the keeper of ``name`` (a worker) says how often it restarted it and which PID runs now."""

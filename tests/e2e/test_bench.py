@@ -53,7 +53,7 @@ def test_the_passthrough_copies_with_the_workers_client_settings() -> None:
 
 
 def test_the_soak_reads_the_lag_of_the_workers_group() -> None:
-    from services.bench.resources import WORKER_GROUP
+    from services.topics import WORKER_GROUP
     from streams import app
 
     assert app.app.conf.id == WORKER_GROUP

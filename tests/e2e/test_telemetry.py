@@ -7,6 +7,8 @@ import json
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -181,3 +183,54 @@ def test_a_traced_miss_shows_tritons_own_request_queue_and_compute_spans(
     assert model["parent_span_id"] == request["span_id"] and compute["parent_span_id"] == model["span_id"]
     assert {request["service"], model["service"], compute["service"]} == {"qu-triton"}
     assert model["attributes"]["triton.model_name"] == "qu_student"
+
+
+def status_figures(stack_settings: Settings) -> dict[str, Any]:
+    env = {f"QU_{name.upper()}": str(getattr(stack_settings, name)) for name in stack_settings.model_fields_set}
+    result = CliRunner().invoke(app, ["status", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    figures: dict[str, Any] = orjson.loads(result.stdout)["figures"]
+    return figures
+
+
+def wait_for(
+    check: Callable[[], dict[str, Any]], until: Callable[[dict[str, Any]], bool], within: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if until(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
+
+
+def test_qu_status_shows_the_last_minute_and_the_lag_growing_while_the_worker_is_down(
+    embedded_stack: EmbeddedStack, stack_settings: Settings
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    client = KafkaProducer(bootstrap_servers=bootstrap(embedded_stack))
+    for i in range(12):
+        client.send(SEARCH_EVENTS, value=json.dumps({"event_id": f"s-{run}-{i}", "query": "whole milk"}).encode())
+    client.flush(30)
+    figures = wait_for(
+        lambda: status_figures(stack_settings), lambda f: f["events"] >= 12 and f["total_lag"] == 0, within=60
+    )
+    assert figures["events"] >= 12 and figures["cache_lookups"] >= 12 and figures["hit_ratio"] is not None
+    assert sum(figures["annotations"].values()) >= 12 and figures["unreachable"] == {}
+    assert set(figures["lag"]) == {str(p) for p in range(6)} and figures["total_lag"] == 0
+
+    embedded_stack.stop("worker-0")
+    try:
+        for i in range(5):  # one record per produce request: the embedded broker's watermark is exact then
+            client.send(SEARCH_EVENTS, value=json.dumps({"event_id": f"l-{run}-{i}", "query": f"milk {i}"}).encode())
+            client.flush(30)
+        down = wait_for(lambda: status_figures(stack_settings), lambda f: f["total_lag"] == 5, within=30)
+        assert down["total_lag"] == 5, down["lag"]
+        assert "worker-0" in " ".join(down["unreachable"])  # its endpoint went with it, and is named
+        served = scrape(embedded_stack, "refresher")  # the refresher watches the group from outside it
+        assert total(served, "qu_consumer_lag", messaging_destination_name=SEARCH_EVENTS) == 5
+    finally:
+        client.close()
+        embedded_stack.restart("worker-0")
+    back = wait_for(lambda: status_figures(stack_settings), lambda f: f["total_lag"] == 0, within=90)
+    assert back["total_lag"] == 0

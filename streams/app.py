@@ -156,7 +156,14 @@ async def annotate(stream: faust.StreamT[bytes]) -> None:
         for e in events:
             message = e.message
             origin = RecordOrigin(message.topic, message.partition, message.offset)
-            context = process_context(tracer, message.headers, origin, group=app.conf.id, batch_size=len(events))
+            context = process_context(
+                tracer,
+                message.headers,
+                origin,
+                group=app.conf.id,
+                batch_size=len(events),
+                root_ratio=settings.trace_sample_ratio,
+            )
             records.append(InputRecord(message.value, message.key, message.headers, origin, message.timestamp, context))
         delivery = BatchDelivery(
             producer,

@@ -17,6 +17,7 @@ docs/BENCHMARKS.md (tracing off, 1%, 100%).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -28,7 +29,13 @@ from opentelemetry.util.types import AttributeValue
 
 from services.telemetry import TRACER_NAME
 from services.telemetry.kafka_headers import HeaderList, extract_context
+from services.telemetry.sampling import PRESAMPLED
 from services.wire import RecordOrigin
+
+# A record without a trace context starts a root: given explicitly, the SDK does not look up the current one.
+_EMPTY = Context()
+_PRESAMPLED_ATTRIBUTES = {PRESAMPLED: True}
+_coin = random.Random().random  # the root sampling decision; not for anything secret
 
 
 def default_tracer() -> Tracer:
@@ -93,27 +100,35 @@ def process_context(
     *,
     group: str,
     batch_size: int,
+    root_ratio: float,
 ) -> Context | None:
     """Start the ``process <topic>`` span of one consumed record; returns its context, or None for a record that
-    is neither sampled nor part of a trace (most of them, at a small ratio: nothing more is spent on those)."""
+    is neither sampled nor part of a trace (most of them, at a small ratio: nothing more is spent on those).
+
+    A record without a trace context is kept at ``root_ratio`` by a coin flipped here, before any span exists
+    (services/telemetry/sampling.py says why); one with a context follows its parent's sampled flag."""
     parent = extract_context(headers)
-    span = tracer.start_span(
-        f"process {origin.topic}",
-        context=parent,
-        kind=SpanKind.CONSUMER,
-        attributes=_kafka(
-            "process",
-            origin.topic,
-            {
-                "messaging.destination.partition.id": str(origin.partition),
-                "messaging.kafka.offset": origin.offset,
-                "messaging.consumer.group.name": group,
-                "messaging.batch.message_count": batch_size,
-            },
-        ),
-    )
-    if not span.is_recording() and parent is None:
-        return None
+    if parent is None:
+        if root_ratio <= 0.0 or (root_ratio < 1.0 and _coin() >= root_ratio):
+            return None
+        span = tracer.start_span(
+            f"process {origin.topic}", context=_EMPTY, kind=SpanKind.CONSUMER, attributes=_PRESAMPLED_ATTRIBUTES
+        )
+    else:
+        span = tracer.start_span(f"process {origin.topic}", context=parent, kind=SpanKind.CONSUMER)
+    if span.is_recording():
+        span.set_attributes(
+            _kafka(
+                "process",
+                origin.topic,
+                {
+                    "messaging.destination.partition.id": str(origin.partition),
+                    "messaging.kafka.offset": origin.offset,
+                    "messaging.consumer.group.name": group,
+                    "messaging.batch.message_count": batch_size,
+                },
+            )
+        )
     return trace.set_span_in_context(span)
 
 

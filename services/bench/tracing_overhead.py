@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NoOpTracer, Tracer
 
 from services.annotation.delivery import BatchDelivery, KafkaHeaders
@@ -37,7 +36,8 @@ from services.catalog.reader import read_catalog
 from services.guardrails import Guardrails
 from services.normalize import normalize_query
 from services.tagging.lexicon_tagger import LexiconTagger
-from services.topics import SEARCH_EVENTS
+from services.telemetry.sampling import worker_sampler
+from services.topics import SEARCH_EVENTS, WORKER_GROUP
 from services.wire import RecordOrigin
 
 BATCH = 256  # streams.app.BATCH_MAX: a loaded worker's batch
@@ -150,7 +150,7 @@ def _run_mode(
     if ratio is None:
         tracer = NoOpTracer()
     else:
-        provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+        provider = TracerProvider(sampler=worker_sampler(ratio))
         provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=8192, schedule_delay_millis=1000))
         tracer = provider.get_tracer("qu.bench")
     metrics = AnnotateMetrics()  # the API's no-op meter: this measures tracing alone
@@ -171,7 +171,9 @@ def _run_mode(
             records = []
             for offset, value in enumerate(chunk, start):
                 origin = RecordOrigin(SEARCH_EVENTS, 0, offset)
-                context = process_context(tracer, None, origin, group="qu-annotate", batch_size=len(chunk))
+                context = process_context(
+                    tracer, None, origin, group=WORKER_GROUP, batch_size=len(chunk), root_ratio=ratio or 0.0
+                )
                 records.append(InputRecord(value, None, None, origin, time.time(), context))
             delivery = BatchDelivery(
                 producer,

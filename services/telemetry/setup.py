@@ -26,10 +26,10 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, Perio
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_NAMESPACE, Resource
 from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from services.errors import QuError
 from services.settings import Settings
+from services.telemetry.sampling import worker_sampler
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,7 @@ def configure_telemetry(
             SERVICE_INSTANCE_ID: f"{socket.gethostname()}-{os.getpid()}",
         }
     )
-    tracer_provider = TracerProvider(
-        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio))
-    )
+    tracer_provider = TracerProvider(resource=resource, sampler=worker_sampler(settings.trace_sample_ratio))
     for processor in span_processors or []:
         tracer_provider.add_span_processor(processor)
     traces_url = settings.otlp_traces_endpoint or (

@@ -19,7 +19,6 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 
 from services.annotation.delivery import BatchDelivery, KafkaHeaders
@@ -32,6 +31,7 @@ from services.catalog.model import Product
 from services.errors import ServiceUnavailable
 from services.guardrails import Guardrails
 from services.telemetry.kafka_headers import extract_context, inject_context
+from services.telemetry.sampling import worker_sampler
 from services.topics import CACHE_MISSES, QUERY_ANNOTATIONS, SEARCH_EVENTS
 from services.wire import RecordOrigin
 
@@ -87,7 +87,7 @@ class Producer:
 def telemetry() -> tuple[trace.Tracer, InMemorySpanExporter, AnnotateMetrics, InMemoryMetricReader]:
     exporter = InMemorySpanExporter()
     # Nothing sampled by ratio: only events whose traceparent says sampled are traced.
-    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    provider = TracerProvider(sampler=worker_sampler(0.0))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     meters = MeterProvider(metric_readers=[reader])
@@ -97,7 +97,7 @@ def telemetry() -> tuple[trace.Tracer, InMemorySpanExporter, AnnotateMetrics, In
 def _record(offset: int, query: str, headers: list[tuple[str, bytes]], tracer: trace.Tracer) -> InputRecord:
     origin = RecordOrigin(SEARCH_EVENTS, 3, offset)
     value = orjson.dumps({"event_id": f"e{offset}", "query": query})
-    context = process_context(tracer, headers, origin, group="qu-annotate", batch_size=3)
+    context = process_context(tracer, headers, origin, group="qu-annotate", batch_size=3, root_ratio=0.0)
     return InputRecord(value, query.encode(), headers, origin, timestamp=1_000.0, context=context)
 
 
@@ -244,3 +244,27 @@ def test_the_tracing_overhead_bench_runs_the_worker_path_in_every_mode() -> None
     # Every event a hit: its process span, its share of the batch's lookup, its annotation's send span.
     assert spans["no SDK"] == spans["SDK, 0%"] == 0 and spans["SDK, 100%"] == 3 * 300
     assert all(r.events == 300 and r.cpu_s > 0 for r in results)
+
+
+def test_a_record_without_context_is_kept_at_the_root_ratio_decided_before_any_span() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=worker_sampler(0.0))  # other roots: never
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    origin = RecordOrigin(SEARCH_EVENTS, 1, 7)
+    assert process_context(tracer, None, origin, group="g", batch_size=1, root_ratio=0.0) is None
+    kept = process_context(tracer, None, origin, group="g", batch_size=1, root_ratio=1.0)
+    span = trace.get_current_span(kept)
+    assert span.is_recording() and span.get_span_context().trace_flags.sampled
+    span.end()  # type: ignore[attr-defined]
+    [finished] = exporter.get_finished_spans()
+    assert finished.parent is None and finished.attributes is not None
+    assert "qu.sampling.presampled" not in finished.attributes  # the marker is the sampler's, not the span's
+    assert finished.attributes["messaging.kafka.offset"] == 7
+    # Any other root (a Redis call outside a record) is still the ratio's: none at 0.
+    assert not tracer.start_span("MGET").is_recording()
+    # About the ratio asked for, over many records.
+    kept_n = sum(
+        process_context(tracer, None, origin, group="g", batch_size=1, root_ratio=0.1) is not None for _ in range(5000)
+    )
+    assert 380 < kept_n < 620

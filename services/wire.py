@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from qu.v1 import common_pb2, dead_letter_pb2, head_tags_pb2, query_annotation_pb2, search_event_pb2
 
-from services.annotation.model import Annotation, RewriteType, Role, SearchRequest, Source
+from services.domain import Annotation, RewriteType, Role, SearchRequest, Source
 from services.errors import QuError
 
 JSON = "application/json"

@@ -27,7 +27,10 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Tracer
 
 from services.annotation.metrics import AnnotateMetrics, StudentResult
-from services.annotation.model import (
+from services.annotation.tracing import default_tracer, recording_span, shared_call
+from services.circuit_breaker import CircuitOpen
+from services.dead_letter import DEAD_LETTER_LIMITS, encode_dead_letter
+from services.domain import (
     Annotation,
     GuardrailDecision,
     SearchRequest,
@@ -36,9 +39,6 @@ from services.annotation.model import (
     Timings,
     Understanding,
 )
-from services.annotation.tracing import default_tracer, recording_span, shared_call
-from services.circuit_breaker import CircuitOpen
-from services.dead_letter import DEAD_LETTER_LIMITS, encode_dead_letter
 from services.errors import InvalidAnswer, ServiceUnavailable
 from services.guardrails import Guardrails
 from services.normalize import NormalizedText, normalize_with_offsets

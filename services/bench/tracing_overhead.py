@@ -28,11 +28,11 @@ from opentelemetry.trace import NoOpTracer, Tracer
 from services.annotation.delivery import BatchDelivery, KafkaHeaders
 from services.annotation.handler import AnnotateHandler, InputRecord
 from services.annotation.metrics import AnnotateMetrics
-from services.annotation.model import Understanding
 from services.annotation.tracing import process_context
 from services.catalog.artifacts import build_catalog
 from services.catalog.demo import demo_files
 from services.catalog.reader import read_catalog
+from services.domain import Understanding
 from services.guardrails import Guardrails
 from services.normalize import normalize_query
 from services.tagging.lexicon_tagger import LexiconTagger

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from confluent_kafka import Producer
 from pydantic import SecretStr
 
-from services.annotation.model import CategoryScore, Understanding
 from services.cache import HeadTagStore, connect_head_tag_cache, publish_head_tags
 from services.catalog.artifacts import Catalog
 from services.catalog.model import parse_path
+from services.domain import CategoryScore, Understanding
 from services.errors import QuError
 from services.normalize import normalize_query
 from services.tagging.lexicon_tagger import LexiconTagger

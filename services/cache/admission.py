@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from qu.v1 import head_tags_pb2
 
-from services.annotation.model import GuardrailDecision
 from services.cache.keys import from_head_tags, to_head_tags
 from services.catalog.artifacts import Catalog
+from services.domain import GuardrailDecision
 from services.guardrails.binding import CatalogBinding, hidden_character
 
 __all__ = ["Admitted", "HeadTagAdmission"]

@@ -26,10 +26,10 @@ from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.annotation.model import SCHEMA_VERSION
 from services.cache.errors import CacheError, CacheUnavailable
 from services.cache.keys import CachedHeadTags, HeadTagKeys, decode_entry
 from services.circuit_breaker import CircuitBreaker, CircuitOpen
+from services.domain import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 

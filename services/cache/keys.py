@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from qu.v1 import common_pb2, head_tags_pb2
 
-from services.annotation.model import (
+from services.domain import (
     SCHEMA_VERSION,
     CategoryScore,
     GuardrailDecision,

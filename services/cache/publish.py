@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable
 from confluent_kafka import KafkaError, Message, Producer
 from qu.v1 import head_tags_pb2
 
-from services.annotation.model import SCHEMA_VERSION, Understanding
 from services.cache.keys import check_run_id, entry_problem, to_head_tags
+from services.domain import SCHEMA_VERSION, Understanding
 from services.errors import QuError
 from services.normalize import normalize_query
 from services.telemetry.kafka_headers import inject_context

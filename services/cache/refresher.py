@@ -24,12 +24,12 @@ from opentelemetry.trace import Link, SpanContext, Tracer
 from qu.v1 import head_tags_pb2
 from redis.asyncio import Redis
 
-from services.annotation.model import SCHEMA_VERSION
 from services.cache.admission import HeadTagAdmission
 from services.cache.errors import CacheError
 from services.cache.keys import check_run_id, entry_problem
 from services.cache.publish import publish_head_tags
 from services.cache.writer import ActivationStatus, HeadTagWriter, RetiredRunError
+from services.domain import SCHEMA_VERSION
 from services.errors import QuError
 from services.telemetry import TRACER_NAME
 from services.telemetry.kafka_headers import HeaderList, extract_context

@@ -25,10 +25,10 @@ from qu.v1 import head_tags_pb2
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.annotation.model import SCHEMA_VERSION
 from services.cache.errors import CacheError
 from services.cache.head_tags import cache_error
 from services.cache.keys import HeadTagKeys, check_run_id, encode_entry, entry_problem
+from services.domain import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 

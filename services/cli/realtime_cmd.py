@@ -11,13 +11,13 @@ from typing import Annotated
 import orjson
 import typer
 
-from services.annotation.model import Annotation
 from services.annotation.runtime import build_runtime
 from services.cache import HeadTagAdmission, HeadTagRefresher, connect_head_tag_cache
 from services.cache.refresher_metrics import watch_refresher
 from services.catalog.artifacts import load_catalog
 from services.cli.context import err_console, reported_errors, settings_from
 from services.consumer_lag import GroupLagReader, watch_group_lag
+from services.domain import Annotation
 from services.settings import Settings
 from services.telemetry.logs import configure_logging
 from services.telemetry.setup import configure_telemetry

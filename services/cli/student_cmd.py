@@ -184,10 +184,9 @@ def _export(
     embedder_precision: Literal["fp32", "int8"],
     load: bool,
 ) -> dict[str, Any]:
-    from services.stack.model_repository import STUDENT_MODEL
     from services.student.bench import ask
     from services.student.export.exporter import export_run
-    from services.student.export.publish import PublishError, load_model, served_repository
+    from services.student.export.publish import STUDENT_MODEL, PublishError, load_model, served_repository
 
     record = export_run(
         run_dir,

@@ -1,6 +1,7 @@
 """Quality figures (``qu eval``): SRL spans, category accuracy and rewrites, scored against gold labels.
 
-- :mod:`~services.evaluation.spans`: exact-match span precision/recall/F1 per role, micro-averaged;
+- :mod:`~services.span_scores` (below ``services/``' other packages: student training scores with it too):
+  exact-match span precision/recall/F1 per role, micro-averaged;
 - :mod:`~services.evaluation.categories`: top-1 / top-3 category path accuracy;
 - :mod:`~services.evaluation.rewrites`: rewrite coverage and precision (defined there);
 - :mod:`~services.evaluation.predictors` and :mod:`~services.evaluation.registry`: what is scored;
@@ -12,7 +13,7 @@ from services.evaluation.predictors import NormalizingPredictor, PredictionError
 from services.evaluation.registry import PREDICTOR_FACTORIES, PredictorEnv, build_predictor
 from services.evaluation.rewrites import CatalogRetriever, RewriteScores
 from services.evaluation.run import GoldFormat, load_gold, predict_all, score_categories, score_spans_of
-from services.evaluation.spans import Counts, SpanScores, score_spans
+from services.span_scores import Counts, SpanScores, score_spans
 
 __all__ = [
     "PREDICTOR_FACTORIES",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.annotation.model import CategoryScore
+from services.domain import CategoryScore
 
 __all__ = ["CategoryAccuracy", "CategoryCounts"]
 

@@ -22,8 +22,8 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from services.annotation.model import Tag, Understanding
 from services.catalog.artifacts import Catalog
+from services.domain import Tag, Understanding
 from services.embeddings import SentenceEmbedder
 from services.errors import QuError
 from services.normalize import NormalizedText, normalize_with_offsets

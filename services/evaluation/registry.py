@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from functools import cached_property
 from pathlib import Path
 
-from services.annotation.model import Understanding
 from services.catalog.artifacts import Catalog, load_catalog
+from services.domain import Understanding
 from services.embeddings import SentenceEmbedder
 from services.errors import QuError
 from services.evaluation.predictors import BatchAnswer, NormalizingPredictor, Predictor, lexicon_answer

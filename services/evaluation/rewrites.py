@@ -25,9 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.annotation.model import RewriteType, Understanding
 from services.catalog.retrieval import CatalogRetriever, fold_plural
 from services.conversions.history import QueryConversions
+from services.domain import RewriteType, Understanding
 
 __all__ = ["CatalogRetriever", "ConvertedCategories", "RewriteScores", "fold_plural"]  # retriever re-exported
 

@@ -6,12 +6,12 @@ from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 
-from services.annotation.model import Understanding
+from services.domain import Understanding
 from services.errors import InputError
 from services.evaluation.categories import CategoryAccuracy
 from services.evaluation.predictors import PredictionError, Predictor
-from services.evaluation.spans import SpanScores
 from services.gold import GoldQuery, read_qu_labels, read_queryner
+from services.span_scores import SpanScores
 
 __all__ = ["GoldFormat", "load_gold", "predict_all", "score_categories", "score_spans_of"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.annotation.model import Understanding
 from services.catalog.artifacts import Catalog
+from services.domain import Understanding
 from services.embeddings import SentenceEmbedder
 from services.settings import Settings
 from services.teacher.backend import TeacherBackend

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import orjson
 
-from services.annotation.model import Understanding
+from services.domain import Understanding
 from services.evaluation.predictors import PredictionError
 
 if TYPE_CHECKING:

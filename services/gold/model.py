@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.annotation.model import Tag
+from services.domain import Tag
 
 
 @dataclass(frozen=True, slots=True)

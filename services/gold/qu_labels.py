@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from services.annotation.model import Role, Tag
+from services.domain import Role, Tag
 from services.errors import InputError
 from services.gold.model import GoldQuery
 from services.jsonl import read_json_lines

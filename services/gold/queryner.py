@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from services.annotation.model import Role, Tag
+from services.domain import Role, Tag
 from services.errors import InputError
 from services.gold.model import GoldQuery
 

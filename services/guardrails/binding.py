@@ -27,11 +27,11 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import replace
 
-from services.annotation.model import CategoryScore, GuardrailDecision, Rewrite, Role, Tag, Understanding
 from services.catalog.artifacts import Catalog
 from services.catalog.lexicons import LexiconEntry, plural_variants
 from services.catalog.model import format_path
 from services.catalog.spelling import trigram_jaccard
+from services.domain import CategoryScore, GuardrailDecision, Rewrite, Role, Tag, Understanding
 from services.guardrails.attribute_patterns import attribute_canonical
 from services.normalize import normalize_query
 

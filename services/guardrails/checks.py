@@ -39,16 +39,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from services.annotation.model import (
+from services.catalog.artifacts import Catalog
+from services.catalog.model import CategoryPath, format_path, parse_path
+from services.catalog.retrieval import CatalogRetriever
+from services.domain import (
     CategoryScore,
     GuardrailDecision,
     Rewrite,
     RewriteType,
     Understanding,
 )
-from services.catalog.artifacts import Catalog
-from services.catalog.model import CategoryPath, format_path, parse_path
-from services.catalog.retrieval import CatalogRetriever
 from services.embeddings import Vectors
 from services.guardrails.binding import CatalogBinding
 from services.guardrails.embedding_cache import EmbeddingCache, TextEncoder

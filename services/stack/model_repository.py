@@ -18,7 +18,6 @@ from google.protobuf.text_encoding import CEscape
 from services.errors import QuError
 
 CONFIG = "config.pbtxt"
-STUDENT_MODEL = "qu_student"
 # The production student's ensemble needs the tensorrtllm backend and a GPU (docs/gpu-student.md); the
 # CPU server loads every model it is given (--load-model=*), and one that cannot load stops it.
 GPU_ONLY_MODELS = "qu_student_trtllm*"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from services.annotation.model import Understanding
+from services.domain import Understanding
 from services.errors import QuError
 
 INPUT = "QUERY"

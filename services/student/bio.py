@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
-from services.annotation.model import Role, Tag
+from services.domain import Role, Tag
 
 ROLES: tuple[Role, ...] = (Role.PRODUCT, Role.BRAND, Role.ATTRIBUTE)
 LABELS: tuple[str, ...] = ("O", *(f"{prefix}-{role.value}" for role in ROLES for prefix in ("B", "I")))

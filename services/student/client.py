@@ -25,8 +25,8 @@ import orjson
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode
 
-from services.annotation.model import Understanding
 from services.circuit_breaker import CircuitBreaker
+from services.domain import Understanding
 from services.errors import InvalidAnswer, QuError, ServiceUnavailable
 from services.normalize import normalize_query
 from services.student.contract import INPUT, OUTPUT

@@ -1,7 +1,7 @@
 """The student's Triton contract, shared by every implementation of it (v1 lexicon, ONNX, TensorRT-LLM).
 
 ``QUERY`` (BYTES, [n, 1]): normalized queries as UTF-8; ``TAGS_JSON`` (BYTES, [n, 1]): per query,
-``services.annotation.model.Understanding.to_json()`` with the model's version. Every model checks
+``services.domain.Understanding.to_json()`` with the model's version. Every model checks
 its input the same way, so a caller gets the same error whichever student serves it.
 """
 

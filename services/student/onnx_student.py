@@ -26,7 +26,7 @@ import numpy.typing as npt
 import orjson
 from tokenizers import Encoding
 
-from services.annotation.model import Tag, Understanding
+from services.domain import Tag, Understanding
 from services.errors import QuError
 from services.student.bio import LABELS, decode_spans, load_tokenizer, softmax
 from services.student.contract import decode_query

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.annotation.model import CategoryScore, Role, Tag
 from services.catalog.artifacts import Catalog
 from services.catalog.attributes import AttributeKind
 from services.catalog.model import format_path, parse_path
+from services.domain import CategoryScore, Role, Tag
 from services.errors import QuError
 
 TAGGER_NAME = "catalog-lexicon-v1"  # bump when a rule above changes what a query is tagged with

@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 
-from services.annotation.model import Role, Tag
 from services.catalog.artifacts import Catalog
 from services.catalog.lexicons import plural_variants
 from services.catalog.model import CategoryPath
 from services.catalog.retrieval import CatalogRetriever
+from services.domain import Role, Tag
 from services.normalize import normalize_query
 from services.tagging.lexicon_tagger import LexiconTagger
 from services.teacher.backend import TeacherAnswer, Usage, parse_answer

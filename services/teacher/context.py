@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from services.annotation.model import Role, Tag
 from services.catalog.artifacts import Catalog
 from services.catalog.model import format_path
 from services.catalog.spelling import trigram_jaccard, trigrams
 from services.conversions.store import ConversionHistory
+from services.domain import Role, Tag
 from services.embeddings import SentenceEmbedder, Vectors
 from services.tagging.lexicon_tagger import SUGGESTED_PRIOR_WEIGHT, CategoryIndexMissing, LexiconTagger
 from services.teacher.context_types import (

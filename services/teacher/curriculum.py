@@ -27,7 +27,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from services.annotation.model import Tag
+from services.domain import Tag
 from services.errors import InputError, QuError
 from services.gold.model import GoldQuery
 from services.teacher.context_types import TaskName

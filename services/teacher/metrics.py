@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from opentelemetry import metrics
 from opentelemetry.metrics import Meter
 
-from services.annotation.model import GuardrailDecision
+from services.domain import GuardrailDecision
 from services.teacher.backend import TeacherAnswer
 
 METER_NAME = "qu.teacher"

@@ -3,7 +3,7 @@
 :class:`TeacherPipeline` is the offline counterpart of the annotate handler. For each query it
 builds the retrieved context once, renders every task's template, asks the backend (concurrently,
 at most ``concurrency`` answers in flight), assembles the answers into one
-:class:`~services.annotation.model.Understanding`, and runs the shared guardrails over it. A task
+:class:`~services.domain.Understanding`, and runs the shared guardrails over it. A task
 whose answer is invalid or whose teacher is unavailable is recorded with the problem; the others
 still count. What reaches the head cache is decided by :func:`publishable`, one rule for the run
 and for a resumed run's re-publication.
@@ -24,7 +24,7 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from services.annotation.model import (
+from services.domain import (
     CategoryScore,
     GuardrailDecision,
     Rewrite,

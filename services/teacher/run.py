@@ -26,7 +26,7 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 
-from services.annotation.model import Understanding
+from services.domain import Understanding
 from services.teacher.context import ExamplePool
 from services.teacher.context_types import TaskName
 from services.teacher.curriculum import CurriculumRecord, CurriculumRun

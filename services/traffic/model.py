@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from services.annotation.model import Role, Tag
+from services.domain import Role, Tag
 
 __all__ = ["Conversion", "LabelledQuery", "Part", "QueryKind", "Role", "SearchEvent", "Tag"]
 

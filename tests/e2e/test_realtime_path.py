@@ -20,8 +20,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from qu.v1 import dead_letter_pb2
 
-from services.annotation.model import Role, Tag, Understanding
 from services.cache import HeadTagStore, connect_head_tag_cache, publish_head_tags
+from services.domain import Role, Tag, Understanding
 from services.kafka_clients import producer as project_producer
 from services.normalize import normalize_query
 from services.stack.embedded import EmbeddedStack

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from services.annotation.model import Understanding
 from services.cache import HeadTagWriter
 from services.cache.keys import to_head_tags
+from services.domain import Understanding
 from services.normalize import normalize_query
 from tests.e2e.ledger import SentRecord, collect, event, send
 from tests.fixtures.fault_stack import FaultStack

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.annotation.model import Understanding
+from services.domain import Understanding
 from services.evaluation import PredictionError, PredictorEnv, build_predictor, predict_all
 from services.settings import Settings
 from services.stack.triton_server import TritonServer

@@ -17,7 +17,6 @@ import redis
 from pydantic import SecretStr
 from qu.v1 import head_tags_pb2
 
-from services.annotation.model import CategoryScore, Role, Tag, Understanding
 from services.cache import (
     ActivationStatus,
     BatchingHeadTagLookup,
@@ -29,6 +28,7 @@ from services.cache import (
     head_tags,
 )
 from services.cache.keys import CachedHeadTags, HeadTagKeys, decode_entry, encode_entry, to_head_tags
+from services.domain import CategoryScore, Role, Tag, Understanding
 from services.stack.ports import free_port
 from services.stack.redis_server import RedisServer, RedisServerError
 from tests.fixtures.redis import run_async

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from services.annotation.model import SearchRequest
 from services.cli.main import app
+from services.domain import SearchRequest
 from services.kafka_clients import producer, send_all
 from services.stack.tansu import TansuBroker
 from services.stack.topics import ensure_topics

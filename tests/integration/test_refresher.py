@@ -12,7 +12,6 @@ import redis
 from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
 from qu.v1 import head_tags_pb2
 
-from services.annotation.model import SCHEMA_VERSION, CategoryScore, Rewrite, RewriteType, Role, Tag, Understanding
 from services.cache import (
     CacheUnavailable,
     HeadTagAdmission,
@@ -25,6 +24,7 @@ from services.cache import (
 from services.cache.keys import to_head_tags
 from services.catalog.artifacts import build_catalog
 from services.catalog.model import Product
+from services.domain import SCHEMA_VERSION, CategoryScore, Rewrite, RewriteType, Role, Tag, Understanding
 from services.stack.redis_server import RedisServer
 from services.stack.tansu import TansuBroker
 from tests.fixtures.redis import run_async

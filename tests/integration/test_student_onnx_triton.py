@@ -13,9 +13,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from services.stack.model_repository import STUDENT_MODEL
 from services.student.bench import ask, bench_student
-from services.student.export.publish import install_version, load_model
+from services.student.export.publish import STUDENT_MODEL, install_version, load_model
 from tests.fixtures.triton import ServerFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

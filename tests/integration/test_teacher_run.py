@@ -14,9 +14,9 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from services.annotation.model import Role
 from services.catalog.artifacts import Catalog, load_catalog
 from services.catalog.demo import demo_files
+from services.domain import Role
 from services.embeddings import SentenceEmbedder
 from services.guardrails import Guardrails
 from services.normalize import normalize_query

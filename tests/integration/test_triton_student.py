@@ -26,9 +26,9 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from services.annotation.handler import AnnotateHandler, InputRecord
-from services.annotation.model import Role, Source, Tag, Understanding
 from services.catalog.artifacts import build_catalog, load_catalog
 from services.catalog.model import Product
+from services.domain import Role, Source, Tag, Understanding
 from services.errors import ServiceUnavailable
 from services.guardrails import Guardrails
 from services.normalize import normalize_query

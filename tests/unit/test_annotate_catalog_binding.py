@@ -15,7 +15,10 @@ import orjson
 import pytest
 
 from services.annotation.handler import AnnotateHandler
-from services.annotation.model import (
+from services.catalog.artifacts import Catalog, build_catalog
+from services.catalog.demo import demo_files
+from services.catalog.reader import read_catalog
+from services.domain import (
     Annotation,
     CategoryScore,
     Rewrite,
@@ -25,9 +28,6 @@ from services.annotation.model import (
     Tag,
     Understanding,
 )
-from services.catalog.artifacts import Catalog, build_catalog
-from services.catalog.demo import demo_files
-from services.catalog.reader import read_catalog
 from services.guardrails import Guardrails
 from services.wire import RecordOrigin
 

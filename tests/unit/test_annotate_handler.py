@@ -15,9 +15,9 @@ import pytest
 from qu.v1 import dead_letter_pb2, search_event_pb2
 
 from services.annotation.handler import FALLBACK_VERSION, AnnotateHandler, InputRecord, Outcome
-from services.annotation.model import CategoryScore, Role, Source, Tag, Understanding
 from services.catalog.artifacts import Catalog, build_catalog
 from services.catalog.model import Product
+from services.domain import CategoryScore, Role, Source, Tag, Understanding
 from services.errors import ServiceUnavailable
 from services.guardrails import Guardrails
 from services.wire import RecordOrigin

@@ -24,10 +24,10 @@ from opentelemetry.trace import SpanKind
 from services.annotation.delivery import BatchDelivery, KafkaHeaders
 from services.annotation.handler import AnnotateHandler, InputRecord
 from services.annotation.metrics import AnnotateMetrics
-from services.annotation.model import Role, Tag, Understanding
 from services.annotation.tracing import process_context
 from services.catalog.artifacts import build_catalog
 from services.catalog.model import Product
+from services.domain import Role, Tag, Understanding
 from services.errors import ServiceUnavailable
 from services.guardrails import Guardrails
 from services.telemetry.kafka_headers import extract_context, inject_context

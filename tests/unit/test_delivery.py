@@ -15,7 +15,7 @@ from qu.v1 import dead_letter_pb2
 
 from services.annotation.delivery import BatchDelivery, KafkaHeaders, UndeliveredOutcome
 from services.annotation.handler import InputRecord, Outcome
-from services.annotation.model import Annotation, Source, Understanding
+from services.domain import Annotation, Source, Understanding
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS
 from services.wire import RecordOrigin
 

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from services.annotation.model import Role, Tag, Understanding
 from services.catalog.artifacts import load_catalog
+from services.domain import Role, Tag, Understanding
 from services.evaluation.registry import PredictorEnv
 from services.gold.queryner import LABEL_NAMES
 from services.settings import Settings

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.annotation.model import CategoryScore, Role, Tag, Understanding
+from services.domain import CategoryScore, Role, Tag, Understanding
 from services.errors import InputError
 from services.evaluation import (
     CategoryAccuracy,

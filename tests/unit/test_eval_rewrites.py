@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.annotation.model import Rewrite, RewriteType, Understanding
 from services.catalog.model import Product
 from services.conversions.history import aggregate_conversions
 from services.conversions.reader import Conversion
 from services.conversions.store import ConversionHistory, ConversionsManifest
+from services.domain import Rewrite, RewriteType, Understanding
 from services.evaluation import CatalogRetriever, RewriteScores
 from services.evaluation.rewrites import fold_plural
 

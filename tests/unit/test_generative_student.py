@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tritonclient.grpc import model_config_pb2
 
-from services.annotation.model import CategoryScore, Rewrite, RewriteType, Role, Tag, Understanding
+from services.domain import CategoryScore, Rewrite, RewriteType, Role, Tag, Understanding
 from services.stack.model_repository import committed_model_repository, materialize_model_repository
 from services.student.generative.batching import decode_query, first_beam_tokens, pad_token_ids
 from services.student.generative.parse import MAX_CATEGORIES, locate_span, parse_generation

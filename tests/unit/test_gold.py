@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from services.annotation.model import Role, Tag
+from services.domain import Role, Tag
 from services.errors import InputError
 from services.gold import GoldQuery, read_qu_labels, read_queryner
 from services.gold.queryner import LABEL_NAMES, spans_from_bio

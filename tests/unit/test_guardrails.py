@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.annotation.model import CategoryScore, GuardrailDecision, Rewrite, RewriteType, Role, Tag, Understanding
 from services.catalog.artifacts import Catalog, build_catalog
 from services.catalog.demo import demo_files
 from services.catalog.embedding_index import CatalogEmbeddings, EmbeddedSet
 from services.catalog.model import Product, format_path
 from services.catalog.reader import read_catalog
+from services.domain import CategoryScore, GuardrailDecision, Rewrite, RewriteType, Role, Tag, Understanding
 from services.embeddings import Vectors
 from services.guardrails import EmbeddingCache, Guardrails, GuardrailThresholds, related_paths
 from services.guardrails.binding import SPELLING_MIN_SIMILARITY

@@ -10,11 +10,11 @@ import math
 import pytest
 from qu.v1 import head_tags_pb2
 
-from services.annotation.model import CategoryScore, GuardrailDecision, Rewrite, RewriteType, Role, Tag, Understanding
 from services.cache import HeadTagAdmission
 from services.cache.keys import from_head_tags, to_head_tags
 from services.catalog.artifacts import build_catalog
 from services.catalog.model import Product
+from services.domain import CategoryScore, GuardrailDecision, Rewrite, RewriteType, Role, Tag, Understanding
 
 MILK = ("dairy eggs", "milk")
 

@@ -8,10 +8,10 @@ from typing import Any, cast
 
 import pytest
 
-from services.annotation.model import Understanding
 from services.cache.errors import CacheUnavailable
 from services.cache.head_tags import BatchingHeadTagLookup, HeadTagStore
 from services.cache.keys import CachedHeadTags
+from services.domain import Understanding
 from services.errors import ServiceUnavailable
 from tests.fixtures.redis import run_async
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from qu.v1 import common_pb2, head_tags_pb2
 
-from services.annotation.model import (
+from services.cache.keys import (
+    HeadTagKeys,
+    check_run_id,
+    decode_entry,
+    encode_entry,
+    entry_problem,
+    to_head_tags,
+)
+from services.domain import (
     SCHEMA_VERSION,
     CategoryScore,
     GuardrailDecision,
@@ -14,14 +22,6 @@ from services.annotation.model import (
     Role,
     Tag,
     Understanding,
-)
-from services.cache.keys import (
-    HeadTagKeys,
-    check_run_id,
-    decode_entry,
-    encode_entry,
-    entry_problem,
-    to_head_tags,
 )
 
 # Scores that float32 (the wire type) holds exactly, so round trips compare equal.

@@ -12,12 +12,12 @@ import sys
 import numpy as np
 import pytest
 
-from services.annotation.model import Role, Tag
 from services.catalog.artifacts import Catalog, build_catalog
 from services.catalog.demo import demo_files
 from services.catalog.embedding_index import CatalogEmbeddings, EmbeddedSet
 from services.catalog.model import Product, format_path
 from services.catalog.reader import read_catalog
+from services.domain import Role, Tag
 from services.normalize import normalize_query
 from services.tagging import SUGGESTED_PRIOR_WEIGHT, CategoryIndexMissing, LexiconTagger
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from services.annotation.model import Role, Tag
+from services.domain import Role, Tag
 from services.settings import Settings
 from services.student.bio import IGNORE, LABEL_IDS, LABELS, decode_spans, label_tokens, load_tokenizer, words
 from tests.fixtures.student import tiny_gold

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from services.annotation.model import Role, Tag
+from services.domain import Role, Tag
 from services.gold import GoldQuery
 from services.student.training.data import (
     Example,

@@ -15,14 +15,14 @@ import numpy as np
 import orjson
 import pytest
 
-from services.annotation.model import Role, Tag
 from services.catalog.artifacts import load_catalog
+from services.domain import Role, Tag
 from services.embeddings import SentenceEmbedder
 from services.normalize import normalize_query
 from services.settings import Settings
-from services.stack.model_repository import STUDENT_MODEL
 from services.student.bio import load_tokenizer
 from services.student.export.publish import (
+    STUDENT_MODEL,
     TEMPLATE,
     next_version,
     published_store,

@@ -61,7 +61,7 @@ def test_cuda_without_a_gpu_says_so(tmp_path: Path, student_tiny_data: StudentDa
 
 
 def test_the_type_head_trains_beside_the_roles_and_is_not_saved(tmp_path: Path) -> None:
-    from services.annotation.model import Role, Tag
+    from services.domain import Role, Tag
     from services.gold import GoldQuery
     from services.student.training.data import build_data
     from tests.fixtures.student import tiny_gold

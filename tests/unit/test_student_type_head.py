@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.annotation.model import Role, Tag
+from services.domain import Role, Tag
 from services.gold import GoldQuery
 from services.settings import Settings
 from services.student.bio import IGNORE, load_tokenizer

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from qu.v1 import query_annotation_pb2, search_event_pb2
 
-from services.annotation.model import Annotation, Role, SearchRequest, Source, Tag, Understanding
+from services.domain import Annotation, Role, SearchRequest, Source, Tag, Understanding
 from services.wire import (
     InvalidEvent,
     decode_search_event,

@@ -20,7 +20,9 @@ import urllib.request
 from pathlib import Path
 
 from services.errors import QuError
-from services.stack.model_repository import STUDENT_MODEL
+
+# The Triton model that answers cache misses (QU_STUDENT_MODEL's default): the versions published here are its.
+STUDENT_MODEL = "qu_student"
 
 PUBLISHED = Path("student") / "published"
 TEMPLATE = Path(__file__).resolve().parent / "triton_model.py"

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.annotation.model import CategoryScore, Rewrite, RewriteType, Role, Tag, Understanding
+from services.domain import CategoryScore, Rewrite, RewriteType, Role, Tag, Understanding
 from services.normalize import normalize_query
 
 __all__ = ["MAX_CATEGORIES", "MAX_REWRITES_PER_TYPE", "Parsed", "locate_span", "parse_generation"]

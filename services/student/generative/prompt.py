@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.annotation.model import Understanding
+from services.domain import Understanding
 
 __all__ = [
     "PROMPT_VERSION",

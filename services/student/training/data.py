@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from services.annotation.model import Tag
+from services.domain import Tag
 from services.errors import QuError
 from services.gold import GoldQuery, read_qu_labels, read_queryner
 from services.normalize import normalize_with_offsets

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import torch
 from tokenizers import Encoding, Tokenizer
 
-from services.annotation.model import Tag
+from services.domain import Tag
 from services.student.bio import IGNORE, LABEL_IDS, LABELS, decode_spans, label_tokens, softmax
 from services.student.training.data import Example
 

@@ -1,4 +1,4 @@
-"""The student's held-out scores: ``services.evaluation.spans`` (exact (role, start, end) match), on lists of tags.
+"""The student's held-out scores: ``services.span_scores`` (exact (role, start, end) match), on lists of tags.
 
 The same metric ``qu eval srl`` reports, so a run's metrics.json and the evaluation command agree.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from services.annotation.model import Tag
-from services.evaluation.spans import SpanScores
+from services.domain import Tag
+from services.span_scores import SpanScores
 
 
 def span_scores(gold: Sequence[Sequence[Tag]], predicted: Sequence[Sequence[Tag]]) -> dict[str, Any]:

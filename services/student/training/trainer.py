@@ -39,7 +39,7 @@ class StudentTrainError(QuError):
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 HELDOUT_SETS = ("heldout", "queryner_validation")
-SCORER = "services.evaluation.spans (exact (role, start, end) match on the normalized query)"
+SCORER = "services.span_scores (exact (role, start, end) match on the normalized query)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,8 @@ import orjson
 import torch
 import triton_python_backend_utils as pb_utils  # provided by the Python backend stub at run time
 
-from services.annotation.model import Understanding
 from services.catalog.artifacts import load_catalog
+from services.domain import Understanding
 from services.embeddings import SentenceEmbedder
 from services.student.contract import decode_query
 from services.tagging import LexiconTagger

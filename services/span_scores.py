@@ -1,5 +1,8 @@
 """Span-level SRL metrics: exact match of (start, end, role), per role and micro-averaged.
 
+The one scorer of spans: ``qu eval`` (services/evaluation) and the student's training (its held-out
+scores) both use it, so it sits below both, beside the domain it scores.
+
 A predicted span counts as a true positive only when a gold span of the same query has the same
 start, the same end and the same role; an overlap or a boundary off by one character is one false
 positive and one false negative (the CoNLL/seqeval convention). Both sides must index the same
@@ -18,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.annotation.model import Role, Tag
+from services.domain import Role, Tag
 
 __all__ = ["Counts", "SpanScores", "score_spans"]
 

@@ -1,4 +1,6 @@
-"""The annotation's domain types, shared by the cache, the student client, guardrails and the handler.
+"""The engine's vocabulary: what a query is understood as (tags, categories, rewrites) and the annotation
+served for a search event. The bottom of ``services/``: the cache, the student, guardrails, tagging, the
+wire and the handler all import it, and it imports none of them.
 
 Plain dataclasses: the wire forms (protobuf ``qu.v1`` and JSON) are made from them in
 ``services.wire``, so the domain never depends on a serialization.

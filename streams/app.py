@@ -43,6 +43,7 @@ BATCH_WITHIN_S = 0.005
 # passthrough measured p50 / p99 24 / 67 ms at 1,000 events/s with 50 ms, 199 / 782 ms with 1,500 ms.
 # Kafka answers as soon as records arrive, so there this costs only a few more idle fetches.
 FETCH_MAX_WAIT_MS = 50
+PRODUCER_MAX_BATCH_BYTES = 1_000_000  # under producer_max_request_size (1,000,000): one batch fits one request
 log = logging.getLogger("qu.worker")
 # Before the consumer starts: a record whose header key is not UTF-8 becomes a dead letter, not a stalled partition.
 tolerant_records.install()
@@ -60,6 +61,10 @@ app = faust.App(
     topic_allow_declare=False,  # topics are created by `qu up` (or by the platform) with their partitions
     topic_disable_leader=True,
     web_enabled=False,
+    # One produce batch may hold a whole agent batch's annotations for a partition (Faust's default, 16 KiB, holds
+    # about a dozen): fewer, larger batches are fewer requests for the broker, and fewer batches for every reader's
+    # fetch to step over on a broker whose fetch cost grows with a partition's batches (docs/BENCHMARKS.md).
+    producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
     store="memory://",
     # JSON lines with the span's trace_id and span_id (services/telemetry/logs.py); the ids themselves are put on
     # each record by the logging instrumentation, which the entrypoint (streams/__main__.py) installs.

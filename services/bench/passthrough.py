@@ -134,6 +134,10 @@ class Passthrough:
         self._admin = AdminClient({"bootstrap.servers": bootstrap})
         self._process: subprocess.Popen[str] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def __enter__(self) -> Passthrough:
         try:
             self._create_topics()

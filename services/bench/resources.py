@@ -127,6 +127,21 @@ class StackProcesses:
                 self._restarts[name] = kept.restarts
         return out
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """name -> CPU seconds (user + system) each process has used so far; one that is gone is left out."""
+        out: dict[str, float] = {}
+        for name, process in self._processes.items():
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            out[name] = times.user + times.system
+        return out
+
+    def watch(self, name: str, pid: int) -> None:
+        """Account for one more process (the bench's passthrough) under ``name``."""
+        self._processes[name] = psutil.Process(pid)
+
     @property
     def died(self) -> list[str]:
         return [name for name, memory in self.memory.items() if memory.gone]
@@ -186,3 +201,13 @@ class GroupLag:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def cpu_per_event(before: dict[str, float], after: dict[str, float], events: int) -> dict[str, float]:
+    """µs of CPU per event of each process between two :meth:`StackProcesses.cpu_seconds` readings, busiest first,
+    with their ``total``; a process idle in between (under 0.5 µs per event) is left out."""
+    if events <= 0:
+        return {}
+    used = {name: (after[name] - before.get(name, 0.0)) * 1e6 / events for name in after}
+    busy = {name: round(us, 1) for name, us in sorted(used.items(), key=lambda kv: -kv[1]) if us >= 0.5}
+    return {**busy, "total": round(sum(used.values()), 1)}

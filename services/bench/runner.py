@@ -22,6 +22,7 @@ from typing import Any
 
 from services.bench.passthrough import Passthrough
 from services.bench.probe import AnswerReader, Decode, EventSender, decode_answer, decode_dead_letter, run_phase
+from services.bench.resources import StackProcesses, cpu_per_event
 from services.bench.stats import PhaseResult
 from services.bench.workload import BenchError, BenchEvent, Workload, plan_workload, publish_seed, wait_for_run
 from services.catalog.artifacts import load_catalog
@@ -97,7 +98,7 @@ def _measure(stack: EmbeddedStack, settings: Settings, config: BenchConfig, repo
     activation_s = wait_for_run(redis_url, run_id, password=password, timeout_s=config.timeout_s)
     report(f"seeded {seeded} head queries as run {run_id} (active after {activation_s:.1f} s)")
     try:
-        phases, history = _run_phases(stack, bootstrap, bench_id, workload, config, report)
+        phases, history, cpu = _run_phases(stack, bootstrap, bench_id, workload, config, report)
     finally:
         # The seed's answers are the bench's, not a teacher's: withdraw them (an empty run) so that a
         # stack the bench did not start serves none of them afterwards.
@@ -106,13 +107,19 @@ def _measure(stack: EmbeddedStack, settings: Settings, config: BenchConfig, repo
             wait_for_run(redis_url, f"{run_id}-done", password=password, timeout_s=30)
     result = _figures(config, workload, phases, bench_id, seeded, activation_s)
     result["annotations_before"] = history
+    result["cpu_us_per_event"] = cpu
     return result
 
 
 def _run_phases(
     stack: EmbeddedStack, bootstrap: str, bench_id: str, workload: Workload, config: BenchConfig, report: Report
-) -> tuple[dict[str, PhaseResult], int]:
+) -> tuple[dict[str, PhaseResult], int, dict[str, dict[str, float]]]:
     phases: dict[str, PhaseResult] = {}
+    # CPU per event of every process of the stack (and of this client) over each phase: where the time goes.
+    processes = StackProcesses(stack)
+    processes.start()
+    processes.watch("bench client", os.getpid())
+    cpu: dict[str, dict[str, float]] = {}
     sender = EventSender(bootstrap, bench_id)
     readers: dict[str, Decode] = {QUERY_ANNOTATIONS: decode_answer, DEAD_LETTER: decode_dead_letter}
     plan: list[tuple[str, list[BenchEvent], float]] = [
@@ -129,6 +136,7 @@ def _run_phases(
         for name, events, rate in plan:
             if events:
                 report(f"worker: {name} phase, {len(events)} events" + (f" at {rate:g}/s" if rate else ""))
+                before = processes.cpu_seconds()
                 phases[name] = run_phase(
                     sender,
                     reader,
@@ -138,16 +146,20 @@ def _run_phases(
                     rate=rate,
                     timeout_s=config.timeout_s,
                 )
+                cpu[name] = cpu_per_event(before, processes.cpu_seconds(), len(events))
     finally:
         reader.close()
 
     if config.passthrough:
         log = stack.logs / f"bench-passthrough-{bench_id}.log"
         with Passthrough(bootstrap, bench_id, log) as passthrough:
+            if passthrough.pid is not None:
+                processes.watch("passthrough", passthrough.pid)
             copies = AnswerReader(bootstrap, {passthrough.sink: decode_answer}, bench_id)
             try:
                 for name, events, rate in plan[:3]:
                     report(f"passthrough: {name} phase, {len(events)} events" + (f" at {rate:g}/s" if rate else ""))
+                    before = processes.cpu_seconds()
                     phases[f"passthrough_{name}"] = run_phase(
                         sender,
                         copies,
@@ -157,9 +169,12 @@ def _run_phases(
                         rate=rate,
                         timeout_s=config.timeout_s,
                     )
+                    cpu[f"passthrough_{name}"] = cpu_per_event(before, processes.cpu_seconds(), len(events))
             finally:
                 copies.close()
-    return phases, history
+    cpu.pop("warmup", None)
+    cpu.pop("passthrough_warmup", None)
+    return phases, history, cpu
 
 
 def _figures(

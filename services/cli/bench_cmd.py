@@ -100,6 +100,13 @@ def _print(result: dict[str, Any]) -> None:
     if "miss_path" in result:
         miss = result["miss_path"]
         typer.echo(f"{'miss path':>26}: {miss['target_rate']}/s p50 {miss['p50_ms']} ms, p99 {miss['p99_ms']} ms")
+    cpu: dict[str, dict[str, float]] = result.get("cpu_us_per_event") or {}
+    if cpu:
+        names = sorted({n for figures in cpu.values() for n in figures if n != "total"})
+        table = Table("CPU µs/event", *cpu, title="CPU per event of each process, by phase")
+        for name in [*names, "total"]:
+            table.add_row(name, *(f"{figures.get(name, 0.0):.0f}" for figures in cpu.values()))
+        Console().print(table)
 
 
 def _tracing_overhead(events: int, hit_ratio: float, seed: int, json: bool) -> None:

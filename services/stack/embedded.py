@@ -30,6 +30,7 @@ from services.stack.supervisor import ProcessRecord, StackError, StackState
 from services.stack.tansu import TansuBroker
 from services.stack.topics import ensure_topics
 from services.stack.triton_server import TritonServer, remove_shared_memory
+from services.student.export.embedding_graph import ensure_embedding_graph
 from services.student.export.publish import restore_published_versions
 from services.telemetry.span_store import READY as SPAN_STORE_READY
 
@@ -366,6 +367,9 @@ class EmbeddedStack:
             catalog_dir=s.resolved_catalog_dir,
             embedding_model_path=s.resolved_embedding_model_path(),
             embedding_model_id=s.embedding_model_id,
+            embedding_graph=ensure_embedding_graph(
+                self.state_dir / "models", s.resolved_embedding_model_path(), s.embedding_model_id
+            ),
         )
         # Exported student versions (`qu student export`) live in the state dir; the fresh copy gets them back.
         restored = restore_published_versions(self.state_dir, repository)

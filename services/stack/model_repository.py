@@ -65,14 +65,16 @@ def materialize_model_repository(
     catalog_dir: Path,
     embedding_model_path: Path,
     embedding_model_id: str | None = None,
+    embedding_graph: Path | None = None,
 ) -> Path:
     """Copy the model repository ``src`` to ``dest`` (replacing it) with the local paths in every config.
 
     Every model gets ``catalog_dir`` and ``embedding_model_path`` (absolute), and
     ``embedding_model_id`` when given (the student then refuses a catalog embedded by another
-    model). The copy is built beside ``dest`` and renamed into place, so a server reloading
-    ``dest`` sees the old repository or the new one (for an instant, none), never half of one.
-    Returns ``dest``.
+    model), and ``embedding_graph`` when given (the day-one student then embeds with onnxruntime,
+    services/student/export/embedding_graph.py). The copy is built beside ``dest`` and renamed into
+    place, so a server reloading ``dest`` sees the old repository or the new one (for an instant,
+    none), never half of one. Returns ``dest``.
     """
     if not src.is_dir():
         raise ModelRepositoryError(f"no model repository at {src}: expected the checkout's triton_models/ directory")
@@ -88,6 +90,10 @@ def materialize_model_repository(
     }
     if embedding_model_id:
         parameters["embedding_model_id"] = embedding_model_id
+    if embedding_graph is not None:
+        if not embedding_graph.is_file():
+            raise ModelRepositoryError(f"embedding_graph {embedding_graph} does not exist")
+        parameters["embedding_graph"] = str(embedding_graph.resolve())
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))

@@ -125,6 +125,15 @@ def test_qu_bench_measures_the_running_stack_and_a_passthrough(
     passthrough = result["phases"]["passthrough_paced"]
     assert passthrough["answered"] == EVENTS and passthrough["sources"] == {"passthrough": EVENTS}
 
+    # Where the time went: CPU per event of each process over each phase, read from the processes themselves.
+    cpu = result["cpu_us_per_event"]
+    assert set(cpu) == {"throughput", "paced", "miss", "passthrough_throughput", "passthrough_paced"}
+    assert {"worker-0", "kafka", "bench client"} <= set(cpu["throughput"]) and "passthrough" not in cpu["throughput"]
+    assert "passthrough" in cpu["passthrough_throughput"] and "worker-0" not in cpu["passthrough_throughput"]
+    assert "triton/qu_student" in cpu["miss"]  # the student's Python-backend stub does the misses' work
+    for figures in cpu.values():
+        assert figures["total"] == pytest.approx(sum(v for k, v in figures.items() if k != "total"), abs=5.0)
+
     # Nothing left behind: the stack still runs, the passthrough's topics and process are gone.
     assert embedded_stack.status()["running"]
     topics = AdminClient({"bootstrap.servers": embedded_stack.endpoints()["kafka"]}).list_topics(timeout=10).topics

@@ -278,3 +278,43 @@ def _embedder_cosines(
         vectors = np.concatenate([embedder.encode(tokenizer.encode_batch(b)) for b in _batches(texts, 29)])
         out.append(float(np.min(np.sum(vectors * reference, axis=1))))
     return out[0], out[1]
+
+
+def sentence_max_tokens(model_path: Path) -> int:
+    """The sentence-transformers model's own truncation (``sentence_bert_config.json``), so the graph fed by our
+    tokenizer sees the same tokens as the reference; 256 (MiniLM's) where the file does not say."""
+    config = model_path / "sentence_bert_config.json"
+    if config.is_file():
+        import json
+
+        return int(json.loads(config.read_text(encoding="utf-8")).get("max_seq_length", 256))
+    return 256
+
+
+def export_embedding_graph(model_path: Path, out: Path, probe: Sequence[str], *, reference_embedder: Any) -> float:
+    """The base sentence model (``model_path``, with its ``tokenizer.json``) as one ONNX graph with mean pooling and
+    L2 norm inside, written to ``out`` whole or not at all; returns the smallest cosine to ``reference_embedder``'s
+    vectors over ``probe``, and raises :class:`ExportError` under ``EMBED_MIN_COSINE``."""
+    from services.student.onnx_student import OnnxEmbedder
+
+    tokenizer_path = model_path / "tokenizer.json"
+    if not tokenizer_path.is_file():
+        raise ExportError(f"no tokenizer.json in {model_path}: the embedding graph needs the model's fast tokenizer")
+    tokenizer = load_tokenizer(tokenizer_path, sentence_max_tokens(model_path))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        staged = Path(tmp) / out.name
+        with torch.inference_mode():
+            _export(EmbeddingGraph(_load_base_encoder(model_path)).eval(), tokenizer, "embedding", staged)
+        texts = list(probe[:256])
+        reference = np.asarray(reference_embedder.encode(texts), dtype=np.float32)
+        embedder = OnnxEmbedder(staged, threads=0)
+        vectors = np.concatenate([embedder.encode(tokenizer.encode_batch(b)) for b in _batches(texts, 29)])
+        cosine = float(np.min(np.sum(vectors * reference, axis=1)))
+        if cosine < EMBED_MIN_COSINE:
+            raise ExportError(
+                f"the ONNX graph of {model_path} reaches only cosine {cosine:.6f} with sentence-transformers' vectors "
+                f"(minimum {EMBED_MIN_COSINE}): the category ranking would change"
+            )
+        staged.replace(out)
+    return cosine

@@ -32,6 +32,8 @@ from services.catalog.artifacts import load_catalog
 from services.domain import Understanding
 from services.embeddings import SentenceEmbedder
 from services.student.contract import decode_query
+from services.student.export.onnx_export import sentence_max_tokens
+from services.student.onnx_student import OnnxTextEmbedder
 from services.tagging import LexiconTagger
 
 TOP_CATEGORIES = 3
@@ -78,7 +80,18 @@ class TritonPythonModel:
                 f"{expected!r}: re-import the catalog with that model or point embedding_model_path at {model_id}"
             )
         self.tagger = LexiconTagger(catalog)
-        self.embedder = SentenceEmbedder(model_path, model_id=model_id, batch_size=EMBED_BATCH)
+        self.embedder: OnnxTextEmbedder | SentenceEmbedder
+        graph = str(parameters.get("embedding_graph", {}).get("string_value", "")).strip()
+        if graph:
+            # The same vectors for a third of the CPU per query (services/student/export/embedding_graph.py).
+            self.embedder = OnnxTextEmbedder(
+                _parameter_path(parameters, "embedding_graph"),
+                model_path / "tokenizer.json",
+                max_tokens=sentence_max_tokens(model_path),
+                threads=int(os.environ.get("OMP_NUM_THREADS", DEFAULT_INTRA_OP_THREADS)),
+            )
+        else:
+            self.embedder = SentenceEmbedder(model_path, model_id=model_id, batch_size=EMBED_BATCH)
         # Load the weights now: a bad model path fails the model load, not the first request.
         self.embedder.encode(["warm up"])
         self.prior_weight = float(parameters.get("category_prior_weight", {}).get("string_value", "") or 0.0)

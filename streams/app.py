@@ -19,30 +19,23 @@ from typing import Any, cast
 import faust
 import mode
 from aiokafka import errors as kafka_errors
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from services.annotation.delivery import BatchDelivery, KafkaHeaders, UndeliveredOutcome
 from services.annotation.handler import AnnotateHandler, InputRecord
 from services.annotation.metrics import AnnotateMetrics
-from services.annotation.runtime import build_handler
+from services.annotation.runtime import HANDLER_READY, build_handler
 from services.annotation.tracing import default_tracer, process_context
 from services.settings import Settings
 from services.telemetry.logs import logging_config
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS, WORKER_GROUP
 from services.wire import RecordOrigin
-from streams import tolerant_records
+from streams import fetch_wait, tolerant_records
 
-HANDLER_READY = "qu: annotate handler ready"
 # Under load a batch fills to BATCH_MAX and shares its Redis round trip, its student requests and its produce
 # requests among more events: 256 instead of 64 measured +40-50% events/s at hit ratio 0.98 on 2 cores
 # (docs/BENCHMARKS.md). Under light load BATCH_WITHIN_S closes a batch first, so latency does not change.
 BATCH_MAX = 256
 BATCH_WITHIN_S = 0.005
-# Faust hard-codes aiokafka's fetch_max_wait_ms=1500. When a fetch finds no record, tansu answers only at the
-# end of that wait even if records arrive meanwhile, which adds up to the wait to an event's latency: a raw
-# passthrough measured p50 / p99 24 / 67 ms at 1,000 events/s with 50 ms, 199 / 782 ms with 1,500 ms.
-# Kafka answers as soon as records arrive, so there this costs only a few more idle fetches.
-FETCH_MAX_WAIT_MS = 50
 PRODUCER_MAX_BATCH_BYTES = 1_000_000  # under producer_max_request_size (1,000,000): one batch fits one request
 log = logging.getLogger("qu.worker")
 # Before the consumer starts: a record whose header key is not UTF-8 becomes a dead letter, not a stalled partition.
@@ -72,25 +65,8 @@ app = faust.App(
 )
 
 
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        # aiokafka reads this when the consumer starts (its Fetcher is built in start()), after this returns.
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
-        return consumer
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
 # Set before any topic is declared: declaring topics reaches the transport (faust.App._new_transport).
-app.transport = _Transport(app.conf.broker_consumer, app)
+app.transport = fetch_wait.Transport(app.conf.broker_consumer, app)
 
 
 def _raw_topic(name: str) -> faust.TopicT:

@@ -17,6 +17,8 @@ from services.student.client import StudentClient
 from services.tagging.lexicon_tagger import LexiconTagger
 
 WARM_UP_QUERY = "milk"
+# What a worker logs once its handler is built and warm: `qu up` (services/stack/embedded.py) waits for it.
+HANDLER_READY = "qu: annotate handler ready"
 
 
 @dataclass(slots=True)

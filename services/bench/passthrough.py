@@ -30,8 +30,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from services.bench.workload import BenchError
 
 READY = "ready"
-# What the worker's aiokafka clients get: streams/app.py (FETCH_MAX_WAIT_MS, BATCH_MAX, BATCH_WITHIN_S; a
-# test keeps these equal) and Faust 0.15's defaults (fetch size, acks, commit interval).
+# What the worker's aiokafka clients get: streams/fetch_wait.py (FETCH_MAX_WAIT_MS), streams/app.py (BATCH_MAX,
+# BATCH_WITHIN_S; a test keeps these equal) and Faust 0.15's defaults (fetch size, acks, commit interval).
 FETCH_MAX_WAIT_MS = 50
 MAX_FETCH_BYTES = 1_048_576
 ACKS = -1

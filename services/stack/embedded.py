@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 from pydantic import SecretStr
 
+from services.annotation.runtime import HANDLER_READY
 from services.catalog.artifacts import CatalogNotFoundError, resolve_build
 from services.settings import Settings
 from services.stack.figures import read_figures
@@ -35,9 +36,6 @@ from services.student.export.publish import restore_published_versions
 from services.telemetry.span_store import READY as SPAN_STORE_READY
 
 Report = Callable[[str], None]
-# What a worker logs once its handler is built and warm (streams.app.HANDLER_READY; not imported:
-# services never import streams).
-WORKER_READY = "qu: annotate handler ready"
 # The trace store last: it receives the spans the others export while they stop.
 STOP_ORDER = ("worker", "refresher", "triton", "redis", "kafka", "traces")
 
@@ -265,7 +263,7 @@ class EmbeddedStack:
             self._start(state, f"worker-{i}", wait=False)
         for record in state.processes:
             if record.name.startswith("worker-"):
-                self._wait_for_log(record, WORKER_READY, timeout=90)
+                self._wait_for_log(record, HANDLER_READY, timeout=90)
         self.report(f"{self.settings.workers} worker(s) ready; head-tag refresher running")
 
     def restart(self, name: str) -> ProcessRecord:
@@ -349,7 +347,7 @@ class EmbeddedStack:
             record = self._spawn(name, command, self._with_metrics_port(name))
             self._record(state, record)
             if wait:
-                self._wait_for_log(record, WORKER_READY, timeout=90)
+                self._wait_for_log(record, HANDLER_READY, timeout=90)
         else:
             raise StackError(f"no service named {name!r}: traces, kafka, redis, triton, refresher or worker-N")
         return record

@@ -196,3 +196,13 @@ class Annotation:
             "annotated_at": self.annotated_at.isoformat().replace("+00:00", "Z") if self.annotated_at else None,
             "schema_version": self.schema_version,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class CacheMiss:
+    """A query the head-tag cache did not know (``qu.cache-misses.v1``): what the next teacher run promotes."""
+
+    normalized_query: str
+    query: str
+    event_id: str
+    ts: datetime

@@ -106,8 +106,8 @@ def send_all(
 
 def read_to_end(
     bootstrap: str, topic: str, *, timeout_s: float = 60.0, idle_s: float = 1.0
-) -> Iterator[tuple[bytes | None, str]]:
-    """Every record of ``topic`` from the beginning to its end: ``(value, "topic[p]@offset")``.
+) -> Iterator[tuple[bytes | None, list[tuple[str, str | bytes | None]], str]]:
+    """Every record of ``topic`` from the beginning to its end: ``(value, headers, "topic[p]@offset")``.
 
     Reads by assignment (no group, nothing committed), so it leaves no trace on the broker. The end
     is where every partition has passed its high watermark and no record came for ``idle_s``: tansu
@@ -150,6 +150,11 @@ def read_to_end(
             last_record = time.monotonic()
             if partition in behind and offset + 1 >= behind[partition]:
                 del behind[partition]
-            yield msg.value(), f"{topic}[{partition}]@{offset}"
+            headers = msg.headers() or []
+            yield (
+                msg.value(),
+                list(headers.items() if isinstance(headers, dict) else headers),
+                f"{topic}[{partition}]@{offset}",
+            )
     finally:
         reader.close()

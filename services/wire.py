@@ -18,9 +18,9 @@ import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
-from qu.v1 import common_pb2, dead_letter_pb2, head_tags_pb2, query_annotation_pb2, search_event_pb2
+from qu.v1 import cache_miss_pb2, common_pb2, dead_letter_pb2, head_tags_pb2, query_annotation_pb2, search_event_pb2
 
-from services.domain import Annotation, RewriteType, Role, SearchRequest, Source
+from services.domain import Annotation, CacheMiss, RewriteType, Role, SearchRequest, Source
 from services.errors import QuError
 
 JSON = "application/json"
@@ -278,6 +278,63 @@ def encode_annotation(annotation: Annotation, fmt: Literal["json", "protobuf"]) 
     if fmt == "protobuf":
         return annotation_to_protobuf(annotation).SerializeToString(), PROTOBUF
     return orjson.dumps(annotation.to_json()), JSON
+
+
+def encode_cache_miss(miss: CacheMiss, fmt: Literal["json", "protobuf"]) -> tuple[bytes, str]:
+    """A ``qu.cache-misses.v1`` record (``qu.v1.CacheMiss``, or JSON with its field names) and its content type."""
+    if fmt == "protobuf":
+        message = cache_miss_pb2.CacheMiss(
+            normalized_query=miss.normalized_query, query=miss.query, event_id=miss.event_id
+        )
+        message.ts.FromDatetime(miss.ts)
+        return message.SerializeToString(), PROTOBUF
+    row = {
+        "normalized_query": miss.normalized_query,
+        "query": miss.query,
+        "event_id": miss.event_id,
+        "ts": miss.ts.isoformat(),
+    }
+    return orjson.dumps(row), JSON
+
+
+class InvalidCacheMiss(QuError):
+    """A ``qu.cache-misses.v1`` record that is not a cache miss; the message says what is wrong."""
+
+
+def decode_cache_miss(value: bytes | None, headers: Headers) -> CacheMiss:
+    """A cache-miss record in either format (its content-type header; JSON without one); raises InvalidCacheMiss."""
+    content_type = header(headers, "content-type")
+    if content_type == PROTOBUF:
+        try:
+            message = cache_miss_pb2.CacheMiss.FromString(value or b"")
+        except DecodeError as exc:
+            raise InvalidCacheMiss(f"not a qu.v1.CacheMiss ({exc})") from None
+        miss = CacheMiss(
+            message.normalized_query,
+            message.query,
+            message.event_id,
+            _protobuf_timestamp(message.ts) if message.HasField("ts") else datetime.fromtimestamp(0, UTC),
+        )
+    else:
+        try:
+            row = orjson.loads(value or b"")
+        except orjson.JSONDecodeError as exc:
+            raise InvalidCacheMiss(f"not JSON ({exc})") from None
+        if not isinstance(row, dict):
+            raise InvalidCacheMiss(f"a JSON {type(row).__name__}, not an object")
+        try:
+            ts = _timestamp(row.get("ts"))
+        except InvalidEvent as exc:
+            raise InvalidCacheMiss(str(exc)) from None
+        miss = CacheMiss(
+            str(row.get("normalized_query") or ""),
+            str(row.get("query") or ""),
+            str(row.get("event_id") or ""),
+            ts or datetime.fromtimestamp(0, UTC),
+        )
+    if not miss.normalized_query:
+        raise InvalidCacheMiss("it has no normalized_query")
+    return miss
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from services.dead_letter import clip_text, encode_dead_letter
 from services.errors import QuError
 from services.telemetry.kafka_headers import inject_context
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS
-from services.wire import PROTOBUF, InvalidEvent, encode_annotation
+from services.wire import PROTOBUF, InvalidEvent, encode_annotation, encode_cache_miss
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,8 @@ class BatchDelivery:
                 (QUERY_ANNOTATIONS, outcome.key, value, [("content-type", content_type.encode())])
             ]
             if outcome.cache_miss is not None:
-                records.append((CACHE_MISSES, outcome.key, outcome.cache_miss, [("content-type", b"application/json")]))
+                miss, miss_type = encode_cache_miss(outcome.cache_miss, self.annotation_format)
+                records.append((CACHE_MISSES, outcome.key, miss, [("content-type", miss_type.encode())]))
             return records
         if outcome.dead_letter is not None:
             headers = [("content-type", PROTOBUF.encode()), ("reason", outcome.reason.encode())]

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, cast
 
-import orjson
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Tracer
 
@@ -32,6 +31,7 @@ from services.circuit_breaker import CircuitOpen
 from services.dead_letter import DEAD_LETTER_LIMITS, encode_dead_letter
 from services.domain import (
     Annotation,
+    CacheMiss,
     GuardrailDecision,
     SearchRequest,
     Source,
@@ -81,7 +81,7 @@ class Outcome:
 
     annotation: Annotation | None = None
     key: bytes = b""  # the normalized query: one query, one partition
-    cache_miss: bytes | None = None  # JSON for qu.cache-misses.v1
+    cache_miss: CacheMiss | None = None  # for qu.cache-misses.v1 (encoded by services.wire, as annotations are)
     dead_letter: bytes | None = None  # qu.v1.DeadLetter for qu.dead-letter.v1
     reason: str = ""  # why it was dead-lettered
 
@@ -270,14 +270,7 @@ class AnnotateHandler:
         for p in group:
             try:
                 p.timings.student_ms = student_ms
-                miss = orjson.dumps(
-                    {
-                        "normalized_query": query,
-                        "query": p.request.query,
-                        "event_id": p.request.event_id,
-                        "ts": self.clock().isoformat(),
-                    }
-                )
+                miss = CacheMiss(query, p.request.query, p.request.event_id, self.clock())
                 outcome = self._annotate(p, understanding, source, version, degraded=degraded, miss=miss)
             except Exception as exc:
                 outcome = self._internal_error(p.record, exc)
@@ -344,7 +337,7 @@ class AnnotateHandler:
         version: str,
         *,
         degraded: bool = False,
-        miss: bytes | None = None,
+        miss: CacheMiss | None = None,
     ) -> Outcome:
         lap = time.perf_counter()
         checked, decisions = self.guardrails.check(understanding, p.normalized.text)

@@ -25,6 +25,7 @@ import orjson
 from services.errors import InputError
 from services.jsonl import read_json_lines
 from services.normalize import normalize_query
+from services.wire import Headers, InvalidCacheMiss, decode_cache_miss
 
 MAX_FOLLOWUPS = 5
 
@@ -97,18 +98,16 @@ def promoted(
     return [SelectedQuery(q, Origin.PROMOTED, n, log.followups_of(q) if log else ()) for q, n in ranked]
 
 
-def count_misses(records: Iterable[tuple[bytes | None, str]]) -> Counter[str]:
-    """Normalized queries of ``qu.cache-misses.v1`` records ``(value, where)``; a bad record is an InputError."""
+def count_misses(records: Iterable[tuple[bytes | None, Headers, str]]) -> Counter[str]:
+    """Normalized queries of ``qu.cache-misses.v1`` records ``(value, headers, where)``, in either format the worker
+    writes (services/wire.py); a bad record is an InputError naming where it is."""
     counts: Counter[str] = Counter()
-    for value, where in records:
+    for value, headers, where in records:
         try:
-            row = orjson.loads(value or b"")
-        except orjson.JSONDecodeError as exc:
-            raise InputError(where, f"a cache-miss record is not JSON ({exc})") from None
-        query = row.get("normalized_query") if isinstance(row, dict) else None
-        if not isinstance(query, str) or not query:
-            raise InputError(where, "a cache-miss record has no normalized_query", column="normalized_query")
-        key = normalize_query(query)
+            miss = decode_cache_miss(value, headers)
+        except InvalidCacheMiss as exc:
+            raise InputError(where, f"not a cache-miss record: {exc}", column="normalized_query") from None
+        key = normalize_query(miss.normalized_query)
         if key:
             counts[key] += 1
     return counts

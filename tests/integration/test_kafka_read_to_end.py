@@ -17,8 +17,8 @@ def test_reads_every_partition_to_its_end(kafka_broker: TansuBroker, kafka_topic
     values = [f"v{i}".encode() for i in range(30)]
     send_all(producer(kafka_broker.bootstrap), topic, [(f"k{i}".encode(), v, []) for i, v in enumerate(values)])
     read = list(read_to_end(kafka_broker.bootstrap, topic, timeout_s=30))
-    assert sorted(v for v, _ in read) == sorted(values)
-    assert all(where.startswith(f"{topic}[") and "@" in where for _, where in read)
+    assert sorted(v for v, _, _ in read) == sorted(values)
+    assert all(where.startswith(f"{topic}[") and "@" in where for _, _, where in read)
     assert list(read_to_end(kafka_broker.bootstrap, kafka_topic(2), timeout_s=30)) == []
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 
 import pytest
 from qu.v1 import dead_letter_pb2
 
 from services.annotation.delivery import BatchDelivery, KafkaHeaders, UndeliveredOutcome
 from services.annotation.handler import InputRecord, Outcome
-from services.domain import Annotation, Source, Understanding
+from services.domain import Annotation, CacheMiss, Source, Understanding
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS
 from services.wire import RecordOrigin
 
@@ -56,7 +57,8 @@ def record(offset: int) -> InputRecord:
 
 def annotated(event_id: str) -> Outcome:
     annotation = Annotation(event_id, "milk", "milk", Understanding(version="v"), Source.CACHE, "t1")
-    return Outcome(annotation=annotation, key=b"milk", cache_miss=b'{"normalized_query": "milk"}')
+    miss = CacheMiss("milk", "Milk", event_id, datetime(2026, 12, 6, tzinfo=UTC))
+    return Outcome(annotation=annotation, key=b"milk", cache_miss=miss)
 
 
 def deliver(producer: FakeProducer, outcomes: list[Outcome]) -> BatchDelivery:

@@ -53,7 +53,7 @@ def test_followups_are_the_later_searches_of_the_same_sessions_most_frequent_fir
 
 
 def test_misses_promote_the_tail_that_keeps_arriving(tmp_path: Path) -> None:
-    records = [(orjson.dumps({"normalized_query": q}), f"qu.cache-misses.v1[0]@{i}") for i, q in enumerate(
+    records = [(orjson.dumps({"normalized_query": q}), [], f"qu.cache-misses.v1[0]@{i}") for i, q in enumerate(
         ["rare cheese", "rare cheese", "rare cheese", "once only", "milk", "milk", "milk"]
     )]  # fmt: skip
     counts = count_misses(records)
@@ -64,11 +64,11 @@ def test_misses_promote_the_tail_that_keeps_arriving(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "problem"),
-    [(b"not json", "not JSON"), (b'{"query": "x"}', "no normalized_query"), (b"[1, 2]", "no normalized_query")],
+    [(b"not json", "not JSON"), (b'{"query": "x"}', "no normalized_query"), (b"[1, 2]", "a JSON list")],
 )
 def test_a_bad_miss_record_names_where_it_is(value: bytes, problem: str) -> None:
     with pytest.raises(InputError, match=problem) as caught:
-        count_misses([(value, "qu.cache-misses.v1[2]@17")])
+        count_misses([(value, [], "qu.cache-misses.v1[2]@17")])
     assert caught.value.source == "qu.cache-misses.v1[2]@17"
 
 

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 import orjson
 import pytest
 from qu.v1 import query_annotation_pb2, search_event_pb2
 
-from services.domain import Annotation, Role, SearchRequest, Source, Tag, Understanding
+from services.domain import Annotation, CacheMiss, Role, SearchRequest, Source, Tag, Understanding
 from services.wire import (
+    JSON,
+    PROTOBUF,
+    InvalidCacheMiss,
     InvalidEvent,
+    decode_cache_miss,
     decode_search_event,
     encode_annotation,
+    encode_cache_miss,
     encode_search_event,
 )
 
@@ -148,3 +154,28 @@ def test_a_header_key_that_is_not_utf8_is_invalid_header(key: str | bytes) -> No
 
 def test_a_header_key_in_another_script_is_fine() -> None:
     assert decode(event(query="milk"), [("类型", b"v")]).query == "milk"
+
+
+@pytest.mark.parametrize("fmt", ["json", "protobuf"])
+def test_a_cache_miss_reads_back_whole_in_either_format(fmt: Literal["json", "protobuf"]) -> None:
+    miss = CacheMiss("bread no gluten", "Bread, no gluten", "e-17", datetime(2026, 12, 6, 7, 40, 1, 250000, tzinfo=UTC))
+    value, content_type = encode_cache_miss(miss, fmt)
+    assert content_type == (PROTOBUF if fmt == "protobuf" else JSON)
+    assert decode_cache_miss(value, [("content-type", content_type.encode())]) == miss
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "says"),
+    [
+        (b"not json", [], "not JSON"),
+        (b'["a"]', [], "a JSON list"),
+        (b'{"query": "x"}', [], "no normalized_query"),
+        (b'{"normalized_query": "x", "ts": "yesterday"}', [], "not ISO 8601"),
+        (b"\xff\xff", [("content-type", PROTOBUF.encode())], "not a qu.v1.CacheMiss"),
+    ],
+)
+def test_a_bad_cache_miss_is_an_error_saying_what_is_wrong(
+    value: bytes, headers: list[tuple[str, bytes]], says: str
+) -> None:
+    with pytest.raises(InvalidCacheMiss, match=says):
+        decode_cache_miss(value, headers)

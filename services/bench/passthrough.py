@@ -6,6 +6,8 @@ process, so the passthrough is a bare aiokafka loop in its own process — like 
 the client settings the worker's consumer and producer get (fetch wait, fetch size, acks, linger)
 and the agent's batch shape (sends awaited before the next batch, offsets committed behind).
 Measured against it, ``ratio`` is what Faust's stream machinery plus the annotate handler cost.
+``--client confluent`` copies the same way with confluent-kafka (librdkafka), the second baseline: the
+difference between the two is what the client library costs.
 
 ``python -m services.bench.passthrough --bootstrap B --source T1 --sink T2 --group G`` prints
 ``ready`` once its partitions are assigned and copies until SIGTERM.
@@ -20,16 +22,20 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from services.bench.workload import BenchError
 
 READY = "ready"
+# aiokafka is the worker's own client (Faust runs on it); confluent-kafka (librdkafka) shows what the library costs.
+CLIENTS = ("aiokafka", "confluent")
 # What the worker's aiokafka clients get: streams/fetch_wait.py (FETCH_MAX_WAIT_MS), streams/app.py (BATCH_MAX,
 # BATCH_WITHIN_S; a test keeps these equal) and Faust 0.15's defaults (fetch size, acks, commit interval).
 FETCH_MAX_WAIT_MS = 50
@@ -82,6 +88,59 @@ async def copy(
     return copied
 
 
+def copy_confluent(
+    bootstrap: str, source: str, sink: str, group: str, stop: threading.Event, *, fetch_max_wait_ms: int
+) -> int:
+    """The same copy with confluent-kafka (librdkafka): what the client library costs beside aiokafka.
+
+    The same batch shape (up to ``BATCH`` records or ``WITHIN_MS``), every batch delivered before the next
+    is taken and offsets committed behind, every ``COMMIT_EVERY_S``."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": fetch_max_wait_ms,
+            "max.partition.fetch.bytes": MAX_FETCH_BYTES,
+            "session.timeout.ms": 6000,  # tansu: a group join in seconds (NOTES.md)
+            "heartbeat.interval.ms": 2000,
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": ACKS, "linger.ms": 0})
+    failures: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    copied = 0
+    consumer.subscribe([source])
+    try:
+        deadline = time.monotonic() + 60
+        while not consumer.assignment():
+            if stop.is_set() or time.monotonic() > deadline:
+                raise BenchError("no partitions assigned within 60 s")
+            consumer.poll(0.1)  # drives the group join; the fresh source topic is empty
+        print(READY, flush=True)
+        committed_at = time.monotonic()
+        while not stop.is_set():
+            records = [m for m in consumer.consume(BATCH, WITHIN_MS / 1000) if m.error() is None]
+            for record in records:
+                producer.produce(sink, record.value(), record.key(), headers=record.headers(), on_delivery=delivered)
+            if records:
+                producer.flush()  # delivered before the offsets move, like the agent
+                if failures:
+                    raise BenchError(f"the confluent passthrough could not deliver: {failures[0]}")
+                copied += len(records)
+            if time.monotonic() - committed_at >= COMMIT_EVERY_S:
+                consumer.commit(asynchronous=False)
+                committed_at = time.monotonic()
+    finally:
+        consumer.close()
+    return copied
+
+
 async def _wait_assigned(consumer: AIOKafkaConsumer, stop: asyncio.Event, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not consumer.assignment():
@@ -89,6 +148,16 @@ async def _wait_assigned(consumer: AIOKafkaConsumer, stop: asyncio.Event, timeou
             raise BenchError(f"no partitions assigned within {timeout_s:.0f} s")
         # getmany drives the group join; nothing is on the fresh source topic yet, so nothing is lost.
         await consumer.getmany(timeout_ms=100)
+
+
+def _main_confluent(args: argparse.Namespace) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    copied = copy_confluent(
+        args.bootstrap, args.source, args.sink, args.group, stop, fetch_max_wait_ms=args.fetch_max_wait_ms
+    )
+    print(f"copied {copied}", file=sys.stderr, flush=True)
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -107,7 +176,12 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("--bootstrap", "--source", "--sink", "--group"):
         parser.add_argument(name, required=True)
     parser.add_argument("--fetch-max-wait-ms", type=int, default=FETCH_MAX_WAIT_MS)
-    asyncio.run(_main(parser.parse_args(argv)))
+    parser.add_argument("--client", choices=CLIENTS, default="aiokafka", help="the Kafka client library that copies")
+    args = parser.parse_args(argv)
+    if args.client == "confluent":
+        _main_confluent(args)
+    else:
+        asyncio.run(_main(args))
 
 
 class Passthrough:
@@ -122,11 +196,15 @@ class Passthrough:
         partitions: int = 6,
         timeout_s: float = 60,
         fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+        client: str = "aiokafka",
     ) -> None:
+        if client not in CLIENTS:
+            raise ValueError(f"client must be one of {', '.join(CLIENTS)}, not {client!r}")
         self.bootstrap = bootstrap
-        self.source = f"qu.bench-{bench_id}.in"
-        self.sink = f"qu.bench-{bench_id}.out"
-        self.group = f"qu-bench-{bench_id}"
+        self.client = client
+        self.source = f"qu.bench-{bench_id}-{client}.in"
+        self.sink = f"qu.bench-{bench_id}-{client}.out"
+        self.group = f"qu-bench-{bench_id}-{client}"
         self.log = log
         self.partitions = partitions
         self.timeout_s = timeout_s
@@ -162,7 +240,7 @@ class Passthrough:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "services.bench.passthrough", "--bootstrap", self.bootstrap]
         command += ["--source", self.source, "--sink", self.sink, "--group", self.group]
-        command += ["--fetch-max-wait-ms", str(self.fetch_max_wait_ms)]
+        command += ["--fetch-max-wait-ms", str(self.fetch_max_wait_ms), "--client", self.client]
         with self.log.open("ab") as log:
             self._process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True

@@ -151,29 +151,34 @@ def _run_phases(
         reader.close()
 
     if config.passthrough:
-        log = stack.logs / f"bench-passthrough-{bench_id}.log"
-        with Passthrough(bootstrap, bench_id, log) as passthrough:
-            if passthrough.pid is not None:
-                processes.watch("passthrough", passthrough.pid)
-            copies = AnswerReader(bootstrap, {passthrough.sink: decode_answer}, bench_id)
-            try:
-                for name, events, rate in plan[:3]:
-                    report(f"passthrough: {name} phase, {len(events)} events" + (f" at {rate:g}/s" if rate else ""))
-                    before = processes.cpu_seconds()
-                    phases[f"passthrough_{name}"] = run_phase(
-                        sender,
-                        copies,
-                        topic=passthrough.source,
-                        phase=f"pt{name}",
-                        events=events,
-                        rate=rate,
-                        timeout_s=config.timeout_s,
-                    )
-                    cpu[f"passthrough_{name}"] = cpu_per_event(before, processes.cpu_seconds(), len(events))
-            finally:
-                copies.close()
-    cpu.pop("warmup", None)
-    cpu.pop("passthrough_warmup", None)
+        for client, prefix in (("aiokafka", "passthrough"), ("confluent", "passthrough_confluent")):
+            log = stack.logs / f"bench-passthrough-{bench_id}-{client}.log"
+            with Passthrough(bootstrap, bench_id, log, client=client) as passthrough:
+                process = "passthrough" if client == "aiokafka" else f"passthrough ({client})"
+                if passthrough.pid is not None:
+                    processes.watch(process, passthrough.pid)
+                copies = AnswerReader(bootstrap, {passthrough.sink: decode_answer}, bench_id)
+                try:
+                    for name, events, rate in plan[:3]:
+                        report(
+                            f"passthrough ({client}): {name} phase, {len(events)} events"
+                            + (f" at {rate:g}/s" if rate else "")
+                        )
+                        before = processes.cpu_seconds()
+                        phases[f"{prefix}_{name}"] = run_phase(
+                            sender,
+                            copies,
+                            topic=passthrough.source,
+                            phase=f"pt{client[0]}{name}",
+                            events=events,
+                            rate=rate,
+                            timeout_s=config.timeout_s,
+                        )
+                        cpu[f"{prefix}_{name}"] = cpu_per_event(before, processes.cpu_seconds(), len(events))
+                finally:
+                    copies.close()
+    for phase in [p for p in cpu if p.endswith("warmup")]:
+        del cpu[phase]
     return phases, history, cpu
 
 
@@ -208,6 +213,11 @@ def _figures(
         out["passthrough_p99_ms"] = pt_paced["p99_ms"]
         ceiling = phases["passthrough_throughput"].events_per_s
         out["ratio"] = round(throughput.events_per_s / ceiling, 4) if ceiling else None
+    if "passthrough_confluent_throughput" in summaries:
+        # The same copy with librdkafka: what the worker's client library (aiokafka, under Faust) costs.
+        out["passthrough_confluent_events_per_s"] = summaries["passthrough_confluent_throughput"]["events_per_s"]
+        out["passthrough_confluent_p50_ms"] = summaries["passthrough_confluent_paced"]["p50_ms"]
+        out["passthrough_confluent_p99_ms"] = summaries["passthrough_confluent_paced"]["p99_ms"]
     answered = throughput.answered + paced.answered
     out |= {
         "hits": hits,

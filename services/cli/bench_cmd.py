@@ -93,7 +93,17 @@ def bench(
 
 
 def _print(result: dict[str, Any]) -> None:
-    keys = ("events_per_s", "p50_ms", "p95_ms", "p99_ms", "passthrough_events_per_s", "passthrough_p99_ms", "ratio")
+    keys = (
+        "events_per_s",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "passthrough_events_per_s",
+        "passthrough_p99_ms",
+        "ratio",
+        "passthrough_confluent_events_per_s",
+        "passthrough_confluent_p99_ms",
+    )
     for key in (*keys, "hits", "misses", "fallbacks", "dead_letters", "unanswered"):
         if key in result:
             typer.echo(f"{key:>26}: {result[key]}")

@@ -124,10 +124,24 @@ def test_qu_bench_measures_the_running_stack_and_a_passthrough(
     assert miss["p50_ms"] <= miss["p99_ms"]
     passthrough = result["phases"]["passthrough_paced"]
     assert passthrough["answered"] == EVENTS and passthrough["sources"] == {"passthrough": EVENTS}
+    # The second baseline: the same copy through librdkafka.
+    confluent = result["phases"]["passthrough_confluent_paced"]
+    assert confluent["answered"] == EVENTS and confluent["sources"] == {"passthrough": EVENTS}
+    assert result["passthrough_confluent_events_per_s"] > 0 and result["passthrough_confluent_p99_ms"] > 0
 
     # Where the time went: CPU per event of each process over each phase, read from the processes themselves.
     cpu = result["cpu_us_per_event"]
-    assert set(cpu) == {"throughput", "paced", "miss", "passthrough_throughput", "passthrough_paced"}
+    assert set(cpu) == {
+        "throughput",
+        "paced",
+        "miss",
+        "passthrough_throughput",
+        "passthrough_paced",
+        "passthrough_confluent_throughput",
+        "passthrough_confluent_paced",
+    }
+    # (CPU time comes in 10 ms ticks: a process idle or quick over this short run's phase may be left out.)
+    assert "passthrough (confluent)" not in cpu["passthrough_throughput"]
     assert {"worker-0", "kafka", "bench client"} <= set(cpu["throughput"]) and "passthrough" not in cpu["throughput"]
     assert "passthrough" in cpu["passthrough_throughput"] and "worker-0" not in cpu["passthrough_throughput"]
     assert "triton/qu_student" in cpu["miss"]  # the student's Python-backend stub does the misses' work

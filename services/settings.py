@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         default=16066, description="First Faust worker web port (env QU_WORKER_WEB_PORT); workers take the next ones."
     )
     workers: int = Field(default=1, ge=1, description="Faust workers `qu up` starts (env QU_WORKERS).")
+    worker_profile: Path | None = Field(
+        default=None,
+        description="A worker profiles its main thread (cProfile) and writes the stats here when it stops "
+        "(`qu bench --profile` sets it for a profile phase of its own: profiling slows the worker).",
+    )
     log_format: Literal["json", "text"] = Field(
         default="json",
         description="The worker's and the refresher's log lines: JSON objects carrying trace_id and "

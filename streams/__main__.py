@@ -1,6 +1,7 @@
 """``python -m streams worker ...``: the Faust worker's command line (what `qu up` starts)."""
 
 import asyncio
+import cProfile
 
 import uvloop
 
@@ -15,7 +16,17 @@ from streams.app import app, settings  # noqa: E402  (after the policy, on purpo
 # The entrypoint configures telemetry (traces, metrics, the Prometheus endpoint); the app only uses the API.
 telemetry = configure_telemetry(settings, "qu-worker")
 instrument_log_records()  # Faust applies the app's logging_config (JSON lines) when the worker starts
+# QU_WORKER_PROFILE: the main thread (the event loop: agent, handler, Kafka clients) under cProfile, written at
+# the end (services/bench/profile.py reads it). Whole and at once: stats in a temporary name, then renamed.
+profiler = cProfile.Profile() if settings.worker_profile else None
+if profiler is not None:
+    profiler.enable()
 try:
     app.main()
 finally:
+    if profiler is not None and settings.worker_profile is not None:
+        profiler.disable()
+        staged = settings.worker_profile.with_name(settings.worker_profile.name + ".partial")
+        profiler.dump_stats(staged)
+        staged.replace(settings.worker_profile)
     telemetry.shutdown()

@@ -22,6 +22,7 @@ from typing import Any
 
 from services.bench.passthrough import Passthrough
 from services.bench.probe import AnswerReader, Decode, EventSender, decode_answer, decode_dead_letter, run_phase
+from services.bench.profile import summarize
 from services.bench.resources import StackProcesses, cpu_per_event
 from services.bench.stats import PhaseResult
 from services.bench.workload import BenchError, BenchEvent, Workload, plan_workload, publish_seed, wait_for_run
@@ -47,6 +48,9 @@ class BenchConfig:
     seed: int = 1
     timeout_s: float = 120.0  # per phase, after its last event was sent
     passthrough: bool = True
+    profile: bool = (
+        False  # after the measured phases, a phase with the worker under cProfile (services/bench/profile.py)
+    )
 
     def __post_init__(self) -> None:
         if self.events < 1 or self.miss_events < 0 or (self.warmup is not None and self.warmup < 0):
@@ -108,6 +112,8 @@ def _measure(stack: EmbeddedStack, settings: Settings, config: BenchConfig, repo
     result = _figures(config, workload, phases, bench_id, seeded, activation_s)
     result["annotations_before"] = history
     result["cpu_us_per_event"] = cpu
+    if config.profile:
+        result["worker_profile"] = _profile(stack, bootstrap, bench_id, workload, config, report)
     return result
 
 
@@ -180,6 +186,38 @@ def _run_phases(
     for phase in [p for p in cpu if p.endswith("warmup")]:
         del cpu[phase]
     return phases, history, cpu
+
+
+def _profile(
+    stack: EmbeddedStack, bootstrap: str, bench_id: str, workload: Workload, config: BenchConfig, report: Report
+) -> dict[str, Any]:
+    """worker-0 restarted under cProfile, the workload unthrottled through it, then restarted as it was."""
+    path = stack.stack_dir / f"worker-profile-{bench_id}.pstats"
+    profiled = EmbeddedStack(stack.settings.model_copy(update={"worker_profile": path}), report)
+    report("profile: restarting worker-0 under cProfile (slower: this phase's figures are not the bench's)")
+    profiled.restart("worker-0")
+    sender = EventSender(bootstrap, bench_id)
+    reader = AnswerReader(bootstrap, {QUERY_ANNOTATIONS: decode_answer, DEAD_LETTER: decode_dead_letter}, bench_id)
+    try:
+        phase = run_phase(
+            sender,
+            reader,
+            topic=SEARCH_EVENTS,
+            phase="profile",
+            events=workload.events,
+            rate=0.0,
+            timeout_s=config.timeout_s,
+        )
+    finally:
+        reader.close()
+        report("profile: restarting worker-0 without the profiler")
+        stack.restart("worker-0")  # the profiled worker writes its stats as it stops
+    if not path.is_file():
+        raise BenchError(f"the profiled worker wrote no profile to {path}: see {stack.logs / 'worker-0.log'}")
+    summary = summarize(path)
+    summary["events"] = phase.sent
+    summary["path"] = str(path)
+    return summary
 
 
 def _figures(

@@ -37,6 +37,14 @@ def bench(
         float, typer.Option(min=1, help="Seconds a phase may wait for answers after its last send.")
     ] = 120,
     passthrough: Annotated[bool, typer.Option(help="Measure the raw passthrough too (needed for `ratio`).")] = True,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile",
+            help="After the measured phases, restart worker-0 under cProfile, run the events through it once more, "
+            "and report where its main thread spent its time (by layer and the top functions).",
+        ),
+    ] = False,
     soak: Annotated[
         float | None,
         typer.Option(
@@ -80,6 +88,7 @@ def bench(
         seed=seed,
         timeout_s=timeout,
         passthrough=passthrough,
+        profile=profile,
     )
     with reported_errors():
         result = run_bench(settings, config, report=lambda message: err_console.print(message))
@@ -117,6 +126,18 @@ def _print(result: dict[str, Any]) -> None:
         for name in [*names, "total"]:
             table.add_row(name, *(f"{figures.get(name, 0.0):.0f}" for figures in cpu.values()))
         Console().print(table)
+    profile = result.get("worker_profile")
+    if profile:
+        layers = Table(
+            "layer", "share of the worker's own time", title=f"worker-0 profile ({profile['events']} events)"
+        )
+        for layer, share in profile["layers"].items():
+            layers.add_row(layer, f"{share:.1%}")
+        Console().print(layers)
+        top = Table("function", "calls", "own s", "share", title="top functions by own time")
+        for row in profile["top"]:
+            top.add_row(row["function"], str(row["calls"]), f"{row['own_s']:.3f}", f"{row['own_share']:.1%}")
+        Console().print(top)
 
 
 def _tracing_overhead(events: int, hit_ratio: float, seed: int, json: bool) -> None:

@@ -89,11 +89,11 @@ class ProcessRecord:
         members = self.group_members() if group else []
         try:
             process.send_signal(signal.SIGTERM)
-            process.wait(timeout)
+            _wait_ended(process, timeout)
         except psutil.TimeoutExpired:
             if not (group and self.kill_group()):
                 process.kill()
-            process.wait(timeout)
+            _wait_ended(process, timeout)
         except psutil.NoSuchProcess:
             pass
         for member in members:
@@ -102,6 +102,25 @@ class ProcessRecord:
                 member.kill()
         psutil.wait_procs(members, timeout=timeout)
         return True
+
+
+def _wait_ended(process: psutil.Process, timeout: float) -> None:
+    """Until ``process`` has ended; raises psutil.TimeoutExpired after ``timeout``. A process that is not our
+    child stays a zombie until its own parent reaps it (a stack started by a test session, stopped by a `qu`
+    command it runs): exited is ended, whoever reaps it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            process.wait(min(0.1, max(deadline - time.monotonic(), 0.0)))
+            return
+        except psutil.TimeoutExpired:
+            try:
+                if process.status() == psutil.STATUS_ZOMBIE:
+                    return
+            except psutil.NoSuchProcess:
+                return
+            if time.monotonic() >= deadline:
+                raise psutil.TimeoutExpired(timeout, process.pid) from None
 
 
 @dataclass(slots=True)

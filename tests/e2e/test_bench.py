@@ -84,10 +84,16 @@ def test_a_soak_with_an_unanswered_event_or_a_dead_process_exits_1(cli: Any, mon
     assert cli("bench", "--soak", "0.1", "--json").exit_code == 0
 
 
-def bench(settings: Settings, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def bench(
+    settings: Settings, *args: str, all_settings: bool = False
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     # The stack's own settings, and nothing of the developer's shell: its QU_* variables would point elsewhere.
+    # The bench finds the stack's endpoints in its state file; restarting a process of it (--profile) takes the
+    # settings the stack was started with (its ports), as `qu up` was given them: ``all_settings``.
     env = {k: v for k, v in os.environ.items() if not k.startswith("QU_")}
     env |= {"QU_STATE_DIR": str(settings.state_dir), "QU_CATALOG_DIR": str(settings.resolved_catalog_dir)}
+    if all_settings:
+        env |= {f"QU_{name.upper()}": str(getattr(settings, name)) for name in settings.model_fields_set}
     command = [sys.executable, "-m", "services.cli.main", "bench", *args, "--json"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150, check=False)
     lines = done.stdout.splitlines()
@@ -197,3 +203,26 @@ def test_a_short_soak_answers_every_event_and_samples_every_process(
     assert samples[-1]["pending"] == 0 and samples[-1]["answered"] == events
     assert result["lag_end"] == samples[-1]["lag"] == 0 and result["lag_max"] >= 0
     assert sum(s["interval_answers"] for s in samples) == events  # each answer timed in exactly one interval
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_qu_bench_profile_reports_where_the_workers_main_thread_spends_its_time(
+    embedded_stack: EmbeddedStack, stack_settings: Settings
+) -> None:
+    before = embedded_stack.keeper_status("worker-0")
+    _done, result = bench(
+        stack_settings,
+        *("--events", "200", "--miss-events", "0", "--warmup", "20", "--timeout", "60"),
+        *("--no-passthrough", "--profile"),
+        all_settings=True,
+    )
+    profile = result["worker_profile"]
+    assert profile["events"] == 200 and profile["profiled_s"] > 0
+    assert "handler (services/annotation)" in profile["layers"] and "asyncio" in profile["layers"]
+    assert sum(profile["layers"].values()) == pytest.approx(1.0, abs=0.01)
+    assert len(profile["top"]) == 15 and all(row["own_s"] >= 0 for row in profile["top"])
+    # The stack is as it was: worker-0 runs again, without the profiler.
+    assert embedded_stack.status()["running"]
+    after = embedded_stack.keeper_status("worker-0")
+    assert before is not None and after is not None and after.child_pid != before.child_pid

@@ -2,6 +2,7 @@
 
 import asyncio
 import cProfile
+import time
 
 import uvloop
 
@@ -18,7 +19,8 @@ telemetry = configure_telemetry(settings, "qu-worker")
 instrument_log_records()  # Faust applies the app's logging_config (JSON lines) when the worker starts
 # QU_WORKER_PROFILE: the main thread (the event loop: agent, handler, Kafka clients) under cProfile, written at
 # the end (services/bench/profile.py reads it). Whole and at once: stats in a temporary name, then renamed.
-profiler = cProfile.Profile() if settings.worker_profile else None
+# The timer is the thread's CPU time: wall time would charge a function with the waits of a blocking call.
+profiler = cProfile.Profile(time.thread_time) if settings.worker_profile else None
 if profiler is not None:
     profiler.enable()
 try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -106,6 +107,10 @@ class BatchDelivery:
     async def wait(self) -> None:
         """Return once every record's outcome is on the broker; raises :class:`UndeliveredOutcome` otherwise.
         Each record's spans end here: delivered, or with the error that stops the worker."""
+        # Counted per batch, not per record: one counter add per (source, degraded) and per reason. What was
+        # delivered before a failure is counted all the same.
+        annotated: Counter[tuple[str, bool]] = Counter()
+        dead: Counter[str] = Counter()
         try:
             for sent in self._sent:
                 while True:
@@ -115,22 +120,25 @@ class BatchDelivery:
                         break
                     except Exception as exc:
                         await self._refused(sent, exc)  # requeues a dead letter, or raises
-                self._delivered(sent)
+                self._delivered(sent, annotated, dead)
         except BaseException as exc:
             self._end_spans(exc)
             raise
+        finally:
+            self.metrics.count_annotations(annotated)
+            self.metrics.count_dead_letters(dead)
         self._end_spans(None)
 
-    def _delivered(self, sent: _Sent) -> None:
+    def _delivered(self, sent: _Sent, annotated: Counter[tuple[str, bool]], dead: Counter[str]) -> None:
         for span in sent.spans:
             span.end()
         sent.spans = []
         outcome, record = sent.outcome, self.records[sent.index]
         if outcome.annotation is not None:
             annotation = outcome.annotation
-            self.metrics.count_annotation(annotation.source.value, annotation.degraded)
+            annotated[(annotation.source.value, annotation.degraded)] += 1
         else:
-            self.metrics.count_dead_letter(outcome.reason)
+            dead[outcome.reason] += 1
             process = recording_span(record.context)
             if process is not None:
                 process.set_attribute("qu.dead_letter.reason", outcome.reason)

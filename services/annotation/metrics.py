@@ -9,7 +9,7 @@ meaning. Instruments come from the global meter provider: until an entrypoint co
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from opentelemetry import metrics
@@ -98,15 +98,19 @@ class AnnotateMetrics:
             self.cache_lookups.add(others, {"qu.cache.result": "miss" if available else "unavailable"})
         self.last_minute.add("cache_lookups", hits + others)
 
-    def count_annotation(self, source: str, degraded: bool) -> None:
-        self.annotations.add(1, {"qu.source": source, "qu.degraded": degraded})
-        self.last_minute.add(f"annotations.{source}")
-        if degraded:
-            self.last_minute.add("degraded")
+    def count_annotations(self, counts: Mapping[tuple[str, bool], int]) -> None:
+        """A batch's annotations delivered, by (source, degraded): one add each, not one per annotation."""
+        for (source, degraded), n in counts.items():
+            self.annotations.add(n, {"qu.source": source, "qu.degraded": degraded})
+            self.last_minute.add(f"annotations.{source}", n)
+            if degraded:
+                self.last_minute.add("degraded", n)
 
-    def count_dead_letter(self, reason: str) -> None:
-        self.dead_letters.add(1, {"qu.reason": reason})
-        self.last_minute.add("dead_letters")
+    def count_dead_letters(self, counts: Mapping[str, int]) -> None:
+        """A batch's dead letters delivered, by reason."""
+        for reason, n in counts.items():
+            self.dead_letters.add(n, {"qu.reason": reason})
+            self.last_minute.add("dead_letters", n)
 
     def watch_circuits(self, breakers: Iterable[CircuitBreaker]) -> None:
         """Observe the circuits' state (0 closed, 1 half-open, 2 open) and the calls they refused."""

@@ -4,7 +4,7 @@ Lag is the partition's end offset (its high watermark) minus the group's committ
 the group has not committed past. It is read from outside the group (an OffsetFetch and a ListOffsets,
 without joining it), the way kafka-lag-exporter or Burrow do, so a worker that is down or stuck still
 shows as lag growing instead of as a metric that stopped. The refresher serves it as
-``qu.consumer.lag`` (services/cache/refresher_metrics.py) and ``qu status`` prints it.
+``qu.consumer.lag`` (:func:`watch_group_lag`, set up in ``qu refresher``) and ``qu status`` prints it.
 
 The embedded broker (tansu) reports a high watermark one past the *base* offset of a partition's last
 batch, not past its last record (NOTES.md): there, lag reads low by up to one produce batch. A real

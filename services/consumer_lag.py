@@ -62,31 +62,50 @@ class GroupLagReader:
     def read(self) -> list[PartitionLag]:
         """Each partition's lag, by partition; raises :class:`LagUnavailable` naming the broker and the step."""
         with self._turn:
-            return self._read()
+            partitions = self._partitions()
+            committed = self._committed(partitions)
+            try:
+                ends = {
+                    p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=self.timeout_s)[1]
+                    for p in partitions
+                }
+            except KafkaException as err:
+                raise LagUnavailable(f"reading the end offsets of {self._where}: {err}") from err
+            return [PartitionLag(self.topic, p, ends[p], committed.get(p)) for p in partitions]
 
-    def _read(self) -> list[PartitionLag]:
-        where = f"group {self.group!r} on {self.topic!r} at {self.bootstrap}"
+    def partitions(self) -> list[int]:
+        """The topic's partitions; raises :class:`LagUnavailable` where the topic is not there."""
+        with self._turn:
+            return self._partitions()
+
+    def committed(self) -> dict[int, int | None]:
+        """partition -> the group's committed offset (None where it committed nothing yet)."""
+        with self._turn:
+            return self._committed(self._partitions())
+
+    @property
+    def _where(self) -> str:
+        return f"group {self.group!r} on {self.topic!r} at {self.bootstrap}"
+
+    def _partitions(self) -> list[int]:
         if self._closed:
-            raise LagUnavailable(f"the reader of {where} is closed")
+            raise LagUnavailable(f"the reader of {self._where} is closed")
         try:
             metadata = self._consumer.list_topics(self.topic, timeout=self.timeout_s).topics.get(self.topic)
         except KafkaException as err:
-            raise LagUnavailable(f"reading the partitions of {where}: {err}") from err
+            raise LagUnavailable(f"reading the partitions of {self._where}: {err}") from err
         if metadata is None or metadata.error is not None or not metadata.partitions:
             raise LagUnavailable(f"topic {self.topic!r} does not exist at {self.bootstrap} (is the stack up?)")
-        partitions = sorted(metadata.partitions)
+        return sorted(metadata.partitions)
+
+    def _committed(self, partitions: list[int]) -> dict[int, int | None]:
         try:
-            committed = self._consumer.committed(
+            answered = self._consumer.committed(
                 [TopicPartition(self.topic, p) for p in partitions], timeout=self.timeout_s
             )
-            ends = {
-                p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=self.timeout_s)[1]
-                for p in partitions
-            }
         except KafkaException as err:
-            raise LagUnavailable(f"reading the offsets of {where}: {err}") from err
-        at = {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in committed}
-        return [PartitionLag(self.topic, p, ends[p], at.get(p)) for p in partitions]
+            raise LagUnavailable(f"reading the committed offsets of {self._where}: {err}") from err
+        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in answered}
 
     def close(self) -> None:
         with self._turn:

@@ -8,8 +8,8 @@ stubs are children of the server and hold the student model: each is sampled und
 Lag is measured against the records the soak itself delivered: tansu reports a high watermark
 behind the last record (NOTES.md), so "end offset - committed offset" from the broker would read
 too low. The end of each partition is the offset after the last record the soak's producer had
-acknowledged; the committed offsets are the worker group's, read with ``committed()`` by a consumer
-that never subscribes (so it never joins the group or takes its partitions).
+acknowledged; the committed offsets are the worker group's, read by services/consumer_lag.py's reader
+(a consumer that never subscribes, so it never joins the group or takes its partitions).
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from confluent_kafka import KafkaException, TopicPartition
 
 from services.bench.workload import BenchError
-from services.kafka_clients import consumer
+from services.consumer_lag import GroupLagReader, LagUnavailable
 from services.stack.embedded import EmbeddedStack
 from services.topics import WORKER_GROUP
 
@@ -171,22 +170,24 @@ class GroupLag:
     def __init__(self, bootstrap: str, topic: str, group: str = WORKER_GROUP, *, timeout_s: float = 10.0) -> None:
         self.topic = topic
         self.group = group
-        self._timeout_s = timeout_s
-        self._consumer = consumer(bootstrap, group)
-        metadata = self._consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            raise BenchError(f"topic {topic!r} does not exist on {bootstrap}: is the stack up?")
-        self.partitions = sorted(metadata.partitions)
-        self.committed_at_start = self.committed()
+        self._reader = GroupLagReader(bootstrap, group, topic, timeout_s=timeout_s)
+        try:
+            self.partitions = self._reader.partitions()
+            self.committed_at_start = self.committed()
+        except LagUnavailable as err:
+            self._reader.close()
+            raise BenchError(str(err)) from err
+        except BenchError:
+            self._reader.close()
+            raise
 
     def committed(self) -> dict[int, int]:
         """partition -> the group's committed offset (-1 where it committed nothing yet)."""
-        asked = [TopicPartition(self.topic, p) for p in self.partitions]
         try:
-            answered = self._consumer.committed(asked, timeout=self._timeout_s)
-        except KafkaException as err:
-            raise BenchError(f"reading group {self.group!r}'s offsets on {self.topic!r}: {err}") from err
-        return {tp.partition: max(tp.offset, -1) for tp in answered}
+            committed = self._reader.committed()
+        except LagUnavailable as err:
+            raise BenchError(str(err)) from err
+        return {p: -1 if offset is None else offset for p, offset in committed.items()}
 
     def lag(self, delivered_end: dict[tuple[str, int], int]) -> int:
         """Records of ``topic`` the group has not committed past, up to the ends ``delivered_end`` names."""
@@ -200,7 +201,7 @@ class GroupLag:
         return behind
 
     def close(self) -> None:
-        self._consumer.close()
+        self._reader.close()
 
 
 def cpu_per_event(before: dict[str, float], after: dict[str, float], events: int) -> dict[str, float]:

@@ -15,6 +15,7 @@ path ranks categories without torch; it is checked against the sentence-transfor
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
@@ -266,18 +267,24 @@ def _embedder_cosines(
     graphs: Graphs, tokenizer: Any, probe: Sequence[str], reference_embedder: Any | None
 ) -> tuple[float, float]:
     """The smallest cosine between the reference vectors and the fp32 / int8 graphs' (1.0 without a reference)."""
-    from services.student.onnx_student import OnnxEmbedder
 
     if reference_embedder is None:
         return 1.0, 1.0
     texts = list(probe[:256])
     reference = np.asarray(reference_embedder.encode(texts), dtype=np.float32)
-    out: list[float] = []
-    for path in (graphs.embedder_fp32, graphs.embedder_int8):
-        embedder = OnnxEmbedder(path, threads=0)
-        vectors = np.concatenate([embedder.encode(tokenizer.encode_batch(b)) for b in _batches(texts, 29)])
-        out.append(float(np.min(np.sum(vectors * reference, axis=1))))
-    return out[0], out[1]
+    fp32, int8 = (
+        _smallest_cosine(path, tokenizer, texts, reference) for path in (graphs.embedder_fp32, graphs.embedder_int8)
+    )
+    return fp32, int8
+
+
+def _smallest_cosine(graph: Path, tokenizer: Any, texts: Sequence[str], reference: npt.NDArray[np.float32]) -> float:
+    """The smallest cosine between ``graph``'s vectors of ``texts`` and ``reference`` (unit rows, one per text)."""
+    from services.student.onnx_student import OnnxEmbedder
+
+    embedder = OnnxEmbedder(graph, threads=0)
+    vectors = np.concatenate([embedder.encode(tokenizer.encode_batch(b)) for b in _batches(texts, 29)])
+    return float(np.min(np.sum(vectors * reference, axis=1)))
 
 
 def sentence_max_tokens(model_path: Path) -> int:
@@ -285,8 +292,6 @@ def sentence_max_tokens(model_path: Path) -> int:
     tokenizer sees the same tokens as the reference; 256 (MiniLM's) where the file does not say."""
     config = model_path / "sentence_bert_config.json"
     if config.is_file():
-        import json
-
         return int(json.loads(config.read_text(encoding="utf-8")).get("max_seq_length", 256))
     return 256
 
@@ -295,7 +300,6 @@ def export_embedding_graph(model_path: Path, out: Path, probe: Sequence[str], *,
     """The base sentence model (``model_path``, with its ``tokenizer.json``) as one ONNX graph with mean pooling and
     L2 norm inside, written to ``out`` whole or not at all; returns the smallest cosine to ``reference_embedder``'s
     vectors over ``probe``, and raises :class:`ExportError` under ``EMBED_MIN_COSINE``."""
-    from services.student.onnx_student import OnnxEmbedder
 
     tokenizer_path = model_path / "tokenizer.json"
     if not tokenizer_path.is_file():
@@ -308,9 +312,7 @@ def export_embedding_graph(model_path: Path, out: Path, probe: Sequence[str], *,
             _export(EmbeddingGraph(_load_base_encoder(model_path)).eval(), tokenizer, "embedding", staged)
         texts = list(probe[:256])
         reference = np.asarray(reference_embedder.encode(texts), dtype=np.float32)
-        embedder = OnnxEmbedder(staged, threads=0)
-        vectors = np.concatenate([embedder.encode(tokenizer.encode_batch(b)) for b in _batches(texts, 29)])
-        cosine = float(np.min(np.sum(vectors * reference, axis=1)))
+        cosine = _smallest_cosine(staged, tokenizer, texts, reference)
         if cosine < EMBED_MIN_COSINE:
             raise ExportError(
                 f"the ONNX graph of {model_path} reaches only cosine {cosine:.6f} with sentence-transformers' vectors "

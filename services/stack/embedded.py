@@ -89,9 +89,9 @@ class EmbeddedStack:
         }
         if figures and any(p.name == "kafka" and p.alive for p in state.processes):
             workers = {
-                name: f"http://127.0.0.1:{port}/metrics"
-                for name, port in self.metrics_ports().items()
-                if name.startswith("worker-")
+                key.removeprefix("metrics_"): url
+                for key, url in self.endpoints().items()
+                if key.startswith("metrics_worker-")
             }
             report["figures"] = read_figures(workers, state.endpoints.get("kafka", self.endpoints()["kafka"])).to_json()
         return report

@@ -20,6 +20,7 @@ from services.bench.stats import PhaseResult, percentile
 from services.bench.workload import choose_head
 from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
+from tests.fixtures.stack import settings_env
 
 EVENTS = 300
 HIT_RATIO = 0.9
@@ -93,7 +94,7 @@ def bench(
     env = {k: v for k, v in os.environ.items() if not k.startswith("QU_")}
     env |= {"QU_STATE_DIR": str(settings.state_dir), "QU_CATALOG_DIR": str(settings.resolved_catalog_dir)}
     if all_settings:
-        env |= {f"QU_{name.upper()}": str(getattr(settings, name)) for name in settings.model_fields_set}
+        env |= settings_env(settings)
     command = [sys.executable, "-m", "services.cli.main", "bench", *args, "--json"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150, check=False)
     lines = done.stdout.splitlines()

@@ -17,16 +17,13 @@ from services.cli.main import app
 from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
 from services.stack.ports import free_port
+from tests.fixtures.stack import settings_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
-def env_of(settings: Settings) -> dict[str, str]:
-    return {f"QU_{name.upper()}": str(getattr(settings, name)) for name in settings.model_fields_set}
-
-
 def test_status_names_the_endpoints_and_the_processes(embedded_stack: EmbeddedStack, stack_settings: Settings) -> None:
-    result = CliRunner().invoke(app, ["status", "--json"], env=env_of(stack_settings))
+    result = CliRunner().invoke(app, ["status", "--json"], env=settings_env(stack_settings))
     assert result.exit_code == 0, result.output
     status = orjson.loads(result.stdout)
     assert status["running"] is True
@@ -42,7 +39,7 @@ def test_status_names_the_endpoints_and_the_processes(embedded_stack: EmbeddedSt
 
 
 def test_a_second_up_says_what_is_already_running(embedded_stack: EmbeddedStack, stack_settings: Settings) -> None:
-    result = CliRunner().invoke(app, ["up"], env=env_of(stack_settings))
+    result = CliRunner().invoke(app, ["up"], env=settings_env(stack_settings))
     assert result.exit_code == 0, result.output
     assert "already running" in result.output and "worker-0" in result.output
 

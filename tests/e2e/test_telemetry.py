@@ -20,6 +20,7 @@ from services.cli.main import app
 from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
 from services.topics import QUERY_ANNOTATIONS, SEARCH_EVENTS
+from tests.fixtures.stack import settings_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -125,7 +126,7 @@ def test_the_refresher_serves_its_counters_too(embedded_stack: EmbeddedStack) ->
 def test_qu_trace_shows_the_events_spans_from_the_stacks_trace_store(
     embedded_stack: EmbeddedStack, stack_settings: Settings
 ) -> None:
-    env = {f"QU_{name.upper()}": str(getattr(stack_settings, name)) for name in stack_settings.model_fields_set}
+    env = settings_env(stack_settings)
     deadline = time.monotonic() + 30
     while True:  # spans are exported within about a second of the event's end
         result = CliRunner().invoke(app, ["trace", EVENT_ID, "--json"], env=env)
@@ -165,7 +166,7 @@ def test_a_traced_miss_shows_tritons_own_request_queue_and_compute_spans(
     )
     client.flush(30)
     client.close()
-    env = {f"QU_{name.upper()}": str(getattr(stack_settings, name)) for name in stack_settings.model_fields_set}
+    env = settings_env(stack_settings)
     deadline = time.monotonic() + 60
     while True:  # Triton exports within half a second of the request (bsp_schedule_delay)
         result = CliRunner().invoke(app, ["trace", event_id, "--json"], env=env)
@@ -186,7 +187,7 @@ def test_a_traced_miss_shows_tritons_own_request_queue_and_compute_spans(
 
 
 def status_figures(stack_settings: Settings) -> dict[str, Any]:
-    env = {f"QU_{name.upper()}": str(getattr(stack_settings, name)) for name in stack_settings.model_fields_set}
+    env = settings_env(stack_settings)
     result = CliRunner().invoke(app, ["status", "--json"], env=env)
     assert result.exit_code == 0, result.output
     figures: dict[str, Any] = orjson.loads(result.stdout)["figures"]

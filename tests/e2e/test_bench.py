@@ -53,13 +53,6 @@ def test_the_passthrough_copies_with_the_workers_client_settings() -> None:
     assert (passthrough.BATCH, passthrough.WITHIN_MS / 1000) == (app.BATCH_MAX, app.BATCH_WITHIN_S)
 
 
-def test_the_soak_reads_the_lag_of_the_workers_group() -> None:
-    from services.topics import WORKER_GROUP
-    from streams import app
-
-    assert app.app.conf.id == WORKER_GROUP
-
-
 def test_a_soak_with_an_unanswered_event_or_a_dead_process_exits_1(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from services.cli import bench_cmd
 

@@ -178,12 +178,30 @@ def test_a_traced_miss_shows_tritons_own_request_queue_and_compute_spans(
     by_name = {r["name"]: r for r in rows}
     assert by_name[f"process {SEARCH_EVENTS}"]["attributes"]["qu.source"] == "student"
     grpc = by_name["inference.GRPCInferenceService/ModelInfer"]
+    assert {"InferRequest", "qu_student", "compute"} <= by_name.keys(), triton_export_diagnosis(embedded_stack, rows)
     request, model, compute = by_name["InferRequest"], by_name["qu_student"], by_name["compute"]
     # Triton's spans hang under the worker's gRPC client span, as Triton's own service.
     assert request["parent_span_id"] == grpc["span_id"] and request["depth"] == grpc["depth"] + 1
     assert model["parent_span_id"] == request["span_id"] and compute["parent_span_id"] == model["span_id"]
     assert {request["service"], model["service"], compute["service"]} == {"qu-triton"}
     assert model["attributes"]["triton.model_name"] == "qu_student"
+
+
+def triton_export_diagnosis(stack: EmbeddedStack, rows: list[dict[str, Any]]) -> str:
+    """What to look at when Triton's spans did not reach the trace store: the trace's spans, how many
+    spans Triton has exported at all, and the two logs that tell why (an export error, a rejected body)."""
+    spans = stack.traces_dir / "spans.ndjson"
+    exported = spans.read_text().count('"qu-triton"') if spans.exists() else 0
+
+    def tail(name: str, lines: int = 25) -> str:
+        log = stack.logs / name
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
+
+    return (
+        f"Triton's spans are missing from the trace; its spans: {[(r['name'], r['service']) for r in rows]}; "
+        f"spans from qu-triton in the store: {exported}\n--- traces.log ---\n{tail('traces.log')}"
+        f"\n--- triton.log ---\n{tail('triton.log')}"
+    )
 
 
 def status_figures(stack_settings: Settings) -> dict[str, Any]:

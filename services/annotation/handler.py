@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, cast
 
+from cachetools import LRUCache
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Tracer
 
@@ -45,6 +46,8 @@ from services.normalize import NormalizedText, normalize_with_offsets
 from services.wire import Headers, InvalidEvent, RecordOrigin, decode_search_event
 
 FALLBACK_VERSION = "catalog-lexicon-fallback"
+# Head-tag answers whose guardrail verdict is kept: as many as the cache store keeps decoded (DECODED_MAX).
+CHECKED_HITS_MAX = 4096
 FALLBACK_LOG_EVERY_S = 1.0
 BAD_INPUT_LOG_EVERY_S = 10.0
 log = logging.getLogger(__name__)
@@ -98,6 +101,15 @@ class InputRecord:
     context: Context | None = None  # its `process` span's context: the handler's spans for it go under it
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """The guardrails' verdict on one cached answer: ``source`` is the answer it was made for."""
+
+    source: Understanding
+    checked: Understanding
+    decisions: list[GuardrailDecision]
+
+
 # Called with (position in the batch, outcome) as soon as each outcome is known; see handle_batch.
 OnOutcome = Callable[[int, Outcome], Awaitable[None]]
 
@@ -127,6 +139,7 @@ class AnnotateHandler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: AnnotateMetrics | None = None,
         tracer: Tracer | None = None,
+        checked_hits_max: int = CHECKED_HITS_MAX,
     ) -> None:
         self.cache = cache
         self.student = student
@@ -141,6 +154,12 @@ class AnnotateHandler:
         self._fallbacks_unlogged = 0
         self._bad_input_logged_at = -BAD_INPUT_LOG_EVERY_S
         self._bad_input_unlogged: Counter[str] = Counter()
+        # A head query is served thousands of times from one cached answer, and the guardrails' verdict on it is
+        # the same each time (their catalog and thresholds are fixed for the process): kept, not made again. A
+        # third of a hit's CPU in the handler was this check (docs/BENCHMARKS.md).
+        self._checked: LRUCache[tuple[str, str], _Checked] | None = (
+            LRUCache(maxsize=checked_hits_max) if checked_hits_max > 0 else None
+        )
 
     async def handle(self, value: bytes | None, key: bytes | None, headers: Headers, origin: RecordOrigin) -> Outcome:
         """One record: :meth:`handle_batch` of one."""
@@ -244,7 +263,7 @@ class AnnotateHandler:
         try:
             for p, cached in hits:
                 try:
-                    outcome = self._annotate(p, cached.understanding, Source.CACHE, cached.teacher_version)
+                    outcome = self._annotate(p, cached.understanding, Source.CACHE, cached.teacher_version, hit=cached)
                 except Exception as exc:
                     outcome = self._internal_error(p.record, exc)
                 await deliver(p.index, outcome)
@@ -253,6 +272,22 @@ class AnnotateHandler:
         finally:
             for task in tasks:
                 task.cancel()  # a no-op for finished ones; stops the rest when delivering failed
+
+    def _verdict_on_hit(self, cached: CachedAnswer, query: str) -> _Checked:
+        """The guardrails' verdict on a cached answer: made once per answer the cache store decoded.
+
+        The store hands out the same decoded object for the same stored bytes, so the object's identity says the
+        verdict was made for this answer; another answer under the same version and query (a new run, or the
+        store's copy decoded again) is checked afresh."""
+        key = (cached.teacher_version, query)
+        kept = self._checked.get(key) if self._checked is not None else None
+        if kept is not None and kept.source is cached.understanding:
+            return kept
+        checked, decisions = self.guardrails.check(cached.understanding, query)
+        verdict = _Checked(cached.understanding, checked, decisions)
+        if self._checked is not None:
+            self._checked[key] = verdict
+        return verdict
 
     async def _answer_misses(self, query: str, group: list[_Parsed], deliver: OnOutcome) -> None:
         """Every record of the batch whose normalized query is ``query``: one student call for all of them."""
@@ -338,9 +373,14 @@ class AnnotateHandler:
         *,
         degraded: bool = False,
         miss: CacheMiss | None = None,
+        hit: CachedAnswer | None = None,
     ) -> Outcome:
         lap = time.perf_counter()
-        checked, decisions = self.guardrails.check(understanding, p.normalized.text)
+        if hit is None:
+            checked, decisions = self.guardrails.check(understanding, p.normalized.text)
+        else:  # the verdict on the cached answer, made once for all the events it serves
+            verdict = self._verdict_on_hit(hit, p.normalized.text)
+            checked, decisions = verdict.checked, verdict.decisions
         p.timings.guardrails_ms = _ms_since(lap)
         # A new Understanding, never an edit: a cached answer is shared by every event that hits it.
         tags = [_to_original(tag, p.normalized) for tag in checked.tags]

@@ -374,3 +374,66 @@ def test_a_huge_input_key_does_not_become_the_dead_letters_key(catalog: Catalog)
     outcome = run(handler(catalog, DictCache(), ScriptedStudent()), b"{not json", key=b"k" * 100_000)
     assert outcome.reason == "invalid_json"
     assert len(outcome.key) == 64  # its SHA-256, hex: the same input key always lands on the same partition
+
+
+class CountingGuardrails(Guardrails):
+    """The real guardrails, counting the answers they check."""
+
+    checks = 0
+
+    def check_many(self, items):  # type: ignore[no-untyped-def]
+        self.checks += len(items)
+        return super().check_many(items)
+
+
+def acme_cache() -> DictCache:
+    # A cached answer the guardrails cut: "acme" is no brand of the catalog.
+    understanding = Understanding(
+        [Tag(Role.BRAND, 0, 4, "acme", "Acme"), Tag(Role.PRODUCT, 5, 9, "milk", "milk")], version="teach-1"
+    )
+    return DictCache({"acme milk": Cached(understanding, "teach-1")})
+
+
+def test_the_verdict_on_a_cached_answer_is_made_once_for_every_event_it_serves(catalog: Catalog) -> None:
+    cache, guardrails = acme_cache(), CountingGuardrails(catalog)
+    h = AnnotateHandler(
+        cache=cache, student=ScriptedStudent(), fallback=FixedFallback(), guardrails=guardrails, max_query_chars=512
+    )
+    first = asyncio.run(h.handle_batch(records(event("acme milk", "e1"), event("ACME  milk", "e2"))))
+    later = asyncio.run(h.handle_batch(records(event("acme milk", "e3"))))
+    assert guardrails.checks == 1
+    for outcome in first + later:  # each event's annotation still carries the cut and why
+        a = outcome.annotation
+        assert a is not None and [t.text for t in a.understanding.tags] == [a.query[a.query.index("milk") :]]
+        assert [(g.check, g.item, g.kept) for g in a.guardrails if not g.kept] == [
+            ("catalog.brand", "brand=Acme", False)
+        ]
+    assert first[1].annotation is not None and first[1].annotation.understanding.tags[0].start == 6
+
+
+def test_another_answer_under_the_same_version_and_query_is_checked_afresh(catalog: Catalog) -> None:
+    """A new run reusing a version name, or the store decoding its copy again: the verdict follows the answer."""
+    cache, guardrails = acme_cache(), CountingGuardrails(catalog)
+    h = AnnotateHandler(
+        cache=cache, student=ScriptedStudent(), fallback=FixedFallback(), guardrails=guardrails, max_query_chars=512
+    )
+    asyncio.run(h.handle_batch(records(event("acme milk"))))
+    fixed = Understanding([Tag(Role.PRODUCT, 5, 9, "milk", "milk")], version="teach-1")
+    cache.entries["acme milk"] = Cached(fixed, "teach-1")
+    outcome = asyncio.run(h.handle_batch(records(event("acme milk"))))[0]
+    assert guardrails.checks == 2
+    assert outcome.annotation is not None and all(g.kept for g in outcome.annotation.guardrails)
+
+
+def test_without_room_for_verdicts_every_hit_is_checked(catalog: Catalog) -> None:
+    cache, guardrails = acme_cache(), CountingGuardrails(catalog)
+    h = AnnotateHandler(
+        cache=cache,
+        student=ScriptedStudent(),
+        fallback=FixedFallback(),
+        guardrails=guardrails,
+        max_query_chars=512,
+        checked_hits_max=0,
+    )
+    asyncio.run(h.handle_batch(records(event("acme milk"), event("acme milk"))))
+    assert guardrails.checks == 2

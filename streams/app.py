@@ -30,13 +30,8 @@ from services.telemetry.logs import logging_config
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS, WORKER_GROUP
 from services.wire import RecordOrigin
 from streams import fetch_wait, tolerant_records
+from streams.batching import BATCH_MAX, BATCH_WITHIN_S, PRODUCER_MAX_BATCH_BYTES
 
-# Under load a batch fills to BATCH_MAX and shares its Redis round trip, its student requests and its produce
-# requests among more events: 256 instead of 64 measured +40-50% events/s at hit ratio 0.98 on 2 cores
-# (docs/BENCHMARKS.md). Under light load BATCH_WITHIN_S closes a batch first, so latency does not change.
-BATCH_MAX = 256
-BATCH_WITHIN_S = 0.005
-PRODUCER_MAX_BATCH_BYTES = 1_000_000  # under producer_max_request_size (1,000,000): one batch fits one request
 log = logging.getLogger("qu.worker")
 # Before the consumer starts: a record whose header key is not UTF-8 becomes a dead letter, not a stalled partition.
 tolerant_records.install()

@@ -66,6 +66,15 @@ def bench(
             "100%, in one process without the broker (uses --events, --hit-ratio, --seed).",
         ),
     ] = False,
+    faust_floor: Annotated[
+        bool,
+        typer.Option(
+            "--faust-floor",
+            help="Instead of the phases: the worker's Faust agent with no handler copying --events records on a "
+            "fresh broker of its own, per Faust transport (aiokafka, confluent-kafka): Faust's share of the "
+            "worker's CPU per event (uses --events, --timeout).",
+        ),
+    ] = False,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON line with every figure.")] = False,
 ) -> None:
     """Benchmark the real-time path: unthrottled throughput, paced end-to-end latency, the miss path,
@@ -74,6 +83,9 @@ def bench(
     settings = settings_from(ctx)
     if tracing_overhead:
         _tracing_overhead(events, hit_ratio, seed, json)
+        return
+    if faust_floor:
+        _faust_floor(settings, events, timeout, json)
         return
     if soak is not None:
         _soak(settings, soak, rate or DEFAULT_SOAK_RATE, hit_ratio, sample_every, seed, timeout, json)
@@ -159,6 +171,27 @@ def _tracing_overhead(events: int, hit_ratio: float, seed: int, json: bool) -> N
             str(row["spans_exported"]),
         )
     Console().print(table)
+
+
+def _faust_floor(settings: Settings, events: int, timeout: float, json: bool) -> None:
+    from services.bench.faust_floor import run_faust_floor
+
+    work_dir = settings.state_dir / "faust-floor"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with reported_errors():
+        results = run_faust_floor(work_dir, events=events, timeout_s=timeout, report=err_console.print)
+    if json:
+        typer.echo(orjson.dumps([r.as_dict() for r in results]).decode())
+    else:
+        table = Table("transport", "copied", "events/s", "Faust CPU µs/event", "broker CPU µs/event", "note")
+        for r in results:
+            figures = (r.events_per_s, r.faust_cpu_us_per_event, r.broker_cpu_us_per_event)
+            table.add_row(
+                r.transport, f"{r.copied}/{r.events}", *("—" if f is None else f"{f:g}" for f in figures), r.note
+            )
+        Console().print(table)
+    if any(r.events_per_s is None for r in results):
+        raise typer.Exit(1)
 
 
 def _soak(

@@ -95,6 +95,14 @@ class Settings(BaseSettings):
         gt=0,
         description="How long an open circuit refuses calls before one probe call tries the dependency again.",
     )
+    record_traffic: bool = Field(
+        default=False,
+        description="`qu up` also starts the traffic recorder: search events and served annotations archived as "
+        "Parquet under QU_ARCHIVE_DIR, for `qu replay` (env QU_RECORD_TRAFFIC).",
+    )
+    archive_dir: Path | None = Field(
+        default=None, description="Where the traffic recorder archives; default STATE_DIR/archive (env QU_ARCHIVE_DIR)."
+    )
     head_tags_ttl_s: int = Field(
         default=14 * 24 * 3600, ge=1, description="Head-tag entries expire after this unless a teacher run renews them."
     )
@@ -267,6 +275,10 @@ class Settings(BaseSettings):
     @property
     def resolved_catalog_dir(self) -> Path:
         return self.catalog_dir or self.state_dir / "catalog"
+
+    @property
+    def resolved_archive_dir(self) -> Path:
+        return self.archive_dir or self.state_dir / "archive"
 
     @property
     def resolved_conversions_dir(self) -> Path:

@@ -37,7 +37,7 @@ from services.telemetry.span_store import READY as SPAN_STORE_READY
 
 Report = Callable[[str], None]
 # The trace store last: it receives the spans the others export while they stop.
-STOP_ORDER = ("worker", "refresher", "triton", "redis", "kafka", "traces")
+STOP_ORDER = ("worker", "recorder", "refresher", "triton", "redis", "kafka", "traces")
 
 
 class AlreadyRunning(StackError):
@@ -259,6 +259,8 @@ class EmbeddedStack:
         # The trace store first: every other process sends its spans there from its first one.
         for name in (("traces",) if self.keeps_traces else ()) + ("kafka", "redis", "triton", "refresher"):
             self._start(state, name)
+        if self.settings.record_traffic:
+            self._start(state, "recorder")
         for i in range(self.settings.workers):
             self._start(state, f"worker-{i}", wait=False)
         for record in state.processes:
@@ -323,6 +325,11 @@ class EmbeddedStack:
             command = [sys.executable, "-m", "services.cli.main", "refresher"]
             record = self._spawn("refresher", command, self._with_metrics_port("refresher"))
             self._record(state, record)
+        elif name == "recorder":
+            command = [sys.executable, "-m", "services.cli.main", "record"]
+            record = self._spawn("recorder", command, self.child_environment())
+            self._record(state, record)
+            self.report(f"traffic recorder archiving into {self.settings.resolved_archive_dir}")
         elif name.startswith("worker-") and name.removeprefix("worker-").isdigit():
             port = s.worker_web_port + int(name.removeprefix("worker-"))
             worker = [

@@ -11,6 +11,7 @@ character, the index of the original character it came from.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import threading
@@ -109,6 +110,9 @@ def _align(match: re.Match[str], new: str, offsets: list[int]) -> tuple[list[str
     return list(new), out
 
 
+# Per character, not per query: a query the memo below has not seen (a miss, the tail) is still made of
+# characters seen a million times, and three unicodedata calls per character were most of its cost.
+@functools.lru_cache(maxsize=8192)
 def _fold_char(ch: str) -> str:
     """Unicode compatibility form, case-folded, accents dropped.
 

@@ -1,15 +1,19 @@
-"""``qu record``: the traffic recorder, search events and served annotations into the archive (`qu replay`'s input)."""
+"""``qu record`` (the traffic recorder) and ``qu replay`` (archived traffic through a candidate, compared)."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+from datetime import datetime
+from pathlib import Path
 from types import FrameType
+from typing import Annotated, Any
 
+import orjson
 import typer
 
-from services.cli.context import reported_errors, settings_from
+from services.cli.context import err_console, print_json, reported_errors, settings_from
 from services.replay.recorder import RECORDER_GROUP, TrafficRecorder
 from services.telemetry.logs import configure_logging
 
@@ -41,3 +45,91 @@ def record(ctx: typer.Context) -> None:
             counters.files,
             counters.without_event_id,
         )
+
+
+def _moment(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as err:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 time (e.g. 2026-12-06T09:00+00:00)", param_hint=option
+        ) from err
+    if moment.tzinfo is None:
+        raise typer.BadParameter(f"{value!r} has no time zone: add one (e.g. +00:00 or Z)", param_hint=option)
+    return moment
+
+
+def replay(
+    ctx: typer.Context,
+    candidate: Annotated[
+        str, typer.Option(help="What answers: e.g. onnx:3, student=lexicon,cache=RUN_ID, settings=FILE.json.")
+    ],
+    out: Annotated[Path, typer.Option(help="Results go to OUT/<spec>/; re-running resumes what is there.")],
+    source: Annotated[
+        Path | None, typer.Option("--from", help="The traffic archive (default QU_ARCHIVE_DIR: STATE_DIR/archive).")
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Compare with this SPEC, or `served`: the annotations that were served.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Events timestamped at or after this (ISO 8601, with zone).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Events timestamped before this (ISO 8601, with zone).")] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the summaries and the comparison as JSON.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar with rate and ETA.")] = True,
+) -> None:
+    """Replay archived search events through a candidate configuration (the worker's own handler, in this
+    process: nothing is produced and the live cache pointer is untouched), and compare it with a baseline."""
+    from services.replay.compare import compare
+    from services.replay.runner import replay as run_replay
+    from services.replay.runner import window
+    from services.replay.spec import parse_spec
+
+    settings = settings_from(ctx)
+    archive = source or settings.resolved_archive_dir
+    low, high = _moment(since, "--since"), _moment(until, "--until")
+    with reported_errors():
+        specs = [parse_spec(candidate)] + ([parse_spec(baseline, what="--baseline")] if baseline else [])
+        if specs[0].served:
+            raise typer.BadParameter("`served` is a baseline, not a candidate", param_hint="--candidate")
+        records = window(archive, low, high)
+        if not records:
+            raise typer.BadParameter(f"no search events in {archive} for that window", param_hint="--from")
+        err_console.print(f"replaying {len(records)} events from {archive}")
+        summaries = [run_replay(spec, records, out, settings, archive=archive, progress=progress) for spec in specs]
+        comparison: dict[str, Any] | None = None
+        result: dict[str, object] = {
+            "events": len(records),
+            "replays": [
+                {
+                    "label": s.label,
+                    "directory": str(s.directory),
+                    "events": s.events,
+                    "parts_written": s.parts_written,
+                    "parts_resumed": s.parts_resumed,
+                    "outcomes": s.outcomes,
+                    "sources": s.sources,
+                }
+                for s in summaries
+            ],
+        }
+        if len(summaries) == 2:
+            comparison = compare(summaries[0].directory, summaries[1].directory)
+            (out / "comparison.json").write_bytes(orjson.dumps(comparison, option=orjson.OPT_INDENT_2))
+            result["comparison"] = comparison
+    if json:
+        print_json(result)
+        return
+    for s in summaries:
+        err_console.print(f"{s.label}: {s.events} events, outcomes {s.outcomes}, sources {s.sources} -> {s.directory}")
+    if comparison is not None:
+        agreement = comparison["agreement"]
+        err_console.print(f"agreement on {agreement['events']} events: {agreement}")
+        for d in comparison["deltas"]:
+            err_console.print(
+                f"{d['name']}: {d['candidate']:.4f} vs {d['baseline']:.4f}, delta {d['delta']:+.4f} "
+                f"[{d['low']:+.4f}, {d['high']:+.4f}] p={d['p_value']:.3g}: {d['verdict']}"
+            )
+        err_console.print(f"written: {out / 'comparison.json'}")

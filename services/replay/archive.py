@@ -88,7 +88,7 @@ def write_batch(root: Path, records: Sequence[ArchivedRecord]) -> list[Path]:
         path = directory / f"p{partition}-o{group[0].offset}-{group[-1].offset}.parquet"
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            _write_atomically(path, _table(group))
+            write_parquet_atomically(path, _table(group))
         except OSError as err:
             raise ArchiveError(f"cannot write {len(group)} records of {topic}[{partition}] to {path}: {err}") from err
         written.append(path)
@@ -114,7 +114,8 @@ def _table(records: Sequence[ArchivedRecord]) -> pa.Table:
     )
 
 
-def _write_atomically(path: Path, table: pa.Table) -> None:
+def write_parquet_atomically(path: Path, table: pa.Table) -> None:
+    """``table`` at ``path``, whole or not at all: written aside, flushed to disk, renamed into place."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with temporary.open("wb") as sink:

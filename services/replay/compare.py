@@ -1,0 +1,227 @@
+"""Candidate against baseline, event by event: agreement, operations, and how sure each difference is.
+
+Both replays answer the same events in the same order (``position``), so every comparison is paired:
+a difference is the mean of per-event differences, its 95% interval comes from a paired bootstrap
+(events resampled with replacement, both answers of an event kept together), and a binary outcome
+(degraded, dead-lettered) also gets McNemar's exact test on the discordant pairs. A delta is called
+a win or a regression only when its interval excludes zero; otherwise it is "no clear difference".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from scipy.stats import binomtest
+
+from services.domain import Role
+from services.replay.runner import read_rows
+
+RESAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """candidate − baseline of a per-event figure, with its paired-bootstrap interval."""
+
+    name: str
+    candidate: float
+    baseline: float
+    delta: float
+    low: float
+    high: float
+    p_value: float | None  # McNemar's exact test, for a yes/no figure
+    higher_is_better: bool
+
+    @property
+    def verdict(self) -> str:
+        if self.low <= 0 <= self.high:
+            return "no clear difference"
+        better = (self.delta > 0) == self.higher_is_better
+        return "win" if better else "regression"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+def paired_bootstrap(
+    candidate: Sequence[float],
+    baseline: Sequence[float],
+    *,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(mean difference, low, high): the percentile interval of the mean of per-event differences."""
+    a, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired figures need the same events: {a.size} candidate values, {b.size} baseline")
+    if a.size == 0:
+        return 0.0, 0.0, 0.0
+    differences = a - b
+    rng = np.random.default_rng(seed)
+    means = differences[rng.integers(0, differences.size, size=(resamples, differences.size))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(differences.mean()), float(low), float(high)
+
+
+def mcnemar_p(candidate: Sequence[bool], baseline: Sequence[bool]) -> float:
+    """Two-sided exact McNemar p-value: of the events where the two disagree, is the split even?"""
+    only_candidate = sum(1 for c, b in zip(candidate, baseline, strict=True) if c and not b)
+    only_baseline = sum(1 for c, b in zip(candidate, baseline, strict=True) if b and not c)
+    discordant = only_candidate + only_baseline
+    if discordant == 0:
+        return 1.0
+    return float(binomtest(only_candidate, discordant, 0.5).pvalue)
+
+
+def binary_delta(
+    name: str, candidate: Sequence[bool], baseline: Sequence[bool], *, higher_is_better: bool, seed: int = 0
+) -> Delta:
+    a, b = [float(x) for x in candidate], [float(x) for x in baseline]
+    delta, low, high = paired_bootstrap(a, b, seed=seed)
+    return Delta(
+        name,
+        float(np.mean(a)) if a else 0.0,
+        float(np.mean(b)) if b else 0.0,
+        delta,
+        low,
+        high,
+        mcnemar_p(candidate, baseline),
+        higher_is_better,
+    )
+
+
+def _understanding(row: dict[str, Any]) -> dict[str, Any]:
+    text = row.get("understanding")
+    data: dict[str, Any] = orjson.loads(text) if text else {}
+    return data
+
+
+def _spans(u: dict[str, Any], role: str | None = None) -> frozenset[tuple[str, str]]:
+    return frozenset(
+        (str(t["role"]), str(t["canonical"]).casefold()) for t in u.get("tags", []) if role is None or t["role"] == role
+    )
+
+
+def _top_category(u: dict[str, Any]) -> tuple[str, ...] | None:
+    categories = u.get("categories") or []
+    return tuple(categories[0]["path"]) if categories else None
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+    p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
+    return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3), "p99_ms": round(float(p99), 3)}
+
+
+def operations(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Source mix, dead letters and processing latency per source of one replay."""
+    sources: dict[str, int] = {}
+    latency: dict[str, list[float]] = {}
+    for row in rows:
+        source = row.get("source")
+        if source:
+            sources[source] = sources.get(source, 0) + 1
+            if row.get("processing_ms") is not None:
+                latency.setdefault(source, []).append(float(row["processing_ms"]))
+    return {
+        "events": len(rows),
+        "sources": sources,
+        "dead_letters": sum(1 for r in rows if r["outcome"] == "dead_letter"),
+        "not_served": sum(1 for r in rows if r["outcome"] == "not_served"),
+        "degraded": sum(1 for r in rows if r.get("degraded")),
+        "latency_by_source": {s: _percentiles(v) for s, v in sorted(latency.items())},
+    }
+
+
+ROLES = tuple(role.value for role in Role)
+
+
+def compare(candidate_dir: Path, baseline_dir: Path, *, seed: int = 0) -> dict[str, Any]:
+    """The paired comparison of two replays of the same window (their ``position``s must match)."""
+    candidate = read_rows(candidate_dir).to_pylist()
+    baseline = read_rows(baseline_dir).to_pylist()
+    if [r["position"] for r in candidate] != [r["position"] for r in baseline]:
+        raise ValueError(
+            f"{candidate_dir} and {baseline_dir} did not replay the same events "
+            f"({len(candidate)} and {len(baseline)} rows): replay both over the same window"
+        )
+    both = [
+        (c, b)
+        for c, b in zip(candidate, baseline, strict=True)
+        if c["outcome"] == "annotation" and b["outcome"] == "annotation"
+    ]
+    pairs = [(_understanding(c), _understanding(b)) for c, b in both]
+    agreement: dict[str, Any] = {"events": len(pairs)}
+    if pairs:
+        agreement["exact"] = _share(_spans(c) == _spans(b) and _top_category(c) == _top_category(b) for c, b in pairs)
+        agreement["tags"] = _share(_spans(c) == _spans(b) for c, b in pairs)
+        agreement["per_role"] = {role: _share(_spans(c, role) == _spans(b, role) for c, b in pairs) for role in ROLES}
+        agreement["top_category"] = _share(_top_category(c) == _top_category(b) for c, b in pairs)
+    deltas = [
+        binary_delta(
+            "degraded",
+            [bool(r.get("degraded")) for r in candidate],
+            [bool(r.get("degraded")) for r in baseline],
+            higher_is_better=False,
+            seed=seed,
+        ),
+        binary_delta(
+            "dead_lettered",
+            [r["outcome"] == "dead_letter" for r in candidate],
+            [r["outcome"] == "dead_letter" for r in baseline],
+            higher_is_better=False,
+            seed=seed,
+        ),
+        binary_delta(
+            "has_category",
+            [bool(_top_category(_understanding(r))) for r in candidate],
+            [bool(_top_category(_understanding(r))) for r in baseline],
+            higher_is_better=True,
+            seed=seed,
+        ),
+    ]
+    return {
+        "candidate": str(candidate_dir.name),
+        "baseline": str(baseline_dir.name),
+        "agreement": agreement,
+        "deltas": [d.as_dict() for d in deltas],
+        "operations": {"candidate": operations(candidate), "baseline": operations(baseline)},
+        "disagreements": _disagreements(both, pairs),
+    }
+
+
+def _share(flags: Any) -> float:
+    values = list(flags)
+    return round(sum(values) / len(values), 4) if values else 0.0
+
+
+def _disagreements(
+    both: list[tuple[dict[str, Any], dict[str, Any]]],
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """The events on which the two answered differently, with both answers side by side (the first ``limit``)."""
+    out = []
+    for (c_row, b_row), (c, b) in zip(both, pairs, strict=True):
+        if _spans(c) == _spans(b) and _top_category(c) == _top_category(b):
+            continue
+        out.append(
+            {
+                "event_id": c_row["event_id"],
+                "query": c_row["query"],
+                "candidate": {"tags": sorted(_spans(c)), "category": _top_category(c), "source": c_row["source"]},
+                "baseline": {"tags": sorted(_spans(b)), "category": _top_category(b), "source": b_row["source"]},
+            }
+        )
+        if len(out) >= limit:
+            break
+    return out

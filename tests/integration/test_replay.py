@@ -1,0 +1,122 @@
+"""`qu replay` on an archive: the worker's handler under a candidate, resumable, deterministic, compared."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from services.cli.main import app
+from services.replay.archive import ArchivedRecord, write_batch
+from services.replay.compare import compare
+from services.replay.runner import read_rows, replay, window
+from services.replay.spec import parse_spec
+from services.settings import Settings
+from services.topics import QUERY_ANNOTATIONS, SEARCH_EVENTS
+
+pytestmark = pytest.mark.integration
+
+NINE = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+QUERIES = ["organic whole milk", "gluten free bread", "bananas", "greek yogurt", "cheddar cheese", "oat milk"]
+
+
+def search(i: int, query: str) -> ArchivedRecord:
+    value = orjson.dumps({"event_id": f"e{i}", "query": query})
+    return ArchivedRecord(
+        SEARCH_EVENTS, i % 2, i, int((NINE + timedelta(seconds=i)).timestamp() * 1000), None, value, (), f"e{i}"
+    )
+
+
+def served(i: int, query: str) -> ArchivedRecord:
+    annotation = {
+        "event_id": f"e{i}",
+        "query": query,
+        "normalized_query": query,
+        "tags": [{"role": "product", "start": 0, "end": len(query), "text": query, "canonical": query}],
+        "categories": [{"path": ["dairy eggs", "milk"], "score": 0.9}],
+        "rewrites": [],
+        "source": "cache",
+        "model_version": "teach-1",
+        "degraded": False,
+        "timings": {"total_ms": 0.4},
+    }
+    ms = int((NINE + timedelta(seconds=i, milliseconds=50)).timestamp() * 1000)
+    return ArchivedRecord(QUERY_ANNOTATIONS, 0, i, ms, None, orjson.dumps(annotation), (), f"e{i}")
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    root = tmp_path / "archive"
+    events = [search(i, QUERIES[i % len(QUERIES)]) for i in range(24)]
+    bad = ArchivedRecord(
+        SEARCH_EVENTS, 0, 99, int((NINE + timedelta(seconds=30)).timestamp() * 1000), None, b"{", (), None
+    )
+    write_batch(root, [*events, bad])
+    write_batch(root, [served(i, QUERIES[i % len(QUERIES)]) for i in range(0, 24, 2)])
+    return root
+
+
+@pytest.fixture
+def settings(tmp_path: Path, student_catalog_dir: Path) -> Settings:
+    return Settings(state_dir=tmp_path / "state", catalog_dir=student_catalog_dir)
+
+
+def test_a_replay_answers_every_event_resumes_and_repeats_itself(
+    archive: Path, settings: Settings, tmp_path: Path
+) -> None:
+    records = window(archive, None, None)
+    spec = parse_spec("student=none")
+    first = replay(spec, records, tmp_path / "out", settings, chunk=10, progress=False)
+    assert (first.events, first.parts_written, first.parts_resumed) == (25, 3, 0)
+    assert first.outcomes == {"annotation": 24, "dead_letter": 1} and first.sources == {"fallback": 24}
+    rows = read_rows(first.directory).to_pylist()
+    assert rows[-1]["outcome"] == "dead_letter" and rows[-1]["input"] == f"{SEARCH_EVENTS}[0]@99"
+
+    (first.directory / "part-00001.parquet").unlink()  # interrupted after its first and last parts
+    again = replay(spec, records, tmp_path / "out", settings, chunk=10, progress=False)
+    assert (again.parts_written, again.parts_resumed) == (1, 2)
+    repeated = read_rows(again.directory).to_pylist()
+    stable = ("event_id", "outcome", "source", "model_version", "degraded", "understanding", "reason")
+    assert [{k: r[k] for k in stable} for r in repeated] == [{k: r[k] for k in stable} for r in rows]
+
+
+def test_two_candidates_compared_event_by_event(archive: Path, settings: Settings, tmp_path: Path) -> None:
+    records = window(archive, None, None)
+    out = tmp_path / "out"
+    fallback = replay(parse_spec("student=none"), records, out, settings, progress=False)
+    lexicon = replay(parse_spec("student=lexicon"), records, out, settings, progress=False)
+    assert lexicon.sources == {"student": 24}
+    result = compare(fallback.directory, lexicon.directory)
+    deltas = {d["name"]: d for d in result["deltas"]}
+    # Triton down (student=none) degrades every answer and loses the categories: both called, with intervals.
+    assert deltas["degraded"]["delta"] == pytest.approx(24 / 25) and deltas["degraded"]["verdict"] == "regression"
+    assert deltas["has_category"]["verdict"] == "regression" and deltas["dead_lettered"]["delta"] == 0
+    assert result["agreement"]["events"] == 24 and result["agreement"]["top_category"] == 0.0
+    assert result["operations"]["candidate"]["dead_letters"] == 1
+
+
+def test_qu_replay_against_what_was_served(archive: Path, settings: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    env = {"QU_STATE_DIR": str(settings.state_dir), "QU_CATALOG_DIR": str(settings.catalog_dir)}
+    args = ["replay", "--from", str(archive), "--candidate", "student=none", "--baseline", "served", "--out", str(out)]
+    until = ["--until", "2026-12-06T09:00:12+00:00"]
+    result = CliRunner().invoke(app, [*args, "--json", "--no-progress", *until], env=env)
+    assert result.exit_code == 0, result.output
+    figures = orjson.loads(result.stdout)
+    assert figures["events"] == 12
+    served_replay = figures["replays"][1]
+    assert served_replay["outcomes"] == {"annotation": 6, "not_served": 6} and served_replay["sources"] == {"cache": 6}
+    assert figures["comparison"]["agreement"]["events"] == 6
+    assert (out / "comparison.json").exists()
+
+
+def test_a_window_without_events_is_a_clear_error(archive: Path, settings: Settings, tmp_path: Path) -> None:
+    env = {"QU_STATE_DIR": str(settings.state_dir), "QU_CATALOG_DIR": str(settings.catalog_dir)}
+    args = ["replay", "--from", str(archive), "--candidate", "student=none", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*args, "--since", "2027-01-01T00:00Z"], env=env)
+    assert result.exit_code != 0 and "no search events" in result.output
+    result = CliRunner().invoke(app, [*args, "--since", "2027-01-01T00:00"], env=env)
+    assert result.exit_code != 0 and "no time zone" in result.output

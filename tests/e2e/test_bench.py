@@ -144,7 +144,8 @@ def test_qu_bench_measures_the_running_stack_and_a_passthrough(
     # passthrough) may read 0 and be left out; the busy ones cannot, and nothing is charged to the wrong phase.
     assert {"worker-0", "kafka"} <= set(cpu["throughput"])
     assert "triton/qu_student" in cpu["miss"]  # the student's Python-backend stub does the misses' work
-    known = {"kafka", "redis", "triton", "triton/qu_student", "refresher", "traces", "bench client"}
+    # The tests' stack records its traffic (tests/fixtures/stack.py): the recorder is one of its processes.
+    known = {"kafka", "redis", "triton", "triton/qu_student", "refresher", "recorder", "traces", "bench client"}
     known |= {"worker-0", "worker-0.keeper", "passthrough", "passthrough (confluent)", "total"}
     assert all(set(figures) <= known for figures in cpu.values()), cpu
     for phase in ("throughput", "paced", "miss", "passthrough_throughput", "passthrough_paced"):
@@ -185,7 +186,8 @@ def test_a_short_soak_answers_every_event_and_samples_every_process(
     assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] <= result["max_ms"]
 
     # Every process of the stack, the worker as the keeper's child beside the keeper, and Triton's student stub.
-    processes = {"traces", "kafka", "redis", "triton", "triton/qu_student", "refresher", "worker-0", "worker-0.keeper"}
+    processes = {"traces", "kafka", "redis", "triton", "triton/qu_student", "refresher", "recorder"}
+    processes |= {"worker-0", "worker-0.keeper"}
     assert set(result["rss"]) == processes
     worker = embedded_stack.keeper_status("worker-0")
     assert worker is not None and result["rss"]["worker-0"]["pid"] == worker.child_pid

@@ -32,7 +32,7 @@ def test_status_names_the_endpoints_and_the_processes(embedded_stack: EmbeddedSt
     assert endpoints["redis"].startswith("redis://127.0.0.1:")
     assert {"triton_grpc", "triton_http"} <= set(endpoints)
     names = {p["name"] for p in status["processes"]}
-    assert names == {"traces", "kafka", "redis", "triton", "refresher", "worker-0"}
+    assert names == {"traces", "kafka", "redis", "triton", "refresher", "recorder", "worker-0"}  # the tests record
     metrics = {k for k in endpoints if k.startswith("metrics_")}
     assert metrics == {"metrics_refresher", "metrics_worker-0", "metrics_triton"} and "traces" in endpoints
     assert all(p["alive"] for p in status["processes"])

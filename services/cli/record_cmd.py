@@ -61,28 +61,41 @@ def _moment(value: str | None, option: str) -> datetime | None:
     return moment
 
 
+replay_app = typer.Typer(
+    help="Replay archived traffic through a candidate and compare it with a baseline (docs/REPLAY.md).",
+    no_args_is_help=False,
+)
+
+
+@replay_app.callback(invoke_without_command=True)
 def replay(
     ctx: typer.Context,
     candidate: Annotated[
-        str, typer.Option(help="What answers: e.g. onnx:3, student=lexicon,cache=RUN_ID, settings=FILE.json.")
-    ],
-    out: Annotated[Path, typer.Option(help="Results go to OUT/<spec>/; re-running resumes what is there.")],
+        str | None, typer.Option(help="What answers: e.g. onnx:3, student=lexicon,cache=RUN_ID, settings=FILE.json.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Results go to OUT/<spec>/; re-running resumes what is there.")
+    ] = None,
     source: Annotated[
         Path | None, typer.Option("--from", help="The traffic archive (default QU_ARCHIVE_DIR: STATE_DIR/archive).")
     ] = None,
     baseline: Annotated[
         str | None, typer.Option(help="Compare with this SPEC, or `served`: the annotations that were served.")
     ] = None,
-    since: Annotated[
-        str | None, typer.Option(help="Events timestamped at or after this (ISO 8601, with zone).")
-    ] = None,
+    since: Annotated[str | None, typer.Option(help="Events timestamped at or after this (ISO 8601, zone).")] = None,
     until: Annotated[str | None, typer.Option(help="Events timestamped before this (ISO 8601, with zone).")] = None,
     json: Annotated[bool, typer.Option("--json", help="Print the summaries and the comparison as JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with rate and ETA.")] = True,
 ) -> None:
     """Replay archived search events through a candidate configuration (the worker's own handler, in this
-    process: nothing is produced and the live cache pointer is untouched), and compare it with a baseline."""
+    process: nothing is produced and the live cache pointer is untouched); with a baseline, compare the
+    two event by event and write OUT/report.html and OUT/report.json. `qu replay report OUT` re-renders."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if candidate is None or out is None:
+        raise typer.BadParameter("give --candidate SPEC and --out DIR (or `qu replay report DIR`)")
     from services.replay.compare import compare
+    from services.replay.report import render_report
     from services.replay.runner import replay as run_replay
     from services.replay.runner import window
     from services.replay.spec import parse_spec
@@ -90,6 +103,7 @@ def replay(
     settings = settings_from(ctx)
     archive = source or settings.resolved_archive_dir
     low, high = _moment(since, "--since"), _moment(until, "--until")
+    comparison: dict[str, Any] | None = None
     with reported_errors():
         specs = [parse_spec(candidate)] + ([parse_spec(baseline, what="--baseline")] if baseline else [])
         if specs[0].served:
@@ -99,7 +113,6 @@ def replay(
             raise typer.BadParameter(f"no search events in {archive} for that window", param_hint="--from")
         err_console.print(f"replaying {len(records)} events from {archive}")
         summaries = [run_replay(spec, records, out, settings, archive=archive, progress=progress) for spec in specs]
-        comparison: dict[str, Any] | None = None
         result: dict[str, object] = {
             "events": len(records),
             "replays": [
@@ -117,8 +130,8 @@ def replay(
         }
         if len(summaries) == 2:
             comparison = compare(summaries[0].directory, summaries[1].directory)
-            (out / "comparison.json").write_bytes(orjson.dumps(comparison, option=orjson.OPT_INDENT_2))
             result["comparison"] = comparison
+            result["report"] = str(render_report(out, comparison, summaries[0].directory, summaries[1].directory))
     if json:
         print_json(result)
         return
@@ -128,8 +141,27 @@ def replay(
         agreement = comparison["agreement"]
         err_console.print(f"agreement on {agreement['events']} events: {agreement}")
         for d in comparison["deltas"]:
+            p_value = "" if d["p_value"] is None else f" p={d['p_value']:.3g}"
             err_console.print(
                 f"{d['name']}: {d['candidate']:.4f} vs {d['baseline']:.4f}, delta {d['delta']:+.4f} "
-                f"[{d['low']:+.4f}, {d['high']:+.4f}] p={d['p_value']:.3g}: {d['verdict']}"
+                f"[{d['low']:+.4f}, {d['high']:+.4f}]{p_value}: {d['verdict']}"
             )
-        err_console.print(f"written: {out / 'comparison.json'}")
+        err_console.print(f"report: {result['report']}")
+
+
+@replay_app.command("report")
+def report(
+    directory: Annotated[Path, typer.Argument(help="A replay's --out directory (it holds report.json).")],
+) -> None:
+    """Render DIR/report.html again from the stored figures and results."""
+    from services.replay.report import REPORT_JSON, render_report
+
+    with reported_errors():
+        stored = directory / REPORT_JSON
+        if not stored.is_file():
+            raise typer.BadParameter(f"no {REPORT_JSON} in {directory}: run `qu replay` with a --baseline first")
+        comparison = orjson.loads(stored.read_bytes())
+        path = render_report(
+            directory, comparison, directory / comparison["candidate"], directory / comparison["baseline"]
+        )
+    err_console.print(f"report: {path}")

@@ -9,7 +9,7 @@ a win or a regression only when its interval excludes zero; otherwise it is "no 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from services.domain import Role
 from services.replay.runner import read_rows
 
 RESAMPLES = 2000
+Row = dict[str, Any]
 CONFIDENCE = 0.95
 
 
@@ -166,30 +167,24 @@ def compare(candidate_dir: Path, baseline_dir: Path, *, seed: int = 0) -> dict[s
         agreement["tags"] = _share(_spans(c) == _spans(b) for c, b in pairs)
         agreement["per_role"] = {role: _share(_spans(c, role) == _spans(b, role) for c, b in pairs) for role in ROLES}
         agreement["top_category"] = _share(_top_category(c) == _top_category(b) for c, b in pairs)
+    # Deltas over the events both sides can speak for: an event the baseline never served is not one it
+    # answered well or badly (it is counted in the operations instead).
+    known = [
+        (c, b) for c, b in zip(candidate, baseline, strict=True) if "not_served" not in (c["outcome"], b["outcome"])
+    ]
+
+    def delta(name: str, flag: Callable[[Row], bool], *, higher_is_better: bool) -> Delta:
+        return binary_delta(
+            name, [flag(c) for c, _ in known], [flag(b) for _, b in known], higher_is_better=higher_is_better, seed=seed
+        )
+
     deltas = [
-        binary_delta(
-            "degraded",
-            [bool(r.get("degraded")) for r in candidate],
-            [bool(r.get("degraded")) for r in baseline],
-            higher_is_better=False,
-            seed=seed,
-        ),
-        binary_delta(
-            "dead_lettered",
-            [r["outcome"] == "dead_letter" for r in candidate],
-            [r["outcome"] == "dead_letter" for r in baseline],
-            higher_is_better=False,
-            seed=seed,
-        ),
-        binary_delta(
-            "has_category",
-            [bool(_top_category(_understanding(r))) for r in candidate],
-            [bool(_top_category(_understanding(r))) for r in baseline],
-            higher_is_better=True,
-            seed=seed,
-        ),
+        delta("degraded", lambda r: bool(r.get("degraded")), higher_is_better=False),
+        delta("dead_lettered", lambda r: r["outcome"] == "dead_letter", higher_is_better=False),
+        delta("has_category", lambda r: bool(_top_category(_understanding(r))), higher_is_better=True),
     ]
     return {
+        "events_compared": len(known),
         "candidate": str(candidate_dir.name),
         "baseline": str(baseline_dir.name),
         "agreement": agreement,

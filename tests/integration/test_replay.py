@@ -109,8 +109,17 @@ def test_qu_replay_against_what_was_served(archive: Path, settings: Settings, tm
     assert figures["events"] == 12
     served_replay = figures["replays"][1]
     assert served_replay["outcomes"] == {"annotation": 6, "not_served": 6} and served_replay["sources"] == {"cache": 6}
-    assert figures["comparison"]["agreement"]["events"] == 6
-    assert (out / "comparison.json").exists()
+    assert figures["comparison"]["agreement"]["events"] == 6 and figures["comparison"]["events_compared"] == 6
+
+    # One self-contained page: every chart embedded, nothing fetched from anywhere, the figures beside it.
+    html = (out / "report.html").read_text()
+    assert all(f'id="chart-{name}"' in html for name in ("deltas", "agreement", "sources", "latency"))
+    assert html.count('src="data:image/png;base64,') == 4 and "http" not in html.replace("http-equiv", "")
+    assert "<script" not in html and orjson.loads((out / "report.json").read_bytes()) == figures["comparison"]
+    (out / "report.html").unlink()
+    rerendered = CliRunner().invoke(app, ["replay", "report", str(out)], env=env)
+    assert rerendered.exit_code == 0, rerendered.output
+    assert (out / "report.html").read_text().count("data:image/png") == 4
 
 
 def test_a_window_without_events_is_a_clear_error(archive: Path, settings: Settings, tmp_path: Path) -> None:

@@ -1,0 +1,154 @@
+"""The replay report: one self-contained HTML file (and the same figures as JSON) a data scientist opens.
+
+Charts are drawn by matplotlib (Agg, no display) and embedded as PNG data URIs; styles are inline and
+there is no script, so the file opens offline, mailed or attached to a ticket. What it shows, in the
+order a reader asks: which is better and how sure (the deltas with their 95% intervals), how much the
+two agree (per role, category), what served each (source mix), how fast (processing latency per
+source), and the events on which they differ, both answers side by side.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: no display here or on a CI machine
+import matplotlib.pyplot as plt
+import orjson
+
+from services.replay.runner import read_rows
+
+REPORT_HTML = "report.html"
+REPORT_JSON = "report.json"
+CHARTS = ("deltas", "agreement", "sources", "latency")
+
+_TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Replay: {{ c.candidate }} vs {{ c.baseline }}</title>
+<style>
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+table { border-collapse: collapse; width: 100%; } td, th { border-bottom: 1px solid #ddd; padding: .3rem .5rem;
+text-align: left; vertical-align: top; } .win { color: #176b2c; font-weight: 600; }
+.regression { color: #a3141e; font-weight: 600; } figure { margin: 1rem 0; } img { max-width: 100%; }
+code { font-size: .9em; }
+</style></head><body>
+<h1>Replay of {{ events }} events: <code>{{ c.candidate }}</code> against <code>{{ c.baseline }}</code></h1>
+<h2>Which is better, and how sure</h2>
+<table><tr><th>figure</th><th>candidate</th><th>baseline</th><th>delta [95% interval]</th><th>p</th>
+<th>verdict</th></tr>
+{% for d in c.deltas %}<tr><td>{{ d.name }}</td><td>{{ "%.4f"|format(d.candidate) }}</td>
+<td>{{ "%.4f"|format(d.baseline) }}</td><td>{{ "%+.4f"|format(d.delta) }} [{{ "%+.4f"|format(d.low) }},
+{{ "%+.4f"|format(d.high) }}]</td><td>{{ "%.3g"|format(d.p_value) if d.p_value is not none else "" }}</td>
+<td class="{{ d.verdict.split()[0] }}">{{ d.verdict }}</td></tr>{% endfor %}</table>
+{% for name in charts %}<figure id="chart-{{ name }}">
+<img alt="{{ name }}" src="data:image/png;base64,{{ images[name] }}"></figure>{% endfor %}
+<h2>Where they differ (first {{ c.disagreements|length }})</h2>
+<table><tr><th>query</th><th>candidate</th><th>baseline</th></tr>
+{% for row in c.disagreements %}<tr><td>{{ row.query }}</td>
+<td>{{ row.candidate.tags|map("join", "=")|join(", ") }}<br>{{ (row.candidate.category or [])|join(" › ") }}
+<br><small>{{ row.candidate.source }}</small></td>
+<td>{{ row.baseline.tags|map("join", "=")|join(", ") }}<br>{{ (row.baseline.category or [])|join(" › ") }}
+<br><small>{{ row.baseline.source }}</small></td></tr>{% endfor %}</table>
+<p><small>Paired bootstrap intervals over events ({{ resamples }} resamples); p from McNemar's exact test. A delta is
+a win or a regression only when its interval excludes zero. Figures: {{ json_name }}.</small></p>
+</body></html>
+"""
+)
+
+
+def _png(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _deltas_chart(comparison: dict[str, Any]) -> str:
+    deltas = comparison["deltas"]
+    figure, axes = plt.subplots(figsize=(8, 0.6 + 0.5 * len(deltas)))
+    for i, d in enumerate(deltas):
+        colour = {"win": "#176b2c", "regression": "#a3141e"}.get(d["verdict"], "#777777")
+        axes.errorbar(
+            d["delta"], i, xerr=[[d["delta"] - d["low"]], [d["high"] - d["delta"]]], fmt="o", color=colour, capsize=4
+        )
+    axes.axvline(0, color="#999999", linewidth=1)
+    axes.set_yticks(range(len(deltas)), [d["name"] for d in deltas])
+    axes.set_xlabel("candidate − baseline (share of events), 95% interval")
+    axes.set_title("Deltas")
+    return _png(figure)
+
+
+def _agreement_chart(comparison: dict[str, Any]) -> str:
+    agreement = comparison["agreement"]
+    names = ["exact", "tags", *(f"role: {r}" for r in agreement.get("per_role", {})), "top_category"]
+    values = [agreement.get("exact", 0), agreement.get("tags", 0), *agreement.get("per_role", {}).values()]
+    values.append(agreement.get("top_category", 0))
+    figure, axes = plt.subplots(figsize=(8, 3))
+    axes.barh(names, values, color="#3b6ea5")
+    axes.set_xlim(0, 1)
+    axes.set_xlabel(f"share of the {agreement['events']} events both annotated")
+    axes.set_title("Agreement")
+    return _png(figure)
+
+
+def _sources_chart(comparison: dict[str, Any]) -> str:
+    ops = comparison["operations"]
+    sources = sorted(set(ops["candidate"]["sources"]) | set(ops["baseline"]["sources"]))
+    figure, axes = plt.subplots(figsize=(8, 3))
+    width = 0.4
+    for k, (side, colour) in enumerate((("candidate", "#3b6ea5"), ("baseline", "#c4883a"))):
+        counts = [ops[side]["sources"].get(s, 0) for s in sources]
+        axes.bar([i + (k - 0.5) * width for i in range(len(sources))], counts, width, label=side, color=colour)
+    axes.set_xticks(range(len(sources)), sources)
+    axes.set_ylabel("events")
+    axes.set_title("Source mix")
+    axes.legend()
+    return _png(figure)
+
+
+def _latency_chart(candidate_dir: Path, baseline_dir: Path) -> str:
+    groups: list[list[float]] = []
+    labels: list[str] = []
+    for side, directory in (("candidate", candidate_dir), ("baseline", baseline_dir)):
+        by_source: dict[str, list[float]] = {}
+        for row in read_rows(directory).to_pylist():
+            if row["source"] and row["processing_ms"] is not None:
+                by_source.setdefault(row["source"], []).append(row["processing_ms"])
+        for source, values in sorted(by_source.items()):
+            groups.append(values)
+            labels.append(f"{side}\n{source}")
+    figure, axes = plt.subplots(figsize=(8, 3.2))
+    if groups:
+        axes.boxplot(groups, whis=(1, 99), showfliers=False)
+        axes.set_xticks(range(1, len(labels) + 1), labels)
+    axes.set_ylabel("processing ms (1st-99th percentile whiskers)")
+    axes.set_title("Latency per source")
+    return _png(figure)
+
+
+def render_report(out: Path, comparison: dict[str, Any], candidate_dir: Path, baseline_dir: Path) -> Path:
+    """Write ``out/report.html`` and ``out/report.json`` for ``comparison`` (services.replay.compare)."""
+    from services.replay.compare import RESAMPLES
+
+    images = {
+        "deltas": _deltas_chart(comparison),
+        "agreement": _agreement_chart(comparison),
+        "sources": _sources_chart(comparison),
+        "latency": _latency_chart(candidate_dir, baseline_dir),
+    }
+    events = comparison["operations"]["candidate"]["events"]
+    (out / REPORT_JSON).write_bytes(orjson.dumps(comparison, option=orjson.OPT_INDENT_2))
+    html = _TEMPLATE.render(
+        c=comparison, events=events, charts=CHARTS, images=images, resamples=RESAMPLES, json_name=REPORT_JSON
+    )
+    path = out / REPORT_HTML
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(html, encoding="utf-8")
+    temporary.replace(path)  # a reader never opens half a report
+    return path

@@ -84,6 +84,10 @@ def replay(
     ] = None,
     since: Annotated[str | None, typer.Option(help="Events timestamped at or after this (ISO 8601, zone).")] = None,
     until: Annotated[str | None, typer.Option(help="Events timestamped before this (ISO 8601, with zone).")] = None,
+    gold: Annotated[
+        Path | None, typer.Option(help="Also score both against these labels (events whose typed query they label).")
+    ] = None,
+    gold_format: Annotated[str, typer.Option("--format", help="The gold file's format: qu or queryner.")] = "qu",
     json: Annotated[bool, typer.Option("--json", help="Print the summaries and the comparison as JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with rate and ETA.")] = True,
 ) -> None:
@@ -94,6 +98,7 @@ def replay(
         return
     if candidate is None or out is None:
         raise typer.BadParameter("give --candidate SPEC and --out DIR (or `qu replay report DIR`)")
+    from services.evaluation.run import GoldFormat, load_gold
     from services.replay.compare import compare
     from services.replay.report import render_report
     from services.replay.runner import replay as run_replay
@@ -108,6 +113,9 @@ def replay(
         specs = [parse_spec(candidate)] + ([parse_spec(baseline, what="--baseline")] if baseline else [])
         if specs[0].served:
             raise typer.BadParameter("`served` is a baseline, not a candidate", param_hint="--candidate")
+        if gold_format not in {f.value for f in GoldFormat}:
+            raise typer.BadParameter(f"{gold_format!r}: use qu or queryner", param_hint="--format")
+        labels = load_gold(gold, GoldFormat(gold_format)) if gold is not None else None
         records = window(archive, low, high)
         if not records:
             raise typer.BadParameter(f"no search events in {archive} for that window", param_hint="--from")
@@ -129,7 +137,7 @@ def replay(
             ],
         }
         if len(summaries) == 2:
-            comparison = compare(summaries[0].directory, summaries[1].directory)
+            comparison = compare(summaries[0].directory, summaries[1].directory, gold=labels)
             result["comparison"] = comparison
             result["report"] = str(render_report(out, comparison, summaries[0].directory, summaries[1].directory))
     if json:

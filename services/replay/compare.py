@@ -18,8 +18,11 @@ import numpy as np
 import orjson
 from scipy.stats import binomtest
 
-from services.domain import Role
+from services.domain import Role, Understanding
+from services.evaluation.categories import CategoryAccuracy
+from services.gold import GoldQuery
 from services.replay.runner import read_rows
+from services.span_scores import SpanScores
 
 RESAMPLES = 2000
 Row = dict[str, Any]
@@ -146,7 +149,81 @@ def operations(rows: list[dict[str, Any]]) -> dict[str, Any]:
 ROLES = tuple(role.value for role in Role)
 
 
-def compare(candidate_dir: Path, baseline_dir: Path, *, seed: int = 0) -> dict[str, Any]:
+HEAD_SHARE, TORSO_SHARE = 0.5, 0.8  # the most frequent queries making 50% of the traffic; then up to 80%; the tail
+
+
+def segments(queries: Sequence[str | None]) -> list[str]:
+    """head, torso or tail for each event, by its normalized query's frequency in the window: the most frequent
+    queries that make the first half of the traffic are the head, the next 30% the torso, the rest the tail."""
+    counts: dict[str, int] = {}
+    for q in queries:
+        if q:
+            counts[q] = counts.get(q, 0) + 1
+    total = sum(counts.values())
+    segment_of: dict[str, str] = {}
+    running = 0
+    for query, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        share = running / total if total else 0.0
+        segment_of[query] = "head" if share < HEAD_SHARE else "torso" if share < TORSO_SHARE else "tail"
+        running += n
+    return [segment_of.get(q or "", "none") for q in queries]
+
+
+def _agreement(pairs: list[tuple[Row, Row]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"events": len(pairs)}
+    if pairs:
+        out["exact"] = _share(_spans(c) == _spans(b) and _top_category(c) == _top_category(b) for c, b in pairs)
+        out["tags"] = _share(_spans(c) == _spans(b) for c, b in pairs)
+        out["per_role"] = {role: _share(_spans(c, role) == _spans(b, role) for c, b in pairs) for role in ROLES}
+        out["top_category"] = _share(_top_category(c) == _top_category(b) for c, b in pairs)
+    return out
+
+
+def by_segment(both: list[tuple[Row, Row]], pairs: list[tuple[Row, Row]]) -> dict[str, Any]:
+    """Agreement per segment, traffic-weighted (every event) and per distinct query (its first event)."""
+    labels = segments([c.get("normalized_query") for c, _ in both])
+    out: dict[str, Any] = {}
+    for segment in ("head", "torso", "tail"):
+        chosen = [i for i, label in enumerate(labels) if label == segment]
+        first_of_query: dict[str, int] = {}
+        for i in chosen:
+            first_of_query.setdefault(str(both[i][0].get("normalized_query")), i)
+        out[segment] = {
+            "traffic": _agreement([pairs[i] for i in chosen]),
+            "queries": _agreement([pairs[i] for i in first_of_query.values()]),
+        }
+    return out
+
+
+def score_gold(directory: Path, gold: Sequence[GoldQuery]) -> dict[str, Any]:
+    """One replay's answers scored against ``gold``, for the events whose typed query a gold record labels
+    (offsets compare directly: the handler maps tags back onto the query as typed). Traffic-weighted."""
+    by_query = {g.query: g for g in gold}
+    spans, categories = SpanScores(), CategoryAccuracy()
+    matched = 0
+    for row in read_rows(directory).to_pylist():
+        g = by_query.get(row.get("query") or "")
+        if g is None or row["outcome"] != "annotation":
+            continue
+        matched += 1
+        u = Understanding.from_json(_understanding(row))
+        spans.add(g.spans, u.tags, g.kind)
+        categories.add(g.category, u.categories, g.kind)
+    return {"events": matched, "spans": spans.to_json(), "categories": categories.to_json()}
+
+
+def gold_exact(row: Row, gold: dict[str, GoldQuery]) -> bool:
+    """Every gold span found, nothing more (role, start, end), for one event."""
+    g = gold.get(row.get("query") or "")
+    if g is None or row["outcome"] != "annotation":
+        return False
+    tags = Understanding.from_json(_understanding(row)).tags
+    return {(t.role, t.start, t.end) for t in tags} == {(t.role, t.start, t.end) for t in g.spans}
+
+
+def compare(
+    candidate_dir: Path, baseline_dir: Path, *, gold: Sequence[GoldQuery] | None = None, seed: int = 0
+) -> dict[str, Any]:
     """The paired comparison of two replays of the same window (their ``position``s must match)."""
     candidate = read_rows(candidate_dir).to_pylist()
     baseline = read_rows(baseline_dir).to_pylist()
@@ -183,11 +260,27 @@ def compare(candidate_dir: Path, baseline_dir: Path, *, seed: int = 0) -> dict[s
         delta("dead_lettered", lambda r: r["outcome"] == "dead_letter", higher_is_better=False),
         delta("has_category", lambda r: bool(_top_category(_understanding(r))), higher_is_better=True),
     ]
+    gold_figures: dict[str, Any] | None = None
+    if gold is not None:
+        labels = {g.query: g for g in gold}
+        labelled = [(c, b) for c, b in known if (c.get("query") or "") in labels]
+        deltas.append(
+            binary_delta(
+                "gold_exact_tags",
+                [gold_exact(c, labels) for c, _ in labelled],
+                [gold_exact(b, labels) for _, b in labelled],
+                higher_is_better=True,
+                seed=seed,
+            )
+        )
+        gold_figures = {"candidate": score_gold(candidate_dir, gold), "baseline": score_gold(baseline_dir, gold)}
     return {
         "events_compared": len(known),
         "candidate": str(candidate_dir.name),
         "baseline": str(baseline_dir.name),
         "agreement": agreement,
+        "segments": by_segment(both, pairs),
+        "gold": gold_figures,
         "deltas": [d.as_dict() for d in deltas],
         "operations": {"candidate": operations(candidate), "baseline": operations(baseline)},
         "disagreements": _disagreements(both, pairs),

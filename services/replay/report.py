@@ -48,6 +48,18 @@ code { font-size: .9em; }
 <td class="{{ d.verdict.split()[0] }}">{{ d.verdict }}</td></tr>{% endfor %}</table>
 {% for name in charts %}<figure id="chart-{{ name }}">
 <img alt="{{ name }}" src="data:image/png;base64,{{ images[name] }}"></figure>{% endfor %}
+<h2>Agreement by segment</h2>
+<p>Head: the most frequent queries making half the traffic; torso: the next 30%; tail: the rest.</p>
+<table><tr><th>segment</th><th>weighted by</th><th>events</th><th>exact</th><th>tags</th><th>top category</th></tr>
+{% for name, seg in c.segments.items() %}{% for weight in ("traffic", "queries") %}{% set a = seg[weight] %}
+<tr><td>{{ name }}</td><td>{{ "traffic" if weight == "traffic" else "distinct query" }}</td><td>{{ a.events }}</td>
+<td>{{ a.get("exact", "") }}</td><td>{{ a.get("tags", "") }}</td><td>{{ a.get("top_category", "") }}</td></tr>
+{% endfor %}{% endfor %}</table>
+{% if c.gold %}<h2>Against the gold labels</h2>
+<table><tr><th></th><th>events labelled</th><th>span P / R / F1</th><th>category top-1 / top-3</th></tr>
+{% for side in ("candidate", "baseline") %}{% set g = c.gold[side] %}<tr><td>{{ side }}</td><td>{{ g.events }}</td>
+<td>{{ g.spans.precision }} / {{ g.spans.recall }} / {{ g.spans.f1 }}</td>
+<td>{{ g.categories.get("top1", "") }} / {{ g.categories.get("top3", "") }}</td></tr>{% endfor %}</table>{% endif %}
 <h2>Where they differ (first {{ c.disagreements|length }})</h2>
 <table><tr><th>query</th><th>candidate</th><th>baseline</th></tr>
 {% for row in c.disagreements %}<tr><td>{{ row.query }}</td>

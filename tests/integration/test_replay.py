@@ -122,6 +122,39 @@ def test_qu_replay_against_what_was_served(archive: Path, settings: Settings, tm
     assert (out / "report.html").read_text().count("data:image/png") == 4
 
 
+def test_gold_labels_score_both_sides_and_the_report_shows_segments(
+    archive: Path, settings: Settings, tmp_path: Path
+) -> None:
+    gold = tmp_path / "gold.jsonl"
+    rows = [
+        {"query": q, "spans": [{"role": "product", "start": 0, "end": len(q), "text": q, "canonical": q}]}
+        for q in QUERIES
+    ]
+    gold.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+    env = {"QU_STATE_DIR": str(settings.state_dir), "QU_CATALOG_DIR": str(settings.catalog_dir)}
+    out = tmp_path / "gold-out"
+    args = ["replay", "--from", str(archive), "--candidate", "student=none", "--baseline", "served", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--gold", str(gold), "--format", "qu", "--json", "--no-progress"], env=env)
+    assert result.exit_code == 0, result.output
+    comparison = orjson.loads(result.stdout)["comparison"]
+    # The served answers tagged each whole query as its product, as the labels do; the fallback's own tags differ.
+    assert comparison["gold"]["baseline"]["events"] == 12 and comparison["gold"]["baseline"]["spans"]["f1"] == 1.0
+    assert comparison["gold"]["candidate"]["events"] == 24
+    exact = next(d for d in comparison["deltas"] if d["name"] == "gold_exact_tags")
+    assert exact["baseline"] == 1.0 and exact["candidate"] < 1.0
+    assert set(comparison["segments"]) == {"head", "torso", "tail"}
+    assert sum(s["traffic"]["events"] for s in comparison["segments"].values()) == comparison["agreement"]["events"]
+    html = (out / "report.html").read_text()
+    assert "Against the gold labels" in html and "Agreement by segment" in html
+
+
+def test_segments_split_the_traffic_by_query_frequency() -> None:
+    from services.replay.compare import segments
+
+    queries = ["milk"] * 6 + ["eggs"] * 3 + ["kale", "figs"] + [None]
+    assert segments(queries) == ["head"] * 6 + ["torso"] * 3 + ["tail", "tail", "none"]
+
+
 def test_a_window_without_events_is_a_clear_error(archive: Path, settings: Settings, tmp_path: Path) -> None:
     env = {"QU_STATE_DIR": str(settings.state_dir), "QU_CATALOG_DIR": str(settings.catalog_dir)}
     args = ["replay", "--from", str(archive), "--candidate", "student=none", "--out", str(tmp_path / "o")]

@@ -9,7 +9,7 @@ DEMO_EVENTS ?= 20000
 STREAM_EVENTS ?= 300
 TEACH_TOP ?= 1000
 
-.PHONY: venv system-deps run test lint typecheck unit clean demo-derive protos protos-check
+.PHONY: venv system-deps test-deps run test lint typecheck unit clean demo-derive protos protos-check
 
 venv: $(STAMP)
 
@@ -22,9 +22,13 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# Debian's redis-server is the head-tag cache of the embedded stack and of the tests.
+# Debian's redis-server is the head-tag cache of the embedded stack and of the tests; the tests also drive
+# Debian's chromium headless (the replay report's browser test).
 system-deps:
-	@sh scripts/install-system-deps.sh
+	@sh scripts/install-system-deps.sh redis-server=redis-server
+
+test-deps:
+	@sh scripts/install-system-deps.sh redis-server=redis-server chromium=chromium
 
 run: venv system-deps
 	$(BIN)/qu --state-dir $(RUN_DIR) catalog import --demo
@@ -47,7 +51,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv system-deps lint typecheck protos-check
+test: venv test-deps lint typecheck protos-check
 	$(BIN)/python -m pytest -q
 
 # The generated code of the wire schemas is committed; regenerate it after editing protos/qu/v1.

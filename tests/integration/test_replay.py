@@ -148,6 +148,33 @@ def test_gold_labels_score_both_sides_and_the_report_shows_segments(
     assert "Against the gold labels" in html and "Agreement by segment" in html
 
 
+CHARTS_LOADED = """JSON.stringify({
+  charts: Array.from(document.querySelectorAll('figure[id^="chart-"]')).map(f => {
+    const img = f.querySelector('img');
+    return [f.id, Boolean(img && img.complete && img.naturalWidth > 100 && img.naturalHeight > 50)];
+  }),
+  scripts: document.scripts.length,
+  title: document.title,
+  rows: document.querySelectorAll('table tr').length
+})"""
+
+
+def test_the_report_renders_in_a_real_browser_with_every_chart(
+    archive: Path, settings: Settings, tmp_path: Path
+) -> None:
+    from tests.fixtures.browser import open_page
+
+    env = {"QU_STATE_DIR": str(settings.state_dir), "QU_CATALOG_DIR": str(settings.catalog_dir)}
+    out = tmp_path / "browser"
+    args = ["replay", "--from", str(archive), "--candidate", "student=none", "--baseline", "served", "--out", str(out)]
+    assert CliRunner().invoke(app, [*args, "--no-progress"], env=env).exit_code == 0
+    page = open_page((out / "report.html").resolve().as_uri(), CHARTS_LOADED)
+    assert page.errors == []
+    shown = orjson.loads(page.value)
+    assert shown["charts"] == [[f"chart-{n}", True] for n in ("deltas", "agreement", "sources", "latency")]
+    assert shown["scripts"] == 0 and "student=none" in shown["title"] and shown["rows"] > 10
+
+
 def test_segments_split_the_traffic_by_query_frequency() -> None:
     from services.replay.compare import segments
 

@@ -53,12 +53,12 @@ def _fake_bin(tmp_path: Path, *, uid: int, sudo: bool, apt_installs: bool = True
     return bin_dir
 
 
-def _make_system_deps(bin_dir: Path) -> subprocess.CompletedProcess[str]:
+def _make_system_deps(bin_dir: Path, target: str = "system-deps") -> subprocess.CompletedProcess[str]:
     make = shutil.which("make")
     assert make is not None
     env = {"PATH": str(bin_dir), "HOME": os.environ.get("HOME", "/root")}
     return subprocess.run(
-        [make, "--no-print-directory", "-C", str(ROOT), "system-deps"],
+        [make, "--no-print-directory", "-C", str(ROOT), target],
         env=env,
         capture_output=True,
         text=True,
@@ -124,3 +124,11 @@ def test_a_failed_install_fails_the_recipe(tmp_path: Path) -> None:
     done = _make_system_deps(bin_dir)
     assert done.returncode != 0
     assert _calls(tmp_path)[-1] == "apt-get install -y -qq redis-server"
+
+
+def test_the_tests_deps_add_chromium_and_install_only_what_is_missing(tmp_path: Path) -> None:
+    bin_dir = _fake_bin(tmp_path, uid=0, sudo=False, redis=True)
+    done = _make_system_deps(bin_dir, "test-deps")
+    assert done.returncode == 0, done.stderr
+    assert _calls(tmp_path) == [INSTALL[0], "apt-get DEBIAN_FRONTEND=noninteractive install -y -qq chromium"]
+    assert "installing chromium (Debian packages)" in done.stdout

@@ -95,7 +95,7 @@ def _clip_headers(headers: Headers, limits: DeadLetterLimits) -> tuple[dict[str,
     clipped = len(items) > limits.header_count
     kept: dict[str, bytes] = {}
     for name, raw in items[: limits.header_count]:
-        # A key that is not valid UTF-8 (bytes, or lone surrogates from streams/tolerant_records.py) cannot be a
+        # A key that is not valid UTF-8 (bytes, or lone surrogates from services/kafka_tolerant_records.py) cannot be a
         # protobuf string: it is kept readable, its bad bytes escaped.
         raw_name = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else bytes(name)
         text = raw_name.decode("utf-8", "backslashreplace")

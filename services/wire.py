@@ -55,7 +55,7 @@ def check_header_keys(headers: Headers) -> None:
     """Raise ``invalid_header`` for a header key that is not UTF-8.
 
     Kafka header keys are strings; the worker's client hands over a key that is not UTF-8 with its bad
-    bytes as lone surrogates (streams/tolerant_records.py) rather than stalling the partition on it.
+    bytes as lone surrogates (services/kafka_tolerant_records.py) rather than stalling the partition on it.
     """
     if not headers:
         return

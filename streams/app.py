@@ -20,6 +20,7 @@ import faust
 import mode
 from aiokafka import errors as kafka_errors
 
+from services import kafka_tolerant_records as tolerant_records
 from services.annotation.delivery import BatchDelivery, KafkaHeaders, UndeliveredOutcome
 from services.annotation.handler import AnnotateHandler, InputRecord
 from services.annotation.metrics import AnnotateMetrics
@@ -29,7 +30,7 @@ from services.settings import Settings
 from services.telemetry.logs import logging_config
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS, WORKER_GROUP
 from services.wire import RecordOrigin
-from streams import fetch_wait, tolerant_records
+from streams import fetch_wait
 from streams.batching import BATCH_MAX, BATCH_WITHIN_S, PRODUCER_MAX_BATCH_BYTES
 
 log = logging.getLogger("qu.worker")

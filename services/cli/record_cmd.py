@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
 import logging
 import signal
-import threading
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import orjson
 import typer
 
 from services.cli.context import err_console, print_json, reported_errors, settings_from
-from services.replay.recorder import RECORDER_GROUP, TrafficRecorder
+from services.replay.recorder import TrafficRecorder
 from services.telemetry.logs import configure_logging
 
 log = logging.getLogger("qu.recorder")
@@ -25,19 +25,13 @@ def record(ctx: typer.Context) -> None:
     STATE_DIR/archive), until SIGTERM or Ctrl-C. `qu up` starts it when QU_RECORD_TRAFFIC=true."""
     settings = settings_from(ctx)
     configure_logging("INFO", json=settings.log_format == "json")
+    faulthandler.enable()  # a crash in a C extension leaves its Python stack in the log, not silence
     archive = settings.resolved_archive_dir
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
     with reported_errors():
         archive.mkdir(parents=True, exist_ok=True)
-        recorder = TrafficRecorder({"bootstrap.servers": settings.kafka_bootstrap, "group.id": RECORDER_GROUP}, archive)
+        recorder = TrafficRecorder(settings.kafka_bootstrap, archive)
         log.info("recording %s into %s", settings.kafka_bootstrap, archive)
-        recorder.run_forever(stop)
+        asyncio.run(_record(recorder))
         counters = recorder.counters
         log.info(
             "recorder stopped: %d records in %d files (%d without an event id)",
@@ -45,6 +39,14 @@ def record(ctx: typer.Context) -> None:
             counters.files,
             counters.without_event_id,
         )
+
+
+async def _record(recorder: TrafficRecorder) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await recorder.run_forever(stop)
 
 
 def _moment(value: str | None, option: str) -> datetime | None:

@@ -44,7 +44,9 @@ SCHEMA = pa.schema(
         pa.field("timestamp_ms", pa.int64(), nullable=False),
         pa.field("key", pa.binary()),
         pa.field("value", pa.binary()),
-        pa.field("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
+        # Keys as their bytes: a key that is not UTF-8 reaches the engine as lone surrogates (surrogateescape,
+        # services/kafka_tolerant_records.py) and is kept exactly, so a replay sees what the worker saw.
+        pa.field("headers", pa.list_(pa.struct([("key", pa.binary()), ("value", pa.binary())]))),
         pa.field("event_id", pa.string()),
     ]
 )
@@ -105,7 +107,7 @@ def _table(records: Sequence[ArchivedRecord]) -> pa.Table:
                 "timestamp_ms": r.timestamp_ms,
                 "key": r.key,
                 "value": r.value,
-                "headers": [{"key": k, "value": v} for k, v in r.headers],
+                "headers": [{"key": k.encode("utf-8", "surrogateescape"), "value": v} for k, v in r.headers],
                 "event_id": r.event_id,
             }
             for r in records
@@ -197,7 +199,7 @@ def records_of(table: pa.Table) -> Iterable[ArchivedRecord]:
             row["timestamp_ms"],
             row["key"],
             row["value"],
-            tuple((h["key"], h["value"]) for h in row["headers"] or ()),
+            tuple((h["key"].decode("utf-8", "surrogateescape"), h["value"]) for h in row["headers"] or ()),
             row["event_id"],
         )
 

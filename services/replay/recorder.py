@@ -5,20 +5,28 @@ At least once: records are written to the archive (services/replay/archive.py) i
 their offsets are committed only after the files are in place; a crash re-reads what was not committed
 and the archive's reader drops the rows written twice. A record that is not one of the engine's
 messages is archived all the same (its ``event_id`` empty) and counted: a replay reports it.
+
+The client is aiokafka with the worker's tolerant record parsing (services/kafka_tolerant_records.py), not
+confluent-kafka: confluent-kafka 2.16's ``Message.headers()`` takes a header key that is not UTF-8 to a
+NULL reference and the process down (segfault, measured here: tests/e2e/test_faults.py sends such keys),
+and it cannot hand over a key's raw bytes. aiokafka hands the key over with its bad bytes as lone
+surrogates, archived as such (``surrogateescape``) and given back to a replay exactly as the worker saw it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 
+from services import kafka_tolerant_records
 from services.replay.archive import ArchivedRecord, write_batch
 from services.topics import QUERY_ANNOTATIONS, SEARCH_EVENTS
 from services.wire import UndecodableRecord, record_to_json
@@ -46,130 +54,148 @@ def event_id_of(topic: str, value: bytes | None, headers: Sequence[tuple[str, by
 
 
 class TrafficRecorder:
-    """Archives ``topics`` into ``archive``: a file set every ``max_records`` records or ``flush_s`` seconds.
-
-    ``consumer_config`` needs at least ``bootstrap.servers``; auto commit is always off."""
+    """Archives ``topics`` into ``archive``: a file set every ``max_records`` records or ``flush_s`` seconds."""
 
     def __init__(
         self,
-        consumer_config: Mapping[str, Any],
+        bootstrap: str,
         archive: Path,
         *,
+        group: str = RECORDER_GROUP,
         topics: Sequence[str] = RECORDED_TOPICS,
         max_records: int = 5000,
         flush_s: float = 5.0,
         poll_timeout_s: float = 0.2,
-        consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+        consumer_factory: Callable[..., AIOKafkaConsumer] = AIOKafkaConsumer,
     ) -> None:
         if max_records < 1 or flush_s <= 0:
             raise ValueError(f"max_records must be >= 1 and flush_s > 0, got {max_records} and {flush_s}")
-        config = {"group.id": RECORDER_GROUP, "auto.offset.reset": "earliest", "session.timeout.ms": 6000}
-        config |= dict(consumer_config)
-        config["enable.auto.commit"] = False
-        self._consumer = consumer_factory(config)
-        self._consumer.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        kafka_tolerant_records.install()  # before the first fetch: a bad header key must not stall a partition
+        self._bootstrap = bootstrap
+        self._group = group
+        self._topics = list(topics)
         self._archive = archive
         self._max_records = max_records
         self._flush_s = flush_s
-        self._poll_timeout_s = poll_timeout_s
-        self._pending: list[Message] = []
+        self._poll_timeout_ms = int(poll_timeout_s * 1000)
+        self._consumer_factory = consumer_factory
+        self._consumer: AIOKafkaConsumer | None = None
+        self._pending: list[ArchivedRecord] = []
         self._oldest_pending: float | None = None
-        self._assigned = False
         self.counters = RecorderCounters()
 
-    def run_forever(self, stop: threading.Event) -> None:
+    async def start(self) -> None:
+        self._consumer = self._consumer_factory(
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=6000,  # a group join in seconds on tansu (NOTES.md), not the default 45 s
+        )
+        self._consumer.subscribe(self._topics, listener=_FlushOnRevoke(self))
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        """Leave the group; nothing uncommitted is lost: the next recorder reads it again."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
         """Record until ``stop`` is set, then write and commit what is in hand."""
+        await self.start()
         try:
             while not stop.is_set():
-                self.step()
-            self.flush()
+                await self.step()
+            await self.flush()
         finally:
-            self._consumer.close()
+            await self.stop()
 
-    def run_until_idle(self, *, idle_s: float = 1.0, timeout_s: float = 60.0) -> RecorderCounters:
+    async def run_until_idle(self, *, idle_s: float = 1.0, timeout_s: float = 60.0) -> RecorderCounters:
         """Record until no record came for ``idle_s`` after partitions were assigned; for tests and one-shot runs."""
+        if self._consumer is None:
+            await self.start()
         deadline = time.monotonic() + timeout_s
         idle_since: float | None = None
         while time.monotonic() < deadline:
-            got = self.step()
-            if got or not self._assigned:
+            got = await self.step()
+            if got or not self._assigned():
                 idle_since = None
                 continue
             idle_since = idle_since or time.monotonic()
             if time.monotonic() - idle_since >= idle_s:
-                self.flush()
+                await self.flush()
                 return self.counters
-        self.flush()
+        await self.flush()
         raise TimeoutError(f"the recorded topics were not drained within {timeout_s:.0f} s")
 
-    def close(self) -> None:
-        self._consumer.close()  # nothing uncommitted is lost: it is read again by the next recorder
-
-    def step(self) -> int:
-        """One poll; writes and commits when the batch is full or old enough. Returns the records polled."""
-        messages = self._consumer.consume(self._max_records - len(self._pending), self._poll_timeout_s)
+    async def step(self) -> int:
+        """One fetch; writes and commits when the batch is full or old enough. Returns the records fetched."""
+        consumer = self._require()
+        batches = await consumer.getmany(
+            timeout_ms=self._poll_timeout_ms, max_records=self._max_records - len(self._pending)
+        )
         got = 0
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(error)
-            self._pending.append(message)
-            got += 1
+        for records in batches.values():
+            for record in records:
+                self._pending.append(_archived(record))
+                got += 1
         if got and self._oldest_pending is None:
             self._oldest_pending = time.monotonic()
         if len(self._pending) >= self._max_records or (
             self._oldest_pending is not None and time.monotonic() - self._oldest_pending >= self._flush_s
         ):
-            self.flush()
+            await self.flush()
         return got
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Write the records in hand as complete files, then commit their offsets."""
         if not self._pending:
             return
-        records = [self._archived(m) for m in self._pending]
-        files = write_batch(self._archive, records)
-        next_offsets: dict[tuple[str, int], int] = {}
+        records = self._pending
+        files = await asyncio.to_thread(write_batch, self._archive, records)
+        next_offsets: dict[TopicPartition, int] = {}
         for r in records:
-            where = (r.topic, r.partition)
+            where = TopicPartition(r.topic, r.partition)
             next_offsets[where] = max(next_offsets.get(where, 0), r.offset + 1)
-        self._consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(next_offsets.items())], asynchronous=False
-        )
+        await self._require().commit(next_offsets)
         self.counters.records += len(records)
         self.counters.files += len(files)
         self.counters.without_event_id += sum(1 for r in records if r.event_id is None)
         log.info("archived %d records in %d files under %s", len(records), len(files), self._archive)
         self._pending, self._oldest_pending = [], None
 
-    def _archived(self, message: Message) -> ArchivedRecord:
-        topic, value = message.topic() or "", message.value()
-        headers = _header_pairs(message.headers())
-        _, timestamp_ms = message.timestamp()
-        return ArchivedRecord(
-            topic,
-            message.partition() or 0,
-            message.offset() or 0,
-            timestamp_ms,
-            message.key(),
-            value,
-            headers,
-            event_id_of(topic, value, headers),
-        )
+    def _assigned(self) -> bool:
+        return bool(self._consumer is not None and self._consumer.assignment())
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned = True
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # While the partitions are still this recorder's: what it holds is written and committed, not read twice.
-        self.flush()
+    def _require(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("the recorder is not started: await start() or run_forever() first")
+        return self._consumer
 
 
-def _header_pairs(headers: Any) -> tuple[tuple[str, bytes], ...]:
-    """confluent-kafka's headers (a list of (key, value) pairs, values bytes, str or None) as (key, bytes)."""
-    pairs = []
-    for key, value in headers or ():
-        pairs.append((str(key), value if isinstance(value, bytes) else (value or "").encode()))
-    return tuple(pairs)
+class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """While the partitions are still this recorder's: what it holds is written and committed, not read twice."""
+
+    def __init__(self, recorder: TrafficRecorder) -> None:
+        self._recorder = recorder
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._recorder.flush()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
+
+
+def _archived(record: ConsumerRecord[bytes, bytes]) -> ArchivedRecord:
+    headers = tuple((str(key), bytes(value or b"")) for key, value in record.headers or ())
+    return ArchivedRecord(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.timestamp,
+        record.key,
+        record.value,
+        headers,
+        event_id_of(record.topic, record.value, headers),
+    )

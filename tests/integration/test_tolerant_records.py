@@ -15,10 +15,10 @@ from aiokafka.record import memory_records
 from kafka import KafkaProducer
 from qu.v1 import dead_letter_pb2
 
+from services import kafka_tolerant_records as tolerant_records
 from services.dead_letter import encode_dead_letter
 from services.stack.tansu import TansuBroker
 from services.wire import InvalidEvent, RecordOrigin, check_header_keys, decode_search_event
-from streams import tolerant_records
 
 pytestmark = pytest.mark.integration
 

@@ -102,7 +102,7 @@ def install() -> None:
     missing = [name for name, present in needed.items() if not present]
     if missing:
         raise RuntimeError(
-            f"aiokafka no longer has {', '.join(missing)}: streams/tolerant_records.py must follow its record "
+            f"aiokafka no longer has {', '.join(missing)}: services/kafka_tolerant_records.py must follow its record "
             "parsing (records with a header key that is not UTF-8 would stall their partition)"
         )
     fetcher.MemoryRecords = _TolerantMemoryRecords

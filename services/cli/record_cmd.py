@@ -90,6 +90,13 @@ def replay(
         Path | None, typer.Option(help="Also score both against these labels (events whose typed query they label).")
     ] = None,
     gold_format: Annotated[str, typer.Option("--format", help="The gold file's format: qu or queryner.")] = "qu",
+    conversions: Annotated[
+        Path | None,
+        typer.Option(
+            help="A conversion log (what `qu traffic` writes beside its events): did the bought product's category "
+            "rank in the top 3, and was its brand tagged — from the traffic itself, no labels."
+        ),
+    ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print the summaries and the comparison as JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with rate and ETA.")] = True,
 ) -> None:
@@ -100,8 +107,9 @@ def replay(
         return
     if candidate is None or out is None:
         raise typer.BadParameter("give --candidate SPEC and --out DIR (or `qu replay report DIR`)")
+    from services.catalog.artifacts import load_catalog
     from services.evaluation.run import GoldFormat, load_gold
-    from services.replay.compare import compare
+    from services.replay.compare import compare, load_conversions
     from services.replay.report import render_report
     from services.replay.runner import replay as run_replay
     from services.replay.runner import window
@@ -118,6 +126,7 @@ def replay(
         if gold_format not in {f.value for f in GoldFormat}:
             raise typer.BadParameter(f"{gold_format!r}: use qu or queryner", param_hint="--format")
         labels = load_gold(gold, GoldFormat(gold_format)) if gold is not None else None
+        bought = load_conversions(conversions, load_catalog(settings.resolved_catalog_dir)) if conversions else None
         records = window(archive, low, high)
         if not records:
             raise typer.BadParameter(f"no search events in {archive} for that window", param_hint="--from")
@@ -139,7 +148,7 @@ def replay(
             ],
         }
         if len(summaries) == 2:
-            comparison = compare(summaries[0].directory, summaries[1].directory, gold=labels)
+            comparison = compare(summaries[0].directory, summaries[1].directory, gold=labels, conversions=bought)
             result["comparison"] = comparison
             result["report"] = str(render_report(out, comparison, summaries[0].directory, summaries[1].directory))
     if json:

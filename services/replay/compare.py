@@ -18,6 +18,8 @@ import numpy as np
 import orjson
 from scipy.stats import binomtest
 
+from services.catalog.artifacts import Catalog
+from services.conversions.reader import ConversionLogReader
 from services.domain import Role, Understanding
 from services.evaluation.categories import CategoryAccuracy
 from services.gold import GoldQuery
@@ -41,6 +43,7 @@ class Delta:
     high: float
     p_value: float | None  # McNemar's exact test, for a yes/no figure
     higher_is_better: bool
+    events: int = 0  # the paired events the figure is over
 
     @property
     def verdict(self) -> str:
@@ -99,6 +102,7 @@ def binary_delta(
         high,
         mcnemar_p(candidate, baseline),
         higher_is_better,
+        len(a),
     )
 
 
@@ -221,8 +225,51 @@ def gold_exact(row: Row, gold: dict[str, GoldQuery]) -> bool:
     return {(t.role, t.start, t.end) for t in tags} == {(t.role, t.start, t.end) for t in g.spans}
 
 
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """What the shopper bought after a search: the product's category path and brand (from the catalog)."""
+
+    category: tuple[str, ...]
+    brand: str
+
+
+ConversionKey = tuple[str, str]  # (session_id, normalized query): a purchase after that search in that session
+
+
+def load_conversions(path: Path, catalog: Catalog) -> dict[ConversionKey, Conversion]:
+    """The conversion log (``qu traffic`` writes one; any log `qu conversions build` reads) keyed by session and
+    normalized query, the first purchase of each; records naming no product of the catalog are skipped."""
+    products = {p.product_id: p for p in catalog.products}
+    out: dict[ConversionKey, Conversion] = {}
+    for record in ConversionLogReader(path, products, skip_invalid=True):
+        product = products[record.product_id]
+        out.setdefault((record.session_id, record.query), Conversion(tuple(product.category_path), product.brand))
+    return out
+
+
+def _key(row: Row) -> ConversionKey:
+    return (str(row.get("session_id") or ""), str(row.get("normalized_query") or ""))
+
+
+def converted_in_top(row: Row, bought: Conversion, k: int = 3) -> bool:
+    """The bought product's category among the annotation's top ``k`` category paths (or below one of them)."""
+    paths = [tuple(c["path"]) for c in _understanding(row).get("categories", [])[:k]]
+    return any(bought.category[: len(path)] == path for path in paths if path)
+
+
+def converted_brand_tagged(row: Row, bought: Conversion) -> bool:
+    """The annotation tagged the bought product's brand."""
+    brands = {str(t["canonical"]).casefold() for t in _understanding(row).get("tags", []) if t["role"] == "brand"}
+    return bought.brand.casefold() in brands
+
+
 def compare(
-    candidate_dir: Path, baseline_dir: Path, *, gold: Sequence[GoldQuery] | None = None, seed: int = 0
+    candidate_dir: Path,
+    baseline_dir: Path,
+    *,
+    gold: Sequence[GoldQuery] | None = None,
+    conversions: dict[ConversionKey, Conversion] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The paired comparison of two replays of the same window (their ``position``s must match)."""
     candidate = read_rows(candidate_dir).to_pylist()
@@ -260,6 +307,28 @@ def compare(
         delta("dead_lettered", lambda r: r["outcome"] == "dead_letter", higher_is_better=False),
         delta("has_category", lambda r: bool(_top_category(_understanding(r))), higher_is_better=True),
     ]
+    if conversions:
+        # From the traffic itself, no labels: events followed by a purchase (a branded one for the brand figure).
+        bought = [(c, b, conversions[_key(c)]) for c, b in known if _key(c) in conversions]
+        deltas.append(
+            binary_delta(
+                "converted_category_in_top3",
+                [converted_in_top(c, p) for c, _, p in bought],
+                [converted_in_top(b, p) for _, b, p in bought],
+                higher_is_better=True,
+                seed=seed,
+            )
+        )
+        branded = [(c, b, p) for c, b, p in bought if p.brand]
+        deltas.append(
+            binary_delta(
+                "converted_brand_tagged",
+                [converted_brand_tagged(c, p) for c, _, p in branded],
+                [converted_brand_tagged(b, p) for _, b, p in branded],
+                higher_is_better=True,
+                seed=seed,
+            )
+        )
     gold_figures: dict[str, Any] | None = None
     if gold is not None:
         labels = {g.query: g for g in gold}
@@ -276,6 +345,7 @@ def compare(
         gold_figures = {"candidate": score_gold(candidate_dir, gold), "baseline": score_gold(baseline_dir, gold)}
     return {
         "events_compared": len(known),
+        "events_with_conversion": sum(1 for c, _ in known if conversions and _key(c) in conversions),
         "candidate": str(candidate_dir.name),
         "baseline": str(baseline_dir.name),
         "agreement": agreement,

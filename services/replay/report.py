@@ -40,9 +40,9 @@ code { font-size: .9em; }
 </style></head><body>
 <h1>Replay of {{ events }} events: <code>{{ c.candidate }}</code> against <code>{{ c.baseline }}</code></h1>
 <h2>Which is better, and how sure</h2>
-<table><tr><th>figure</th><th>candidate</th><th>baseline</th><th>delta [95% interval]</th><th>p</th>
+<table><tr><th>figure</th><th>events</th><th>candidate</th><th>baseline</th><th>delta [95% interval]</th><th>p</th>
 <th>verdict</th></tr>
-{% for d in c.deltas %}<tr><td>{{ d.name }}</td><td>{{ "%.4f"|format(d.candidate) }}</td>
+{% for d in c.deltas %}<tr><td>{{ d.name }}</td><td>{{ d.events }}</td><td>{{ "%.4f"|format(d.candidate) }}</td>
 <td>{{ "%.4f"|format(d.baseline) }}</td><td>{{ "%+.4f"|format(d.delta) }} [{{ "%+.4f"|format(d.low) }},
 {{ "%+.4f"|format(d.high) }}]</td><td>{{ "%.3g"|format(d.p_value) if d.p_value is not none else "" }}</td>
 <td class="{{ d.verdict.split()[0] }}">{{ d.verdict }}</td></tr>{% endfor %}</table>

@@ -49,6 +49,7 @@ ROWS = pa.schema(
     [
         pa.field("position", pa.int64(), nullable=False),  # the input's place in the replayed window
         pa.field("event_id", pa.string()),
+        pa.field("session_id", pa.string()),  # the search event's, for joins with what the shopper did next
         pa.field("query", pa.string()),
         pa.field("normalized_query", pa.string()),
         pa.field("outcome", pa.string(), nullable=False),  # annotation | dead_letter | not_served
@@ -304,8 +305,18 @@ def _annotation_row(position: int, record: ArchivedRecord, data: dict[str, Any])
 def _row(position: int, record: ArchivedRecord, outcome: str, **fields: Any) -> dict[str, Any]:
     row: dict[str, Any] = {name: None for name in ROWS.names}
     row.update(position=position, event_id=record.event_id, outcome=outcome, input=_where(record))
+    row["session_id"] = _session_of(record)
     row.update({name: value for name, value in fields.items() if value is not None})
     return row
+
+
+def _session_of(record: ArchivedRecord) -> str | None:
+    try:
+        data = record_to_json(record.topic, record.value, list(record.headers))
+    except UndecodableRecord:
+        return None
+    session = data.get("session_id") if isinstance(data, dict) else None
+    return session if isinstance(session, str) and session else None
 
 
 # --- what was served ------------------------------------------------------------------------------------

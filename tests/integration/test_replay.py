@@ -24,7 +24,7 @@ QUERIES = ["organic whole milk", "gluten free bread", "bananas", "greek yogurt",
 
 
 def search(i: int, query: str) -> ArchivedRecord:
-    value = orjson.dumps({"event_id": f"e{i}", "query": query})
+    value = orjson.dumps({"event_id": f"e{i}", "query": query, "session_id": f"s{i}"})
     return ArchivedRecord(
         SEARCH_EVENTS, i % 2, i, int((NINE + timedelta(seconds=i)).timestamp() * 1000), None, value, (), f"e{i}"
     )
@@ -173,6 +173,35 @@ def test_the_report_renders_in_a_real_browser_with_every_chart(
     shown = orjson.loads(page.value)
     assert shown["charts"] == [[f"chart-{n}", True] for n in ("deltas", "agreement", "sources", "latency")]
     assert shown["scripts"] == 0 and "student=none" in shown["title"] and shown["rows"] > 10
+
+
+def test_purchases_after_a_search_score_both_sides_without_labels(
+    archive: Path, settings: Settings, tmp_path: Path
+) -> None:
+    from services.catalog.artifacts import load_catalog
+
+    catalog = load_catalog(settings.resolved_catalog_dir)
+    milk = next(p for p in catalog.products if p.category_path == ("dairy eggs", "milk") and p.brand)
+    # Shoppers of the served events 0, 6, 12 and 18 ("organic whole milk") bought a branded milk.
+    log = tmp_path / "conversions.jsonl"
+    rows = [
+        {"query": QUERIES[0], "session_id": f"s{i}", "user_id": "u1", "product_id": milk.product_id, "ts": 1764997200}
+        for i in (0, 6, 12, 18)
+    ]
+    log.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+    env = {"QU_STATE_DIR": str(settings.state_dir), "QU_CATALOG_DIR": str(settings.catalog_dir)}
+    args = ["replay", "--from", str(archive), "--candidate", "student=none", "--baseline", "served"]
+    result = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path / "o"), "--conversions", str(log), "--json", "--no-progress"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    comparison = orjson.loads(result.stdout)["comparison"]
+    deltas = {d["name"]: d for d in comparison["deltas"]}
+    assert comparison["events_with_conversion"] == 4
+    # The served answers ranked dairy eggs > milk first; the fallback ranks no category at all.
+    top3 = deltas["converted_category_in_top3"]
+    assert (top3["events"], top3["baseline"], top3["candidate"]) == (4, 1.0, 0.0)
+    assert deltas["converted_brand_tagged"]["events"] == 4
 
 
 def test_segments_split_the_traffic_by_query_frequency() -> None:

@@ -233,17 +233,50 @@ class _PinnedRun:
 
 
 class _InProcessStudent:
-    """A batch answer (lexicon or an exported ONNX student) as the handler's per-query Student, one at a time:
-    a replay is deterministic before it is fast."""
+    """A batch answer (lexicon or an exported ONNX student) as the handler's per-query Student.
+
+    The handler asks for a batch's misses concurrently; the queries asked in one turn of the event loop are
+    answered by one batch call, as the student client batches them for Triton (one MiniLM pass, not one per
+    query). The same inputs give the same batches, so a replay stays deterministic."""
 
     def __init__(self, answer: BatchAnswer) -> None:
         self._answer = answer
+        self._pending: dict[str, list[asyncio.Future[Understanding]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def understand(self, normalized_query: str) -> Understanding:
-        answered = self._answer([normalized_query])
-        if inspect.isawaitable(answered):
-            answered = await answered
-        return answered[0]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Understanding] = loop.create_future()
+        if not self._pending:
+            # After the tasks already ready in this turn: every miss of the batch has asked by then.
+            loop.call_soon(self._flush)
+        self._pending.setdefault(normalized_query, []).append(future)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        task = asyncio.get_running_loop().create_task(self._answer_batch(batch))
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer_batch(self, batch: dict[str, list[asyncio.Future[Understanding]]]) -> None:
+        queries = list(batch)
+        try:
+            answered = self._answer(queries)
+            if inspect.isawaitable(answered):
+                answered = await answered
+            if len(answered) != len(queries):
+                raise ReplayError(f"the student answered {len(answered)} of {len(queries)} queries")
+        except Exception as err:  # each waiting miss gets the error; the handler dead-letters its records
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(err)
+            return
+        for query, understanding in zip(queries, answered, strict=True):
+            for future in batch[query]:
+                if not future.done():
+                    future.set_result(understanding)
 
 
 class _NoStudent:

@@ -26,6 +26,7 @@ from services.evaluation import (
     score_categories,
     score_spans_of,
 )
+from services.evaluation.errors import write_errors
 from services.evaluation.predictors import Predictor
 from services.evaluation.registry import predictor_names
 from services.gold import GoldQuery
@@ -99,6 +100,13 @@ def srl(
     limit: LimitOption = None,
     batch_size: BatchOption = 64,
     guardrails: GuardrailsOption = True,
+    errors: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write each query the model got wrong as a JSON line: gold, predicted, and each error's class "
+            "(wrong_role, boundary, missed, spurious)."
+        ),
+    ] = None,
     json: JsonOption = False,
 ) -> None:
     """Span precision, recall and F1 per role and micro-averaged (exact start, end and role)."""
@@ -106,7 +114,7 @@ def srl(
     with reported_errors():
         gold_queries = load_gold(gold, gold_format, limit=limit)
         env = PredictorEnv(settings, catalog, guardrails=guardrails)
-        result = asyncio.run(_srl(env, model, gold_queries, batch_size, gold.name))
+        result = asyncio.run(_srl(env, model, gold_queries, batch_size, gold.name, errors))
     result = {"model": model, **result, "gold_file": str(gold), "format": gold_format.value, "guardrails": guardrails}
     if json:
         print_json(result)
@@ -115,13 +123,22 @@ def srl(
     out_console.print(f"{result['seconds']:.1f} s")
 
 
-async def _srl(env: PredictorEnv, model: str, gold: list[GoldQuery], batch_size: int, what: str) -> dict[str, Any]:
+async def _srl(
+    env: PredictorEnv, model: str, gold: list[GoldQuery], batch_size: int, what: str, errors: Path | None = None
+) -> dict[str, Any]:
     predictor = build_predictor(model, env)
     try:
         answers, seconds = await _predict(predictor, gold, batch_size, what)
     finally:
         await predictor.close()
-    return {"model_version": _version(answers), **score_spans_of(gold, answers).to_json(), "seconds": round(seconds, 2)}
+    result = {
+        "model_version": _version(answers),
+        **score_spans_of(gold, answers).to_json(),
+        "seconds": round(seconds, 2),
+    }
+    if errors is not None:
+        result["errors"] = {"file": str(errors), **write_errors(errors, gold, answers)}
+    return result
 
 
 @app.command("report")

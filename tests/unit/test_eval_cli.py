@@ -84,6 +84,24 @@ def test_srl_queryner_with_the_lexicon_predictor_equals_the_hand_count(
     assert (limited["n"], limited["counts"]) == (2, {"tp": 4, "fp": 0, "fn": 0})
 
 
+def test_srl_writes_each_wrong_query_with_its_error_classes(
+    cli: Cli, student_catalog_dir: Path, queryner_file: Path, tmp_path: Path
+) -> None:
+    errors = tmp_path / "errors.jsonl"
+    args = ("eval", "srl", "--gold", queryner_file, "--format", "queryner", "--catalog", student_catalog_dir)
+    result = run_json(cli, *args, "--errors", errors, "--json")
+    lines = [orjson.loads(line) for line in errors.read_bytes().splitlines()]
+    counted = result["errors"]
+    assert counted["queries"] == len(lines) >= 1 and counted["file"] == str(errors)
+    # The 3 false positives and 3 false negatives of the hand count, each classed once.
+    classes = [e["class"] for line in lines for e in line["errors"]]
+    assert (
+        sum(c in ("missed", "spurious") for c in classes) + 2 * sum(c in ("wrong_role", "boundary") for c in classes)
+        == 6
+    )
+    assert all(line["gold"] != line["predicted"] for line in lines)
+
+
 def test_srl_prints_a_table_without_json(cli: Cli, student_catalog_dir: Path, queryner_file: Path) -> None:
     result = cli("eval", "srl", "--gold", queryner_file, "--format", "queryner", "--catalog", student_catalog_dir)
     assert result.exit_code == 0, result.stderr

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from services.annotation.handler import AnnotateHandler
+from services.annotation.handler import AnnotateHandler, HeadTagCache, Student
 from services.annotation.metrics import AnnotateMetrics
 from services.cache import BatchingHeadTagLookup, HeadTagStore, connect_head_tag_cache
-from services.catalog.artifacts import load_catalog
+from services.catalog.artifacts import Catalog, load_catalog
 from services.circuit_breaker import CircuitBreaker
 from services.errors import ServiceUnavailable
 from services.guardrails import Guardrails
@@ -64,8 +64,22 @@ async def build_runtime(settings: Settings, metrics: AnnotateMetrics | None = No
         max_batch=settings.student_max_batch,
         breaker=student_breaker,
     )
-    handler = AnnotateHandler(
-        cache=lookup,
+    handler = handler_for(settings, catalog, cache=lookup, student=student, metrics=metrics)
+    return HandlerRuntime(handler, lookup, student)
+
+
+def handler_for(
+    settings: Settings,
+    catalog: Catalog,
+    *,
+    cache: HeadTagCache,
+    student: Student,
+    metrics: AnnotateMetrics | None = None,
+) -> AnnotateHandler:
+    """The handler as every process builds it around its own cache and student (the worker, `qu replay`):
+    the catalog's lexicon fallback and guardrails, the settings' thresholds and limits."""
+    return AnnotateHandler(
+        cache=cache,
         student=student,
         fallback=LexiconTagger(catalog),
         guardrails=Guardrails.from_settings(catalog, settings),
@@ -73,7 +87,6 @@ async def build_runtime(settings: Settings, metrics: AnnotateMetrics | None = No
         max_event_bytes=settings.max_event_bytes,
         metrics=metrics,
     )
-    return HandlerRuntime(handler, lookup, student)
 
 
 def _breaker(name: str, settings: Settings) -> CircuitBreaker:

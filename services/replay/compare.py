@@ -297,50 +297,48 @@ def compare(
         (c, b) for c, b in zip(candidate, baseline, strict=True) if "not_served" not in (c["outcome"], b["outcome"])
     ]
 
-    def delta(name: str, flag: Callable[[Row], bool], *, higher_is_better: bool) -> Delta:
+    def delta(
+        name: str, flag: Callable[[Row, Row], bool], *, higher_is_better: bool, over: list[tuple[Row, Row]]
+    ) -> Delta:
+        """``flag(answer, event)`` of each side over the pairs ``over``; ``event`` (the candidate's row) names
+        the event both answered, for figures that look up what happened after it."""
         return binary_delta(
-            name, [flag(c) for c, _ in known], [flag(b) for _, b in known], higher_is_better=higher_is_better, seed=seed
+            name,
+            [flag(c, c) for c, _ in over],
+            [flag(b, c) for c, b in over],
+            higher_is_better=higher_is_better,
+            seed=seed,
         )
 
     deltas = [
-        delta("degraded", lambda r: bool(r.get("degraded")), higher_is_better=False),
-        delta("dead_lettered", lambda r: r["outcome"] == "dead_letter", higher_is_better=False),
-        delta("has_category", lambda r: bool(_top_category(_understanding(r))), higher_is_better=True),
+        delta("degraded", lambda r, _: bool(r.get("degraded")), higher_is_better=False, over=known),
+        delta("dead_lettered", lambda r, _: r["outcome"] == "dead_letter", higher_is_better=False, over=known),
+        delta("has_category", lambda r, _: bool(_top_category(_understanding(r))), higher_is_better=True, over=known),
     ]
     if conversions:
         # From the traffic itself, no labels: events followed by a purchase (a branded one for the brand figure).
-        bought = [(c, b, conversions[_key(c)]) for c, b in known if _key(c) in conversions]
-        deltas.append(
-            binary_delta(
+        bought = [(c, b) for c, b in known if _key(c) in conversions]
+        branded = [(c, b) for c, b in bought if conversions[_key(c)].brand]
+        deltas += [
+            delta(
                 "converted_category_in_top3",
-                [converted_in_top(c, p) for c, _, p in bought],
-                [converted_in_top(b, p) for _, b, p in bought],
+                lambda r, e: converted_in_top(r, conversions[_key(e)]),
                 higher_is_better=True,
-                seed=seed,
-            )
-        )
-        branded = [(c, b, p) for c, b, p in bought if p.brand]
-        deltas.append(
-            binary_delta(
+                over=bought,
+            ),
+            delta(
                 "converted_brand_tagged",
-                [converted_brand_tagged(c, p) for c, _, p in branded],
-                [converted_brand_tagged(b, p) for _, b, p in branded],
+                lambda r, e: converted_brand_tagged(r, conversions[_key(e)]),
                 higher_is_better=True,
-                seed=seed,
-            )
-        )
+                over=branded,
+            ),
+        ]
     gold_figures: dict[str, Any] | None = None
     if gold is not None:
         labels = {g.query: g for g in gold}
         labelled = [(c, b) for c, b in known if (c.get("query") or "") in labels]
         deltas.append(
-            binary_delta(
-                "gold_exact_tags",
-                [gold_exact(c, labels) for c, _ in labelled],
-                [gold_exact(b, labels) for _, b in labelled],
-                higher_is_better=True,
-                seed=seed,
-            )
+            delta("gold_exact_tags", lambda r, _: gold_exact(r, labels), higher_is_better=True, over=labelled)
         )
         gold_figures = {"candidate": score_gold(candidate_dir, gold), "baseline": score_gold(baseline_dir, gold)}
     return {

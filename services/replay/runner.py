@@ -28,17 +28,16 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from services.annotation.handler import AnnotateHandler, InputRecord, Outcome
+from services.annotation.runtime import handler_for
 from services.cache.head_tags import connect_head_tag_cache
 from services.cache.keys import CachedHeadTags, HeadTagKeys, decode_entry
 from services.catalog.artifacts import Catalog, load_catalog
 from services.domain import Understanding
 from services.errors import QuError, ServiceUnavailable
 from services.evaluation.predictors import BatchAnswer
-from services.guardrails import Guardrails
 from services.replay.archive import ArchivedRecord, read_archive, records_of, write_parquet_atomically
 from services.replay.spec import ReplaySpec
 from services.settings import Settings
-from services.tagging.lexicon_tagger import LexiconTagger
 from services.topics import QUERY_ANNOTATIONS, SEARCH_EVENTS
 from services.wire import RecordOrigin, UndecodableRecord, record_to_json
 
@@ -188,14 +187,7 @@ async def _handler(spec: ReplaySpec, settings: Settings, catalog: Catalog) -> tu
             settings.redis_url, password=settings.resolved_redis_password(), socket_timeout_s=5.0
         )
         cache = _PinnedRun(redis, spec.cache_run)
-    handler = AnnotateHandler(
-        cache=cache,
-        student=student,
-        fallback=LexiconTagger(catalog),
-        guardrails=Guardrails.from_settings(catalog, settings),
-        max_query_chars=settings.max_query_chars,
-        max_event_bytes=settings.max_event_bytes,
-    )
+    handler = handler_for(settings, catalog, cache=cache, student=student)
 
     async def close() -> None:
         close_student()

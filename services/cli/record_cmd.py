@@ -15,9 +15,12 @@ import typer
 
 from services.cli.context import err_console, print_json, reported_errors, settings_from
 from services.replay.recorder import TrafficRecorder
+from services.settings import Settings
 from services.telemetry.logs import configure_logging
+from services.topics import QUERY_ANNOTATIONS, SEARCH_EVENTS
 
 log = logging.getLogger("qu.recorder")
+KAFKA_SOURCE = "kafka:"
 
 
 def record(ctx: typer.Context) -> None:
@@ -79,7 +82,12 @@ def replay(
         Path | None, typer.Option(help="Results go to OUT/<spec>/; re-running resumes what is there.")
     ] = None,
     source: Annotated[
-        Path | None, typer.Option("--from", help="The traffic archive (default QU_ARCHIVE_DIR: STATE_DIR/archive).")
+        str | None,
+        typer.Option(
+            "--from",
+            help="The traffic archive (default QU_ARCHIVE_DIR: STATE_DIR/archive), or kafka:TOPIC: a topic with "
+            "retention, copied first into OUT/source-archive (with qu.query-annotations.v1 for --baseline served).",
+        ),
     ] = None,
     baseline: Annotated[
         str | None, typer.Option(help="Compare with this SPEC, or `served`: the annotations that were served.")
@@ -116,7 +124,6 @@ def replay(
     from services.replay.spec import parse_spec
 
     settings = settings_from(ctx)
-    archive = source or settings.resolved_archive_dir
     low, high = _moment(since, "--since"), _moment(until, "--until")
     comparison: dict[str, Any] | None = None
     with reported_errors():
@@ -127,7 +134,8 @@ def replay(
             raise typer.BadParameter(f"{gold_format!r}: use qu or queryner", param_hint="--format")
         labels = load_gold(gold, GoldFormat(gold_format)) if gold is not None else None
         bought = load_conversions(conversions, load_catalog(settings.resolved_catalog_dir)) if conversions else None
-        records = window(archive, low, high)
+        archive, topic = _source_archive(source, settings, out, served=any(s.served for s in specs))
+        records = window(archive, low, high, topic=topic)
         if not records:
             raise typer.BadParameter(f"no search events in {archive} for that window", param_hint="--from")
         err_console.print(f"replaying {len(records)} events from {archive}")
@@ -166,6 +174,26 @@ def replay(
                 f"[{d['low']:+.4f}, {d['high']:+.4f}]{p_value}: {d['verdict']}"
             )
         err_console.print(f"report: {result['report']}")
+
+
+def _source_archive(source: str | None, settings: Settings, out: Path, *, served: bool) -> tuple[Path, str]:
+    """The archive to replay and its search events' topic: the archive named, the default one, or a snapshot of
+    ``kafka:TOPIC`` under ``out``."""
+    if source is None:
+        return settings.resolved_archive_dir, SEARCH_EVENTS
+    if not source.startswith(KAFKA_SOURCE):
+        return Path(source), SEARCH_EVENTS
+    from services.replay.recorder import snapshot_topics
+
+    topic = source.removeprefix(KAFKA_SOURCE)
+    if not topic:
+        raise typer.BadParameter("kafka: needs a topic, e.g. kafka:qu.search-events.v1", param_hint="--from")
+    snapshot = out / "source-archive"
+    topics = [topic, QUERY_ANNOTATIONS] if served and topic != QUERY_ANNOTATIONS else [topic]
+    err_console.print(f"copying {', '.join(topics)} from {settings.kafka_bootstrap} into {snapshot}")
+    counters = asyncio.run(snapshot_topics(settings.kafka_bootstrap, snapshot, topics))
+    err_console.print(f"copied {counters.records} records ({counters.without_event_id} without an event id)")
+    return snapshot, topic
 
 
 @replay_app.command("report")

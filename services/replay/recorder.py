@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,7 @@ class TrafficRecorder:
         self._pending: list[ArchivedRecord] = []
         self._oldest_pending: float | None = None
         self.counters = RecorderCounters()
+        self._past_until: dict[int, set[tuple[str, int]]] = {}  # until_ms -> partitions that reached it
 
     async def start(self) -> None:
         self._consumer = self._consumer_factory(
@@ -111,14 +113,22 @@ class TrafficRecorder:
         finally:
             await self.stop()
 
-    async def run_until_idle(self, *, idle_s: float = 1.0, timeout_s: float = 60.0) -> RecorderCounters:
-        """Record until no record came for ``idle_s`` after partitions were assigned; for tests and one-shot runs."""
+    async def run_until_idle(
+        self, *, idle_s: float = 1.0, timeout_s: float = 60.0, until_ms: int | None = None
+    ) -> RecorderCounters:
+        """Record until no record came for ``idle_s`` after partitions were assigned, or, with ``until_ms``, until
+        every assigned partition has handed over a record timestamped at or after it (a live topic never idles)."""
         if self._consumer is None:
             await self.start()
         deadline = time.monotonic() + timeout_s
         idle_since: float | None = None
+        if until_ms is not None:
+            self._past_until.setdefault(until_ms, set())
         while time.monotonic() < deadline:
             got = await self.step()
+            if until_ms is not None and self._assigned() and self._passed(until_ms):
+                await self.flush()
+                return self.counters
             if got or not self._assigned():
                 idle_since = None
                 continue
@@ -128,6 +138,10 @@ class TrafficRecorder:
                 return self.counters
         await self.flush()
         raise TimeoutError(f"the recorded topics were not drained within {timeout_s:.0f} s")
+
+    def _passed(self, until_ms: int) -> bool:
+        assigned = {(tp.topic, tp.partition) for tp in self._require().assignment()}
+        return assigned <= self._past_until.get(until_ms, set())
 
     async def step(self) -> int:
         """One fetch; writes and commits when the batch is full or old enough. Returns the records fetched."""
@@ -139,6 +153,9 @@ class TrafficRecorder:
         for records in batches.values():
             for record in records:
                 self._pending.append(_archived(record))
+                for until_ms, passed in self._past_until.items():
+                    if record.timestamp >= until_ms:
+                        passed.add((record.topic, record.partition))
                 got += 1
         if got and self._oldest_pending is None:
             self._oldest_pending = time.monotonic()
@@ -199,3 +216,17 @@ def _archived(record: ConsumerRecord[bytes, bytes]) -> ArchivedRecord:
         headers,
         event_id_of(record.topic, record.value, headers),
     )
+
+
+async def snapshot_topics(
+    bootstrap: str, archive: Path, topics: Sequence[str], *, timeout_s: float = 600.0, idle_s: float = 2.0
+) -> RecorderCounters:
+    """Copy what ``topics`` hold now into ``archive``: a topic with retention as a replay source. A group of its
+    own (``qu-replay-snapshot-…``) reads from the earliest offset until every partition has passed the moment the
+    snapshot began, or the topics fall quiet for ``idle_s``."""
+    began_ms = int(time.time() * 1000)
+    recorder = TrafficRecorder(bootstrap, archive, group=f"qu-replay-snapshot-{uuid.uuid4().hex[:8]}", topics=topics)
+    try:
+        return await recorder.run_until_idle(idle_s=idle_s, timeout_s=timeout_s, until_ms=began_ms)
+    finally:
+        await recorder.stop()

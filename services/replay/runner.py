@@ -82,9 +82,11 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label)[:120]
 
 
-def window(archive: Path, since: datetime | None, until: datetime | None) -> list[ArchivedRecord]:
+def window(
+    archive: Path, since: datetime | None, until: datetime | None, *, topic: str = SEARCH_EVENTS
+) -> list[ArchivedRecord]:
     """The search events to replay: the archive's, in [since, until), without duplicates."""
-    return list(records_of(read_archive(archive, SEARCH_EVENTS, since=since, until=until)))
+    return list(records_of(read_archive(archive, topic, since=since, until=until)))
 
 
 def replay(

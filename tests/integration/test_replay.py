@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,11 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from services.cli.main import app
+from services.kafka_clients import producer, send_all
 from services.replay.archive import ArchivedRecord, write_batch
 from services.replay.compare import compare
 from services.replay.runner import read_rows, replay, window
 from services.replay.spec import parse_spec
 from services.settings import Settings
+from services.stack.tansu import TansuBroker
 from services.topics import QUERY_ANNOTATIONS, SEARCH_EVENTS
 
 pytestmark = pytest.mark.integration
@@ -202,6 +205,29 @@ def test_purchases_after_a_search_score_both_sides_without_labels(
     top3 = deltas["converted_category_in_top3"]
     assert (top3["events"], top3["baseline"], top3["candidate"]) == (4, 1.0, 0.0)
     assert deltas["converted_brand_tagged"]["events"] == 4
+
+
+def test_a_topic_with_retention_is_a_replay_source(
+    kafka_broker: TansuBroker, kafka_topic: Callable[[int], str], settings: Settings, tmp_path: Path
+) -> None:
+    topic = kafka_topic(2)
+    send_all(
+        producer(kafka_broker.bootstrap),
+        topic,
+        [(None, orjson.dumps({"event_id": f"k{i}", "query": QUERIES[i % len(QUERIES)]}), []) for i in range(15)],
+    )
+    env = {
+        "QU_STATE_DIR": str(settings.state_dir),
+        "QU_CATALOG_DIR": str(settings.catalog_dir),
+        "QU_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+    }
+    out = tmp_path / "from-topic"
+    args = ["replay", "--from", f"kafka:{topic}", "--candidate", "student=none", "--out", str(out), "--json"]
+    result = CliRunner().invoke(app, [*args, "--no-progress"], env=env)
+    assert result.exit_code == 0, result.output
+    figures = orjson.loads(result.stdout)
+    assert figures["events"] == 15 and figures["replays"][0]["sources"] == {"fallback": 15}
+    assert list((out / "source-archive").rglob("*.parquet"))  # the copy the replay read
 
 
 def test_segments_split_the_traffic_by_query_frequency() -> None:

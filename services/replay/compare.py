@@ -23,6 +23,7 @@ from services.conversions.reader import ConversionLogReader
 from services.domain import Role, Understanding
 from services.evaluation.categories import CategoryAccuracy
 from services.gold import GoldQuery
+from services.normalize import normalize_query
 from services.replay.runner import read_rows
 from services.span_scores import SpanScores
 
@@ -263,6 +264,28 @@ def converted_brand_tagged(row: Row, bought: Conversion) -> bool:
     return bought.brand.casefold() in brands
 
 
+def later_searches(rows: Sequence[Row]) -> dict[int, frozenset[str]]:
+    """For each event (by position) with a later search in its session: the normalized queries searched after it.
+    Rows are in the window's order: by Kafka timestamp (services.replay.runner.window)."""
+    by_session: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.get("session_id") and row.get("normalized_query"):
+            by_session.setdefault(str(row["session_id"]), []).append(row)
+    out: dict[int, frozenset[str]] = {}
+    for searches in by_session.values():
+        for i, row in enumerate(searches[:-1]):
+            later = frozenset(str(r["normalized_query"]) for r in searches[i + 1 :]) - {row["normalized_query"]}
+            if later:
+                out[int(row["position"])] = later
+    return out
+
+
+def anticipated(row: Row, later: frozenset[str]) -> bool:
+    """One of the annotation's rewrites is a query the shopper searched later in the session."""
+    rewrites = {normalize_query(str(r["query"])) for r in _understanding(row).get("rewrites", [])}
+    return bool(rewrites & later)
+
+
 def compare(
     candidate_dir: Path,
     baseline_dir: Path,
@@ -333,6 +356,18 @@ def compare(
                 over=branded,
             ),
         ]
+    # From the traffic itself: did a rewrite anticipate what the shopper searched next in the session?
+    later = later_searches(candidate)
+    followed = [(c, b) for c, b in known if int(c["position"]) in later]
+    if followed:
+        deltas.append(
+            delta(
+                "rewrite_anticipated_a_later_search",
+                lambda r, e: anticipated(r, later[int(e["position"])]),
+                higher_is_better=True,
+                over=followed,
+            )
+        )
     gold_figures: dict[str, Any] | None = None
     if gold is not None:
         labels = {g.query: g for g in gold}

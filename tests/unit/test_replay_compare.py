@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from services.replay.compare import Delta, binary_delta, mcnemar_p, paired_bootstrap
@@ -72,3 +73,27 @@ def test_unpaired_figures_are_refused() -> None:
 def test_a_delta_reports_its_verdict() -> None:
     d = Delta("latency", 1.0, 2.0, -1.0, -1.5, -0.5, None, higher_is_better=False)
     assert d.as_dict()["verdict"] == "win"
+
+
+def row(position: int, session: str, query: str, rewrites: tuple[str, ...] = ()) -> dict[str, object]:
+    understanding = {"rewrites": [{"type": "substitute", "query": q, "score": 1.0} for q in rewrites]}
+    return {
+        "position": position,
+        "session_id": session,
+        "normalized_query": query,
+        "understanding": orjson.dumps(understanding).decode(),
+    }
+
+
+def test_a_rewrite_anticipates_what_the_session_searched_next() -> None:
+    from services.replay.compare import anticipated, later_searches
+
+    rows = [
+        row(0, "s1", "oat milk", rewrites=("Almond Milk",)),
+        row(1, "s2", "bread"),
+        row(2, "s1", "almond milk"),
+        row(3, "s1", "oat milk"),
+    ]
+    later = later_searches(rows)
+    assert later == {0: frozenset({"almond milk"}), 2: frozenset({"oat milk"})}  # s2 searched once; 3 is last
+    assert anticipated(rows[0], later[0]) and not anticipated(rows[2], later[2])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -192,7 +192,7 @@ async def _handler(spec: ReplaySpec, settings: Settings, catalog: Catalog) -> tu
     handler = handler_for(settings, catalog, cache=cache, student=student)
 
     async def close() -> None:
-        close_student()
+        await close_student()
         if redis is not None:
             await redis.aclose()
 
@@ -278,13 +278,30 @@ class _NoStudent:
         raise ServiceUnavailable("student=none: every miss is answered by the catalog-lexicon fallback")
 
 
-def _student(name: str, settings: Settings, catalog: Catalog) -> tuple[Any, Callable[[], None]]:
+async def _nothing() -> None:
+    return None
+
+
+def _student(name: str, settings: Settings, catalog: Catalog) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    """The SPEC's student and how to release it. ``triton[:N]`` and ``teacher`` answer as `qu eval` asks them:
+    the Triton student at QU_TRITON_GRPC_URL (version N, or the served default), the catalog teacher's pipeline."""
     if name == "none":
-        return _NoStudent(), lambda: None
+        return _NoStudent(), _nothing
     if name == "lexicon":
         from services.evaluation.predictors import lexicon_answer
 
-        return _InProcessStudent(lexicon_answer(catalog, settings.embedder())), lambda: None
+        return _InProcessStudent(lexicon_answer(catalog, settings.embedder())), _nothing
+    if name == "teacher":
+        from services.evaluation.teacher_predictor import TeacherAnswer
+        from services.teacher.catalog_teacher import CatalogTeacher
+
+        teacher = TeacherAnswer(settings, catalog, settings.embedder(), CatalogTeacher(catalog))
+        return _InProcessStudent(teacher), _nothing
+    if name == "triton" or name.startswith("triton:"):
+        from services.evaluation.triton_student import TritonStudentAnswer
+
+        triton = TritonStudentAnswer(settings.triton_grpc_url, settings.student_model, name.partition(":")[2])
+        return _InProcessStudent(triton), triton.close
     from services.student.export.publish import published_store
     from services.student.onnx_student import OnnxStudent
 
@@ -293,7 +310,11 @@ def _student(name: str, settings: Settings, catalog: Catalog) -> tuple[Any, Call
     if not directory.is_dir():
         raise ReplayError(f"student={name}: no exported student version at {directory} (see `qu student export`)")
     student = OnnxStudent(directory, settings.resolved_catalog_dir)
-    return _InProcessStudent(student.understand), student.close
+
+    async def close() -> None:
+        student.close()
+
+    return _InProcessStudent(student.understand), close
 
 
 def _input(record: ArchivedRecord) -> InputRecord:

@@ -7,8 +7,10 @@ A SPEC is comma-separated ``key=value`` parts; a bare value is the student::
     student=onnx:3,cache=teach-1f2e,settings=thresholds.json
     served                                   (baseline only) the annotations that were served, from the archive
 
-- ``student``: ``lexicon``, ``onnx:N`` or ``onnx:DIR`` (in process, as `qu eval` names them), or ``none``
-  (every miss answered by the catalog-lexicon fallback, as when Triton is down);
+- ``student``: ``lexicon``, ``onnx:N`` or ``onnx:DIR`` (in process, as `qu eval` names them), ``triton`` or
+  ``triton:N`` (the student Triton serves, at QU_TRITON_GRPC_URL: the default or version N), ``teacher`` (the
+  catalog teacher's pipeline), or ``none`` (every miss answered by the catalog-lexicon fallback, as when
+  Triton is down);
 - ``cache``: a head-tag run id, read from Redis without touching the live pointer, or ``none`` (default);
 - ``settings``: a JSON file of setting overrides (e.g. ``{"guardrail_min_category_similarity": 0.3}``).
 """
@@ -79,8 +81,15 @@ def parse_spec(text: str, *, what: str = "--candidate") -> ReplaySpec:
             raise InvalidSpec(f"{what} {text!r}: {key}= needs a value")
         values[key] = value
     student = values.get("student", "lexicon")
-    if student not in ("lexicon", "none") and not student.startswith("onnx:"):
-        raise InvalidSpec(f"{what} {text!r}: student={student!r}; use lexicon, onnx:N, onnx:DIR or none")
+    version = student.partition(":")[2]
+    if not (
+        student in ("lexicon", "none", "teacher", "triton")
+        or (student.startswith("onnx:") and version)
+        or (student.startswith("triton:") and version.isdigit())
+    ):
+        raise InvalidSpec(
+            f"{what} {text!r}: student={student!r}; use lexicon, onnx:N, onnx:DIR, triton, triton:N, teacher or none"
+        )
     cache = values.get("cache", "none")
     if cache != "none":
         try:

@@ -18,6 +18,7 @@ from services.replay.runner import read_rows, replay, window
 from services.replay.spec import parse_spec
 from services.settings import Settings
 from services.stack.tansu import TansuBroker
+from services.stack.triton_server import TritonServer
 from services.topics import QUERY_ANNOTATIONS, SEARCH_EVENTS
 
 pytestmark = pytest.mark.integration
@@ -228,6 +229,24 @@ def test_a_topic_with_retention_is_a_replay_source(
     figures = orjson.loads(result.stdout)
     assert figures["events"] == 15 and figures["replays"][0]["sources"] == {"fallback": 15}
     assert list((out / "source-archive").rglob("*.parquet"))  # the copy the replay read
+
+
+def test_the_student_triton_serves_and_the_teacher_are_candidates_too(
+    archive: Path, settings: Settings, triton_server: TritonServer, tmp_path: Path
+) -> None:
+    records = window(archive, None, None)
+    served_by_triton = settings.model_copy(update={"triton_grpc_url": triton_server.grpc_url})
+    lexicon = replay(parse_spec("student=lexicon"), records, tmp_path / "o", settings, progress=False)
+    triton = replay(parse_spec("student=triton:1"), records, tmp_path / "o", served_by_triton, progress=False)
+    assert triton.sources == {"student": 24} and triton.outcomes["dead_letter"] == 1
+    # qu_student version 1 is the lexicon student served: the same tags, and the categories of the same MiniLM.
+    agreement = compare(triton.directory, lexicon.directory)["agreement"]
+    assert agreement["tags"] == 1.0 and agreement["top_category"] >= 0.9
+    teacher = replay(parse_spec("student=teacher"), records, tmp_path / "o", settings, progress=False)
+    assert teacher.sources == {"student": 24}
+    assert {r["model_version"] for r in read_rows(teacher.directory).to_pylist() if r["source"]} != {
+        r["model_version"] for r in read_rows(lexicon.directory).to_pylist() if r["source"]
+    }
 
 
 def test_segments_split_the_traffic_by_query_frequency() -> None:

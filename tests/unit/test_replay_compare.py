@@ -25,7 +25,7 @@ def test_a_bare_value_is_the_student_and_parts_name_the_rest(tmp_path: Path) -> 
     ("text", "message"),
     [
         ("model=onnx:3", "unknown key 'model'"),
-        ("student=gpt", "use lexicon, onnx:N, onnx:DIR or none"),
+        ("student=gpt", "use lexicon, onnx:N, onnx:DIR, triton, triton:N, teacher or none"),
         ("lexicon,,cache=x", "an empty part"),
         ("cache=a:b", "cache='a:b'"),
         ("student=lexicon,student=none", "student is given twice"),

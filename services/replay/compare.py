@@ -376,6 +376,13 @@ def compare(
             delta("gold_exact_tags", lambda r, _: gold_exact(r, labels), higher_is_better=True, over=labelled)
         )
         gold_figures = {"candidate": score_gold(candidate_dir, gold), "baseline": score_gold(baseline_dir, gold)}
+        # By how the query was phrased, where the labels say (qu traffic's kinds: brand_product, misspelled, ...).
+        kinds: dict[str, list[tuple[Row, Row]]] = {}
+        for c, b in both:
+            kind = labels[c["query"]].kind if (c.get("query") or "") in labels else ""
+            if kind:
+                kinds.setdefault(kind, []).append((_understanding(c), _understanding(b)))
+        gold_figures["agreement_by_kind"] = {kind: _agreement(pairs) for kind, pairs in sorted(kinds.items())}
     return {
         "events_compared": len(known),
         "events_with_conversion": sum(1 for c, _ in known if conversions and _key(c) in conversions),

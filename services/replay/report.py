@@ -59,7 +59,12 @@ code { font-size: .9em; }
 <table><tr><th></th><th>events labelled</th><th>span P / R / F1</th><th>category top-1 / top-3</th></tr>
 {% for side in ("candidate", "baseline") %}{% set g = c.gold[side] %}<tr><td>{{ side }}</td><td>{{ g.events }}</td>
 <td>{{ g.spans.precision }} / {{ g.spans.recall }} / {{ g.spans.f1 }}</td>
-<td>{{ g.categories.get("top1", "") }} / {{ g.categories.get("top3", "") }}</td></tr>{% endfor %}</table>{% endif %}
+<td>{{ g.categories.get("top1", "") }} / {{ g.categories.get("top3", "") }}</td></tr>{% endfor %}</table>
+{% if c.gold.agreement_by_kind %}<p>Agreement by how the labelled query was phrased:</p>
+<table><tr><th>kind</th><th>events</th><th>exact</th><th>tags</th><th>top category</th></tr>
+{% for kind, a in c.gold.agreement_by_kind.items() %}<tr><td>{{ kind }}</td><td>{{ a.events }}</td>
+<td>{{ a.get("exact", "") }}</td><td>{{ a.get("tags", "") }}</td><td>{{ a.get("top_category", "") }}</td></tr>
+{% endfor %}</table>{% endif %}{% endif %}
 <h2>Where they differ (first {{ c.disagreements|length }})</h2>
 <table><tr><th>query</th><th>candidate</th><th>baseline</th></tr>
 {% for row in c.disagreements %}<tr><td>{{ row.query }}</td>

@@ -131,7 +131,11 @@ def test_gold_labels_score_both_sides_and_the_report_shows_segments(
 ) -> None:
     gold = tmp_path / "gold.jsonl"
     rows = [
-        {"query": q, "spans": [{"role": "product", "start": 0, "end": len(q), "text": q, "canonical": q}]}
+        {
+            "query": q,
+            "kind": "broad" if " " not in q else "attribute_type",
+            "spans": [{"role": "product", "start": 0, "end": len(q), "text": q, "canonical": q}],
+        }
         for q in QUERIES
     ]
     gold.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
@@ -149,7 +153,9 @@ def test_gold_labels_score_both_sides_and_the_report_shows_segments(
     assert set(comparison["segments"]) == {"head", "torso", "tail"}
     assert sum(s["traffic"]["events"] for s in comparison["segments"].values()) == comparison["agreement"]["events"]
     html = (out / "report.html").read_text()
-    assert "Against the gold labels" in html and "Agreement by segment" in html
+    assert set(comparison["gold"]["agreement_by_kind"]) == {"broad", "attribute_type"}
+    assert comparison["gold"]["agreement_by_kind"]["broad"]["events"] == 4  # "bananas" at 2, 8, 14, 20: served
+    assert "Against the gold labels" in html and "Agreement by segment" in html and "attribute_type" in html
 
 
 CHARTS_LOADED = """JSON.stringify({

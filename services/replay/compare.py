@@ -333,41 +333,56 @@ def compare(
             seed=seed,
         )
 
-    deltas = [
-        delta("degraded", lambda r, _: bool(r.get("degraded")), higher_is_better=False, over=known),
-        delta("dead_lettered", lambda r, _: r["outcome"] == "dead_letter", higher_is_better=False, over=known),
-        delta("has_category", lambda r, _: bool(_top_category(_understanding(r))), higher_is_better=True, over=known),
-    ]
-    if conversions:
-        # From the traffic itself, no labels: events followed by a purchase (a branded one for the brand figure).
-        bought = [(c, b) for c, b in known if _key(c) in conversions]
-        branded = [(c, b) for c, b in bought if conversions[_key(c)].brand]
-        deltas += [
+    later = later_searches(candidate)
+
+    def traffic_figures(over: list[tuple[Row, Row]]) -> list[Delta]:
+        """The figures that need no labels, over the pairs ``over``."""
+        figures = [
+            delta("degraded", lambda r, _: bool(r.get("degraded")), higher_is_better=False, over=over),
+            delta("dead_lettered", lambda r, _: r["outcome"] == "dead_letter", higher_is_better=False, over=over),
             delta(
-                "converted_category_in_top3",
-                lambda r, e: converted_in_top(r, conversions[_key(e)]),
-                higher_is_better=True,
-                over=bought,
-            ),
-            delta(
-                "converted_brand_tagged",
-                lambda r, e: converted_brand_tagged(r, conversions[_key(e)]),
-                higher_is_better=True,
-                over=branded,
+                "has_category", lambda r, _: bool(_top_category(_understanding(r))), higher_is_better=True, over=over
             ),
         ]
-    # From the traffic itself: did a rewrite anticipate what the shopper searched next in the session?
-    later = later_searches(candidate)
-    followed = [(c, b) for c, b in known if int(c["position"]) in later]
-    if followed:
-        deltas.append(
-            delta(
-                "rewrite_anticipated_a_later_search",
-                lambda r, e: anticipated(r, later[int(e["position"])]),
-                higher_is_better=True,
-                over=followed,
+        if conversions:
+            # What the shopper bought after the search (a branded product for the brand figure).
+            bought = [(c, b) for c, b in over if _key(c) in conversions]
+            branded = [(c, b) for c, b in bought if conversions[_key(c)].brand]
+            figures += [
+                delta(
+                    "converted_category_in_top3",
+                    lambda r, e: converted_in_top(r, conversions[_key(e)]),
+                    higher_is_better=True,
+                    over=bought,
+                ),
+                delta(
+                    "converted_brand_tagged",
+                    lambda r, e: converted_brand_tagged(r, conversions[_key(e)]),
+                    higher_is_better=True,
+                    over=branded,
+                ),
+            ]
+        # Did a rewrite anticipate what the shopper searched next in the session?
+        followed = [(c, b) for c, b in over if int(c["position"]) in later]
+        if followed:
+            figures.append(
+                delta(
+                    "rewrite_anticipated_a_later_search",
+                    lambda r, e: anticipated(r, later[int(e["position"])]),
+                    higher_is_better=True,
+                    over=followed,
+                )
             )
-        )
+        return figures
+
+    deltas = traffic_figures(known)
+    segment_of = segments([c.get("normalized_query") for c, _ in known])
+    deltas_by_segment = {
+        segment: [
+            d.as_dict() for d in traffic_figures([p for p, s in zip(known, segment_of, strict=True) if s == segment])
+        ]
+        for segment in ("head", "torso", "tail")
+    }
     gold_figures: dict[str, Any] | None = None
     if gold is not None:
         labels = {g.query: g for g in gold}
@@ -390,6 +405,7 @@ def compare(
         "baseline": str(baseline_dir.name),
         "agreement": agreement,
         "segments": by_segment(both, pairs),
+        "deltas_by_segment": deltas_by_segment,
         "gold": gold_figures,
         "deltas": [d.as_dict() for d in deltas],
         "operations": {"candidate": operations(candidate), "baseline": operations(baseline)},

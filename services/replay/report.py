@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,15 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: no display here or on a CI machine
 import matplotlib.pyplot as plt
+import numpy as np
 import orjson
 
 from services.replay.runner import read_rows
 
 REPORT_HTML = "report.html"
 REPORT_JSON = "report.json"
-CHARTS = ("deltas", "agreement", "sources", "latency")
+CHARTS = ("deltas", "segments", "agreement", "confusion", "sources", "latency")
+CONFUSION_PATHS = 8  # the baseline's most frequent top categories shown in the confusion chart
 
 _TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
     """<!doctype html>
@@ -101,6 +104,58 @@ def _deltas_chart(comparison: dict[str, Any]) -> str:
     return _png(figure)
 
 
+def _segments_chart(comparison: dict[str, Any]) -> str:
+    """Each label-free delta per segment with its interval: where the difference comes from."""
+    rows = [
+        (f"{d['name']} · {segment} ({d['events']})", d)
+        for segment, deltas in comparison["deltas_by_segment"].items()
+        for d in deltas
+        if d["events"]
+    ]
+    figure, axes = plt.subplots(figsize=(8, 0.6 + 0.32 * max(len(rows), 1)))
+    for i, (_label, d) in enumerate(rows):
+        colour = {"win": "#176b2c", "regression": "#a3141e"}.get(d["verdict"], "#777777")
+        axes.errorbar(
+            d["delta"], i, xerr=[[d["delta"] - d["low"]], [d["high"] - d["delta"]]], fmt="o", color=colour, capsize=3
+        )
+    axes.axvline(0, color="#999999", linewidth=1)
+    axes.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    axes.set_xlabel("candidate − baseline by segment (events), 95% interval")
+    axes.set_title("Deltas by segment: head, torso, tail")
+    return _png(figure)
+
+
+def _confusion_chart(candidate_dir: Path, baseline_dir: Path) -> str:
+    """Top-1 category of the baseline (rows) against the candidate's (columns), for its most frequent paths."""
+    candidate = read_rows(candidate_dir).to_pylist()
+    baseline = read_rows(baseline_dir).to_pylist()
+
+    def top(row: dict[str, Any]) -> str:
+        text = row.get("understanding")
+        categories = orjson.loads(text).get("categories", []) if text else []
+        return " › ".join(categories[0]["path"][-2:]) if categories else "(none)"
+
+    pairs = [(top(b), top(c)) for c, b in zip(candidate, baseline, strict=True) if b["outcome"] == "annotation"]
+    frequent = [path for path, _ in Counter(b for b, _ in pairs).most_common(CONFUSION_PATHS)]
+    columns = [*frequent, "(other)"]
+    counts = np.zeros((len(frequent), len(columns)))
+    for b, c in pairs:
+        if b in frequent:
+            counts[frequent.index(b), columns.index(c) if c in frequent else len(frequent)] += 1
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure, axes = plt.subplots(figsize=(8, 0.9 + 0.45 * max(len(frequent), 1)))
+    axes.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    axes.set_xticks(range(len(columns)), columns, rotation=40, ha="right", fontsize=8)
+    axes.set_yticks(range(len(frequent)), frequent, fontsize=8)
+    for (i, j), value in np.ndenumerate(counts):
+        if value:
+            axes.text(j, i, f"{int(value)}", ha="center", va="center", fontsize=7)
+    axes.set_xlabel("candidate's top category")
+    axes.set_ylabel("baseline's top category")
+    axes.set_title("Category confusion, the baseline's most frequent paths (share of the row)")
+    return _png(figure)
+
+
 def _agreement_chart(comparison: dict[str, Any]) -> str:
     agreement = comparison["agreement"]
     names = ["exact", "tags", *(f"role: {r}" for r in agreement.get("per_role", {})), "top_category"]
@@ -155,7 +210,9 @@ def render_report(out: Path, comparison: dict[str, Any], candidate_dir: Path, ba
 
     images = {
         "deltas": _deltas_chart(comparison),
+        "segments": _segments_chart(comparison),
         "agreement": _agreement_chart(comparison),
+        "confusion": _confusion_chart(candidate_dir, baseline_dir),
         "sources": _sources_chart(comparison),
         "latency": _latency_chart(candidate_dir, baseline_dir),
     }

@@ -24,6 +24,7 @@ from services.topics import QUERY_ANNOTATIONS, SEARCH_EVENTS
 pytestmark = pytest.mark.integration
 
 NINE = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+CHART_NAMES = ("deltas", "segments", "agreement", "confusion", "sources", "latency")  # services/replay/report.py
 QUERIES = ["organic whole milk", "gluten free bread", "bananas", "greek yogurt", "cheddar cheese", "oat milk"]
 
 
@@ -117,13 +118,15 @@ def test_qu_replay_against_what_was_served(archive: Path, settings: Settings, tm
 
     # One self-contained page: every chart embedded, nothing fetched from anywhere, the figures beside it.
     html = (out / "report.html").read_text()
-    assert all(f'id="chart-{name}"' in html for name in ("deltas", "agreement", "sources", "latency"))
-    assert html.count('src="data:image/png;base64,') == 4 and "http" not in html.replace("http-equiv", "")
+    assert all(
+        f'id="chart-{name}"' in html for name in ("deltas", "segments", "agreement", "confusion", "sources", "latency")
+    )
+    assert html.count('src="data:image/png;base64,') == 6 and "http" not in html.replace("http-equiv", "")
     assert "<script" not in html and orjson.loads((out / "report.json").read_bytes()) == figures["comparison"]
     (out / "report.html").unlink()
     rerendered = CliRunner().invoke(app, ["replay", "report", str(out)], env=env)
     assert rerendered.exit_code == 0, rerendered.output
-    assert (out / "report.html").read_text().count("data:image/png") == 4
+    assert (out / "report.html").read_text().count("data:image/png") == 6
 
 
 def test_gold_labels_score_both_sides_and_the_report_shows_segments(
@@ -181,7 +184,9 @@ def test_the_report_renders_in_a_real_browser_with_every_chart(
     page = open_page((out / "report.html").resolve().as_uri(), CHARTS_LOADED)
     assert page.errors == []
     shown = orjson.loads(page.value)
-    assert shown["charts"] == [[f"chart-{n}", True] for n in ("deltas", "agreement", "sources", "latency")]
+    assert shown["charts"] == [
+        [f"chart-{n}", True] for n in ("deltas", "segments", "agreement", "confusion", "sources", "latency")
+    ]
     assert shown["scripts"] == 0 and "student=none" in shown["title"] and shown["rows"] > 10
 
 

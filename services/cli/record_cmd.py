@@ -8,16 +8,20 @@ import logging
 import signal
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
 from services.cli.context import err_console, print_json, reported_errors, settings_from
+from services.replay.compare import RewriteJudge
 from services.replay.recorder import TrafficRecorder
 from services.settings import Settings
 from services.telemetry.logs import configure_logging
 from services.topics import QUERY_ANNOTATIONS, SEARCH_EVENTS
+
+if TYPE_CHECKING:  # numpy and scipy load only when a replay is compared, not with every `qu` command
+    from services.replay.compare import RewriteJudge
 
 log = logging.getLogger("qu.recorder")
 KAFKA_SOURCE = "kafka:"
@@ -156,7 +160,10 @@ def replay(
             ],
         }
         if len(summaries) == 2:
-            comparison = compare(summaries[0].directory, summaries[1].directory, gold=labels, conversions=bought)
+            judge = _rewrite_judge(settings) if labels is not None else None
+            comparison = compare(
+                summaries[0].directory, summaries[1].directory, gold=labels, conversions=bought, judge=judge
+            )
             result["comparison"] = comparison
             result["report"] = str(render_report(out, comparison, summaries[0].directory, summaries[1].directory))
     if json:
@@ -174,6 +181,21 @@ def replay(
                 f"[{d['low']:+.4f}, {d['high']:+.4f}]{p_value}: {d['verdict']}"
             )
         err_console.print(f"report: {result['report']}")
+
+
+def _rewrite_judge(settings: Settings) -> RewriteJudge:
+    """Rewrite precision as `qu eval report` judges it: the catalog's search, and STATE_DIR's conversion history
+    when one was built (`qu conversions build`); without it, coverage only (said on stderr)."""
+    from services.catalog.artifacts import load_catalog
+    from services.catalog.retrieval import CatalogRetriever
+    from services.conversions import ConversionHistory
+    from services.replay.compare import RewriteJudge
+
+    history_dir = settings.resolved_conversions_dir
+    history = ConversionHistory.load(history_dir) if history_dir.exists() else None
+    if history is None:
+        err_console.print(f"no conversion history in {history_dir}: rewrite precision is not measured, coverage is")
+    return RewriteJudge(CatalogRetriever(load_catalog(settings.resolved_catalog_dir).products), history)
 
 
 def _source_archive(source: str | None, settings: Settings, out: Path, *, served: bool) -> tuple[Path, str]:

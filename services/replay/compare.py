@@ -19,9 +19,11 @@ import orjson
 from scipy.stats import binomtest
 
 from services.catalog.artifacts import Catalog
+from services.catalog.retrieval import CatalogRetriever
 from services.conversions.reader import ConversionLogReader
 from services.domain import Role, Understanding
 from services.evaluation.categories import CategoryAccuracy
+from services.evaluation.rewrites import ConvertedCategories, RewriteScores
 from services.gold import GoldQuery
 from services.normalize import normalize_query
 from services.replay.runner import read_rows
@@ -200,11 +202,23 @@ def by_segment(both: list[tuple[Row, Row]], pairs: list[tuple[Row, Row]]) -> dic
     return out
 
 
-def score_gold(directory: Path, gold: Sequence[GoldQuery]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class RewriteJudge:
+    """What rewrite precision is judged with (services/evaluation/rewrites.py): the catalog's keyword search and
+    the conversion history; without a history, coverage only."""
+
+    retriever: CatalogRetriever
+    history: ConvertedCategories | None
+
+
+def score_gold(directory: Path, gold: Sequence[GoldQuery], judge: RewriteJudge | None = None) -> dict[str, Any]:
     """One replay's answers scored against ``gold``, for the events whose typed query a gold record labels
-    (offsets compare directly: the handler maps tags back onto the query as typed). Traffic-weighted."""
+    (offsets compare directly: the handler maps tags back onto the query as typed). Traffic-weighted. Rewrite
+    coverage per type, and precision when ``judge`` has a conversion history, as `qu eval report` measures them."""
     by_query = {g.query: g for g in gold}
-    spans, categories = SpanScores(), CategoryAccuracy()
+    spans, categories, rewrites = SpanScores(), CategoryAccuracy(), RewriteScores()
+    retriever = judge.retriever if judge is not None else CatalogRetriever([])
+    history: ConvertedCategories = judge.history if judge is not None and judge.history is not None else _NoHistory()
     matched = 0
     for row in read_rows(directory).to_pylist():
         g = by_query.get(row.get("query") or "")
@@ -214,7 +228,19 @@ def score_gold(directory: Path, gold: Sequence[GoldQuery]) -> dict[str, Any]:
         u = Understanding.from_json(_understanding(row))
         spans.add(g.spans, u.tags, g.kind)
         categories.add(g.category, u.categories, g.kind)
-    return {"events": matched, "spans": spans.to_json(), "categories": categories.to_json()}
+        rewrites.add(str(row.get("normalized_query") or ""), u, retriever, history)
+    judging = judge is not None and judge.history is not None
+    return {
+        "events": matched,
+        "spans": spans.to_json(),
+        "categories": categories.to_json(),
+        "rewrites": rewrites.to_json(judging=judging),
+    }
+
+
+class _NoHistory:
+    def get(self, query: str) -> None:
+        return None
 
 
 def gold_exact(row: Row, gold: dict[str, GoldQuery]) -> bool:
@@ -292,6 +318,7 @@ def compare(
     *,
     gold: Sequence[GoldQuery] | None = None,
     conversions: dict[ConversionKey, Conversion] | None = None,
+    judge: RewriteJudge | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """The paired comparison of two replays of the same window (their ``position``s must match)."""
@@ -390,7 +417,10 @@ def compare(
         deltas.append(
             delta("gold_exact_tags", lambda r, _: gold_exact(r, labels), higher_is_better=True, over=labelled)
         )
-        gold_figures = {"candidate": score_gold(candidate_dir, gold), "baseline": score_gold(baseline_dir, gold)}
+        gold_figures = {
+            "candidate": score_gold(candidate_dir, gold, judge),
+            "baseline": score_gold(baseline_dir, gold, judge),
+        }
         # By how the query was phrased, where the labels say (qu traffic's kinds: brand_product, misspelled, ...).
         kinds: dict[str, list[tuple[Row, Row]]] = {}
         for c, b in both:

@@ -59,10 +59,14 @@ code { font-size: .9em; }
 <td>{{ a.get("exact", "") }}</td><td>{{ a.get("tags", "") }}</td><td>{{ a.get("top_category", "") }}</td></tr>
 {% endfor %}{% endfor %}</table>
 {% if c.gold %}<h2>Against the gold labels</h2>
-<table><tr><th></th><th>events labelled</th><th>span P / R / F1</th><th>category top-1 / top-3</th></tr>
+<table><tr><th></th><th>events labelled</th><th>span P / R / F1</th><th>category top-1 / top-3</th>
+<th>rewrite coverage / precision</th></tr>
 {% for side in ("candidate", "baseline") %}{% set g = c.gold[side] %}<tr><td>{{ side }}</td><td>{{ g.events }}</td>
 <td>{{ g.spans.precision }} / {{ g.spans.recall }} / {{ g.spans.f1 }}</td>
-<td>{{ g.categories.get("top1", "") }} / {{ g.categories.get("top3", "") }}</td></tr>{% endfor %}</table>
+<td>{{ g.categories.get("top1", "") }} / {{ g.categories.get("top3", "") }}</td>
+<td>{% for t, r in g.rewrites.per_type.items() %}{{ t }} {{ r.coverage }} /
+{{ "–" if r.precision is none else r.precision }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td></tr>
+{% endfor %}</table>
 {% if c.gold.agreement_by_kind %}<p>Agreement by how the labelled query was phrased:</p>
 <table><tr><th>kind</th><th>events</th><th>exact</th><th>tags</th><th>top category</th></tr>
 {% for kind, a in c.gold.agreement_by_kind.items() %}<tr><td>{{ kind }}</td><td>{{ a.events }}</td>

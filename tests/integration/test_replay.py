@@ -151,6 +151,9 @@ def test_gold_labels_score_both_sides_and_the_report_shows_segments(
     # The served answers tagged each whole query as its product, as the labels do; the fallback's own tags differ.
     assert comparison["gold"]["baseline"]["events"] == 12 and comparison["gold"]["baseline"]["spans"]["f1"] == 1.0
     assert comparison["gold"]["candidate"]["events"] == 24
+    # Rewrite coverage per type on both sides; precision is not measured without a conversion history here.
+    served_rewrites = comparison["gold"]["baseline"]["rewrites"]
+    assert served_rewrites["queries"] == 12 and served_rewrites["per_type"]["substitute"]["precision"] is None
     exact = next(d for d in comparison["deltas"] if d["name"] == "gold_exact_tags")
     assert exact["baseline"] == 1.0 and exact["candidate"] < 1.0
     assert set(comparison["segments"]) == {"head", "torso", "tail"}

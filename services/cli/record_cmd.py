@@ -98,6 +98,12 @@ def replay(
     ] = None,
     since: Annotated[str | None, typer.Option(help="Events timestamped at or after this (ISO 8601, zone).")] = None,
     until: Annotated[str | None, typer.Option(help="Events timestamped before this (ISO 8601, with zone).")] = None,
+    offsets: Annotated[
+        str | None,
+        typer.Option(
+            help="Only these offsets of the search events' topic: PARTITION:FIRST-LAST[,...] (both included)."
+        ),
+    ] = None,
     gold: Annotated[
         Path | None, typer.Option(help="Also score both against these labels (events whose typed query they label).")
     ] = None,
@@ -123,8 +129,8 @@ def replay(
     from services.evaluation.run import GoldFormat, load_gold
     from services.replay.compare import compare, load_conversions
     from services.replay.report import render_report
+    from services.replay.runner import parse_offsets, window
     from services.replay.runner import replay as run_replay
-    from services.replay.runner import window
     from services.replay.spec import parse_spec
 
     settings = settings_from(ctx)
@@ -139,7 +145,11 @@ def replay(
         labels = load_gold(gold, GoldFormat(gold_format)) if gold is not None else None
         bought = load_conversions(conversions, load_catalog(settings.resolved_catalog_dir)) if conversions else None
         archive, topic = _source_archive(source, settings, out, served=any(s.served for s in specs))
-        records = window(archive, low, high, topic=topic)
+        try:
+            ranges = parse_offsets(offsets) if offsets is not None else None
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--offsets") from err
+        records = window(archive, low, high, topic=topic, offsets=ranges)
         if not records:
             raise typer.BadParameter(f"no search events in {archive} for that window", param_hint="--from")
         err_console.print(f"replaying {len(records)} events from {archive}")

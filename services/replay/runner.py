@@ -82,11 +82,41 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label)[:120]
 
 
+OffsetRanges = dict[int, tuple[int, int]]  # partition -> (first, last) offsets, both included
+
+
+def parse_offsets(text: str) -> OffsetRanges:
+    """``P:FIRST-LAST[,P:FIRST-LAST...]`` (``--offsets``); raises ValueError naming the part that is wrong."""
+    ranges: OffsetRanges = {}
+    for part in (p.strip() for p in text.split(",")):
+        partition, sep, span = part.partition(":")
+        first, dash, last = span.partition("-")
+        if not (sep and dash and partition.isdigit() and first.isdigit() and last.isdigit()):
+            raise ValueError(f"{part!r} is not PARTITION:FIRST-LAST (e.g. 0:1200-1455)")
+        if int(first) > int(last):
+            raise ValueError(f"{part!r}: the first offset is after the last")
+        if int(partition) in ranges:
+            raise ValueError(f"{part!r}: partition {partition} is given twice")
+        ranges[int(partition)] = (int(first), int(last))
+    return ranges
+
+
 def window(
-    archive: Path, since: datetime | None, until: datetime | None, *, topic: str = SEARCH_EVENTS
+    archive: Path,
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    topic: str = SEARCH_EVENTS,
+    offsets: OffsetRanges | None = None,
 ) -> list[ArchivedRecord]:
-    """The search events to replay: the archive's, in [since, until), without duplicates."""
-    return list(records_of(read_archive(archive, topic, since=since, until=until)))
+    """The search events to replay: the archive's, in [since, until) and, with ``offsets``, within those
+    partitions' offset ranges; without duplicates."""
+    records = records_of(read_archive(archive, topic, since=since, until=until))
+    if offsets is None:
+        return list(records)
+    return [
+        r for r in records if r.partition in offsets and offsets[r.partition][0] <= r.offset <= offsets[r.partition][1]
+    ]
 
 
 def replay(

@@ -95,3 +95,20 @@ def test_the_event_id_is_read_from_json_and_protobuf_values() -> None:
     assert event_id_of(QUERY_ANNOTATIONS, b'{"event_id": "j1"}', None) == "j1"
     assert event_id_of(SEARCH_EVENTS, b"\xff", None) is None
     assert event_id_of(SEARCH_EVENTS, None, None) is None
+
+
+def test_offset_ranges_are_read_and_a_bad_one_is_named() -> None:
+    from services.replay.runner import parse_offsets
+
+    assert parse_offsets("0:1200-1455, 3:7-7") == {0: (1200, 1455), 3: (7, 7)}
+    for bad, reason in [("0:9-2", "after the last"), ("x:1-2", "PARTITION:FIRST-LAST"), ("1:1-2,1:3-4", "twice")]:
+        with pytest.raises(ValueError, match=reason):
+            parse_offsets(bad)
+
+
+def test_a_window_by_offsets_keeps_those_partitions_ranges(tmp_path: Path) -> None:
+    from services.replay.runner import window
+
+    write_batch(tmp_path, [record(i, NINE, f"e{i}", partition=i % 2) for i in range(10)])
+    kept = window(tmp_path, None, None, offsets={0: (2, 6), 1: (9, 9)})
+    assert [(r.partition, r.offset) for r in kept] == [(0, 2), (0, 4), (0, 6), (1, 9)]

@@ -26,7 +26,7 @@ from services.evaluation import (
     score_categories,
     score_spans_of,
 )
-from services.evaluation.errors import write_errors
+from services.evaluation.errors import GoldSet, write_errors
 from services.evaluation.predictors import Predictor
 from services.evaluation.registry import predictor_names
 from services.gold import GoldQuery
@@ -47,6 +47,13 @@ CatalogOption = Annotated[Path | None, typer.Option(help="Catalog directory; def
 LimitOption = Annotated[int | None, typer.Option(min=1, help="Score only the first N gold queries of each file.")]
 BatchOption = Annotated[int, typer.Option(min=1, help="Queries per predictor call.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+ErrorsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Also write each query the model got wrong as a JSON line: its gold set, gold, predicted, and each "
+        "error's class (wrong_role, boundary, missed, spurious)."
+    ),
+]
 GuardrailsOption = Annotated[
     bool,
     typer.Option(
@@ -100,13 +107,7 @@ def srl(
     limit: LimitOption = None,
     batch_size: BatchOption = 64,
     guardrails: GuardrailsOption = True,
-    errors: Annotated[
-        Path | None,
-        typer.Option(
-            help="Also write each query the model got wrong as a JSON line: gold, predicted, and each error's class "
-            "(wrong_role, boundary, missed, spurious)."
-        ),
-    ] = None,
+    errors: ErrorsOption = None,
     json: JsonOption = False,
 ) -> None:
     """Span precision, recall and F1 per role and micro-averaged (exact start, end and role)."""
@@ -137,7 +138,7 @@ async def _srl(
         "seconds": round(seconds, 2),
     }
     if errors is not None:
-        result["errors"] = {"file": str(errors), **write_errors(errors, gold, answers)}
+        result["errors"] = {"file": str(errors), **write_errors(errors, [(what, gold, answers)])[what]}
     return result
 
 
@@ -157,6 +158,7 @@ def report(
     limit: LimitOption = None,
     batch_size: BatchOption = 64,
     guardrails: GuardrailsOption = True,
+    errors: ErrorsOption = None,
     json: JsonOption = False,
 ) -> None:
     """SRL on each gold set, category accuracy and rewrite coverage/precision on the labels, for one model."""
@@ -177,7 +179,7 @@ def report(
             else:
                 err_console.print(f"no conversion history in {history_dir}: rewrite precision is not measured")
         env = PredictorEnv(settings, catalog, guardrails=guardrails)
-        result = asyncio.run(_report(env, model, label_gold, queryner_gold, history, batch_size))
+        result = asyncio.run(_report(env, model, label_gold, queryner_gold, history, batch_size, errors))
     result["guardrails"] = guardrails
     result["files"] = {
         "labels": str(labels) if labels else None,
@@ -198,12 +200,15 @@ async def _report(
     queryner_gold: list[GoldQuery] | None,
     history: ConversionHistory | None,
     batch_size: int,
+    errors: Path | None = None,
 ) -> dict[str, Any]:
     predictor = build_predictor(model, env)
     out: dict[str, Any] = {"model": model, "model_version": "", "srl": {}, "categories": None, "rewrites": None}
+    answered: list[GoldSet] = []  # for --errors
     try:
         if label_gold is not None:
             answers, seconds = await _predict(predictor, label_gold, batch_size, "labels")
+            answered.append(("labels", label_gold, answers))
             out["model_version"] = _version(answers)
             out["srl"]["labels"] = {**score_spans_of(label_gold, answers).to_json(), "seconds": round(seconds, 2)}
             out["categories"] = score_categories(label_gold, answers).to_json()
@@ -217,10 +222,13 @@ async def _report(
                 out["rewrites"] = rewrites.to_json(judging=False)
         if queryner_gold is not None:
             answers, seconds = await _predict(predictor, queryner_gold, batch_size, "QueryNER")
+            answered.append(("queryner", queryner_gold, answers))
             out["model_version"] = out["model_version"] or _version(answers)
             out["srl"]["queryner"] = {**score_spans_of(queryner_gold, answers).to_json(), "seconds": round(seconds, 2)}
     finally:
         await predictor.close()
+    if errors is not None:
+        out["errors"] = {"file": str(errors), **write_errors(errors, answered)}
     return out
 
 

@@ -66,20 +66,25 @@ def query_errors(gold: GoldQuery, predicted: Understanding) -> dict[str, Any] | 
     }
 
 
-def write_errors(path: Path, gold: Sequence[GoldQuery], answers: Sequence[Understanding]) -> dict[str, int]:
-    """Every wrong query as a JSON line in ``path`` (written whole); returns the count of each error class."""
-    counts: Counter[str] = Counter()
+GoldSet = tuple[str, Sequence[GoldQuery], Sequence[Understanding]]  # (its name, the gold, the model's answers)
+
+
+def write_errors(path: Path, sets: Sequence[GoldSet]) -> dict[str, dict[str, int]]:
+    """Every wrong query of each gold set as a JSON line in ``path`` (written whole, each line naming its set);
+    returns, per set, the wrong queries and the count of each error class."""
+    counts: dict[str, Counter[str]] = {name: Counter() for name, _, _ in sets}
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with temporary.open("wb") as out:
-            for g, answer in zip(gold, answers, strict=True):
-                found = query_errors(g, answer)
-                if found is None:
-                    continue
-                counts.update(e["class"] for e in found["errors"])
-                counts["queries"] += 1
-                out.write(orjson.dumps(found) + b"\n")
+            for name, gold, answers in sets:
+                for g, answer in zip(gold, answers, strict=True):
+                    found = query_errors(g, answer)
+                    if found is None:
+                        continue
+                    counts[name].update(e["class"] for e in found["errors"])
+                    counts[name]["queries"] += 1
+                    out.write(orjson.dumps({"gold_set": name, **found}) + b"\n")
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    return {name: counts.get(name, 0) for name in ("queries", *CLASSES)}
+    return {name: {k: c.get(k, 0) for k in ("queries", *CLASSES)} for name, c in counts.items()}

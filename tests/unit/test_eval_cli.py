@@ -176,6 +176,15 @@ def test_report_on_labels_and_queryner(
     assert table.exit_code == 0, table.stderr
     assert "rewrite precision is not measured" in table.stderr and "Category accuracy" in table.stdout
 
+    # --errors: the wrong queries of both gold sets in one file, each line naming its set.
+    errors = tmp_path / "report-errors.jsonl"
+    both = ("--labels", labels, "--queryner", queryner_file, "--catalog", student_catalog_dir)
+    with_errors = run_json(cli, "eval", "report", *both, "--errors", errors, "--json")
+    lines = [orjson.loads(line) for line in errors.read_bytes().splitlines()]
+    assert with_errors["errors"]["labels"]["queries"] == 1 and with_errors["errors"]["labels"]["spurious"] == 1
+    assert {line["gold_set"] for line in lines} == {"labels", "queryner"}
+    assert with_errors["errors"]["queryner"]["queries"] == sum(line["gold_set"] == "queryner" for line in lines)
+
 
 @pytest.mark.parametrize(("guardrails", "kept"), [(True, []), (False, ["Zorb"])])  # mapped back to the query as typed
 def test_without_guardrails_the_raw_answer_is_scored(

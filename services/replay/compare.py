@@ -9,6 +9,7 @@ a win or a regression only when its interval excludes zero; otherwise it is "no 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -439,7 +440,7 @@ def compare(
         "gold": gold_figures,
         "deltas": [d.as_dict() for d in deltas],
         "operations": {"candidate": operations(candidate), "baseline": operations(baseline)},
-        "disagreements": _disagreements(both, pairs),
+        "disagreements": _disagreements(both, pairs, {g.query: g for g in gold} if gold is not None else None),
     }
 
 
@@ -448,24 +449,43 @@ def _share(flags: Any) -> float:
     return round(sum(values) / len(values), 4) if values else 0.0
 
 
+def _verdict(c_row: Row, b_row: Row, labels: dict[str, GoldQuery] | None) -> str:
+    """Which side a disagreement favours: by the gold label where one names the query, else by the degraded
+    flag (a fallback answer loses to a real one); "differs" when nothing says."""
+    if labels is not None and (c_row.get("query") or "") in labels:
+        candidate_right, baseline_right = gold_exact(c_row, labels), gold_exact(b_row, labels)
+        if candidate_right != baseline_right:
+            return "win" if candidate_right else "regression"
+    if bool(c_row.get("degraded")) != bool(b_row.get("degraded")):
+        return "regression" if c_row.get("degraded") else "win"
+    return "differs"
+
+
 def _disagreements(
-    both: list[tuple[dict[str, Any], dict[str, Any]]],
-    pairs: list[tuple[dict[str, Any], dict[str, Any]]],
-    limit: int = 50,
-) -> list[dict[str, Any]]:
-    """The events on which the two answered differently, with both answers side by side (the first ``limit``)."""
-    out = []
+    both: list[tuple[Row, Row]], pairs: list[tuple[Row, Row]], labels: dict[str, GoldQuery] | None, limit: int = 25
+) -> list[Row]:
+    """The events on which the two answered differently, both answers side by side: the first ``limit``
+    regressions, then wins, then other differences, each the most frequent queries first."""
+    frequency: Counter[str] = Counter(str(c.get("normalized_query")) for c, _ in both)
+    found: dict[str, list[Row]] = {"regression": [], "win": [], "differs": []}
+    seen: set[str] = set()
     for (c_row, b_row), (c, b) in zip(both, pairs, strict=True):
-        if _spans(c) == _spans(b) and _top_category(c) == _top_category(b):
+        query = str(c_row.get("normalized_query"))
+        if query in seen or (_spans(c) == _spans(b) and _top_category(c) == _top_category(b)):
             continue
-        out.append(
+        seen.add(query)  # one line per query: its first event stands for the others
+        verdict = _verdict(c_row, b_row, labels)
+        found[verdict].append(
             {
+                "verdict": verdict,
+                "events": frequency[query],
                 "event_id": c_row["event_id"],
                 "query": c_row["query"],
                 "candidate": {"tags": sorted(_spans(c)), "category": _top_category(c), "source": c_row["source"]},
                 "baseline": {"tags": sorted(_spans(b)), "category": _top_category(b), "source": b_row["source"]},
             }
         )
-        if len(out) >= limit:
-            break
+    out: list[Row] = []
+    for verdict in ("regression", "win", "differs"):
+        out += sorted(found[verdict], key=lambda r: -int(r["events"]))[:limit]
     return out

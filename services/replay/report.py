@@ -72,9 +72,11 @@ code { font-size: .9em; }
 {% for kind, a in c.gold.agreement_by_kind.items() %}<tr><td>{{ kind }}</td><td>{{ a.events }}</td>
 <td>{{ a.get("exact", "") }}</td><td>{{ a.get("tags", "") }}</td><td>{{ a.get("top_category", "") }}</td></tr>
 {% endfor %}</table>{% endif %}{% endif %}
-<h2>Where they differ (first {{ c.disagreements|length }})</h2>
-<table><tr><th>query</th><th>candidate</th><th>baseline</th></tr>
-{% for row in c.disagreements %}<tr><td>{{ row.query }}</td>
+<h2>Top regressions and wins ({{ c.disagreements|length }} queries, the most frequent first)</h2>
+<p>By the gold label where one names the query, else by the degraded flag; "differs" when neither says.</p>
+<table><tr><th>verdict</th><th>query (events)</th><th>candidate</th><th>baseline</th></tr>
+{% for row in c.disagreements %}<tr><td class="{{ row.verdict }}">{{ row.verdict }}</td>
+<td>{{ row.query }} ({{ row.events }})</td>
 <td>{{ row.candidate.tags|map("join", "=")|join(", ") }}<br>{{ (row.candidate.category or [])|join(" › ") }}
 <br><small>{{ row.candidate.source }}</small></td>
 <td>{{ row.baseline.tags|map("join", "=")|join(", ") }}<br>{{ (row.baseline.category or [])|join(" › ") }}

@@ -101,6 +101,8 @@ def test_two_candidates_compared_event_by_event(archive: Path, settings: Setting
     assert deltas["has_category"]["verdict"] == "regression" and deltas["dead_lettered"]["delta"] == 0
     assert result["agreement"]["events"] == 24 and result["agreement"]["top_category"] == 0.0
     assert result["operations"]["candidate"]["dead_letters"] == 1
+    # No labels: the degraded side of each disagreement is the one that lost.
+    assert {d["verdict"] for d in result["disagreements"]} == {"regression"}
 
 
 def test_qu_replay_against_what_was_served(archive: Path, settings: Settings, tmp_path: Path) -> None:
@@ -156,6 +158,10 @@ def test_gold_labels_score_both_sides_and_the_report_shows_segments(
     assert served_rewrites["queries"] == 12 and served_rewrites["per_type"]["substitute"]["precision"] is None
     exact = next(d for d in comparison["deltas"] if d["name"] == "gold_exact_tags")
     assert exact["baseline"] == 1.0 and exact["candidate"] < 1.0
+    # One line per query: where the served answer matched the label and the fallback's did not, a regression.
+    differing = comparison["disagreements"]
+    assert differing and {d["verdict"] for d in differing} == {"regression"}
+    assert len({d["query"] for d in differing}) == len(differing) and all(d["events"] >= 1 for d in differing)
     assert set(comparison["segments"]) == {"head", "torso", "tail"}
     assert sum(s["traffic"]["events"] for s in comparison["segments"].values()) == comparison["agreement"]["events"]
     html = (out / "report.html").read_text()

@@ -16,7 +16,7 @@ from services.cli import (
     guardrails_cmd,
     kafka_cmd,
     realtime_cmd,
-    record_cmd,
+    replay_cmd,
     stack_cmd,
     student_cmd,
     teacher_cmd,
@@ -45,8 +45,8 @@ app.command("status")(stack_cmd.status)
 app.command("down")(stack_cmd.down)
 app.command("annotate")(realtime_cmd.annotate)
 app.command("refresher")(realtime_cmd.refresher)
-app.command("record")(record_cmd.record)
-app.add_typer(record_cmd.replay_app, name="replay")
+app.command("record")(replay_cmd.record)
+app.add_typer(replay_cmd.replay_app, name="replay")
 app.command("bench")(bench_cmd.bench)
 app.command("demo")(demo_cmd.demo)
 app.command("trace")(trace_cmd.trace)

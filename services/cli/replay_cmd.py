@@ -1,4 +1,4 @@
-"""``qu record`` (the traffic recorder) and ``qu replay`` (archived traffic through a candidate, compared)."""
+"""``qu record`` (the traffic recorder) and ``qu replay`` (recorded traffic through a candidate): docs/REPLAY.md."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ a win or a regression only when its interval excludes zero; otherwise it is "no 
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -112,7 +113,14 @@ def binary_delta(
 
 def _understanding(row: dict[str, Any]) -> dict[str, Any]:
     text = row.get("understanding")
-    data: dict[str, Any] = orjson.loads(text) if text else {}
+    return _parsed(text) if text else {}
+
+
+@functools.lru_cache(maxsize=65_536)
+def _parsed(text: str) -> dict[str, Any]:
+    # Every figure reads a row's understanding, some per segment as well: each is parsed once. The dict is shared
+    # by its callers, which only read it.
+    data: dict[str, Any] = orjson.loads(text)
     return data
 
 
@@ -212,16 +220,17 @@ class RewriteJudge:
     history: ConvertedCategories | None
 
 
-def score_gold(directory: Path, gold: Sequence[GoldQuery], judge: RewriteJudge | None = None) -> dict[str, Any]:
-    """One replay's answers scored against ``gold``, for the events whose typed query a gold record labels
-    (offsets compare directly: the handler maps tags back onto the query as typed). Traffic-weighted. Rewrite
-    coverage per type, and precision when ``judge`` has a conversion history, as `qu eval report` measures them."""
+def score_gold(rows: Sequence[Row], gold: Sequence[GoldQuery], judge: RewriteJudge | None = None) -> dict[str, Any]:
+    """One replay's answers (its rows, services.replay.runner.read_rows) scored against ``gold``, for the
+    events whose typed query a gold record labels (offsets compare directly: the handler maps tags back onto
+    the query as typed). Traffic-weighted. Rewrite coverage per type, and precision when ``judge`` has a
+    conversion history, as `qu eval report` measures them."""
     by_query = {g.query: g for g in gold}
     spans, categories, rewrites = SpanScores(), CategoryAccuracy(), RewriteScores()
     retriever = judge.retriever if judge is not None else CatalogRetriever([])
     history: ConvertedCategories = judge.history if judge is not None and judge.history is not None else _NoHistory()
     matched = 0
-    for row in read_rows(directory).to_pylist():
+    for row in rows:
         g = by_query.get(row.get("query") or "")
         if g is None or row["outcome"] != "annotation":
             continue
@@ -336,12 +345,7 @@ def compare(
         if c["outcome"] == "annotation" and b["outcome"] == "annotation"
     ]
     pairs = [(_understanding(c), _understanding(b)) for c, b in both]
-    agreement: dict[str, Any] = {"events": len(pairs)}
-    if pairs:
-        agreement["exact"] = _share(_spans(c) == _spans(b) and _top_category(c) == _top_category(b) for c, b in pairs)
-        agreement["tags"] = _share(_spans(c) == _spans(b) for c, b in pairs)
-        agreement["per_role"] = {role: _share(_spans(c, role) == _spans(b, role) for c, b in pairs) for role in ROLES}
-        agreement["top_category"] = _share(_top_category(c) == _top_category(b) for c, b in pairs)
+    agreement = _agreement(pairs)
     # Deltas over the events both sides can speak for: an event the baseline never served is not one it
     # answered well or badly (it is counted in the operations instead).
     known = [
@@ -419,8 +423,8 @@ def compare(
             delta("gold_exact_tags", lambda r, _: gold_exact(r, labels), higher_is_better=True, over=labelled)
         )
         gold_figures = {
-            "candidate": score_gold(candidate_dir, gold, judge),
-            "baseline": score_gold(baseline_dir, gold, judge),
+            "candidate": score_gold(candidate, gold, judge),
+            "baseline": score_gold(baseline, gold, judge),
         }
         # By how the query was phrased, where the labels say (qu traffic's kinds: brand_product, misspelled, ...).
         kinds: dict[str, list[tuple[Row, Row]]] = {}

@@ -116,6 +116,11 @@ def _understanding(row: dict[str, Any]) -> dict[str, Any]:
     return _parsed(text) if text else {}
 
 
+def top_category(row: Row) -> tuple[str, ...] | None:
+    """The first category path of a replay row's answer, or None."""
+    return _top_category(_understanding(row))
+
+
 @functools.lru_cache(maxsize=65_536)
 def _parsed(text: str) -> dict[str, Any]:
     # Every figure reads a row's understanding, some per segment as well: each is parsed once. The dict is shared

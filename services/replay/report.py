@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import orjson
 
+from services.replay.compare import RESAMPLES, Row, top_category
 from services.replay.runner import read_rows
 
 REPORT_HTML = "report.html"
@@ -131,15 +132,12 @@ def _segments_chart(comparison: dict[str, Any]) -> str:
     return _png(figure)
 
 
-def _confusion_chart(candidate_dir: Path, baseline_dir: Path) -> str:
+def _confusion_chart(candidate: list[Row], baseline: list[Row]) -> str:
     """Top-1 category of the baseline (rows) against the candidate's (columns), for its most frequent paths."""
-    candidate = read_rows(candidate_dir).to_pylist()
-    baseline = read_rows(baseline_dir).to_pylist()
 
-    def top(row: dict[str, Any]) -> str:
-        text = row.get("understanding")
-        categories = orjson.loads(text).get("categories", []) if text else []
-        return " › ".join(categories[0]["path"][-2:]) if categories else "(none)"
+    def top(row: Row) -> str:
+        path = top_category(row)
+        return " › ".join(path[-2:]) if path else "(none)"
 
     pairs = [(top(b), top(c)) for c, b in zip(candidate, baseline, strict=True) if b["outcome"] == "annotation"]
     frequent = [path for path, _ in Counter(b for b, _ in pairs).most_common(CONFUSION_PATHS)]
@@ -190,12 +188,12 @@ def _sources_chart(comparison: dict[str, Any]) -> str:
     return _png(figure)
 
 
-def _latency_chart(candidate_dir: Path, baseline_dir: Path) -> str:
+def _latency_chart(candidate: list[Row], baseline: list[Row]) -> str:
     groups: list[list[float]] = []
     labels: list[str] = []
-    for side, directory in (("candidate", candidate_dir), ("baseline", baseline_dir)):
+    for side, rows in (("candidate", candidate), ("baseline", baseline)):
         by_source: dict[str, list[float]] = {}
-        for row in read_rows(directory).to_pylist():
+        for row in rows:
             if row["source"] and row["processing_ms"] is not None:
                 by_source.setdefault(row["source"], []).append(row["processing_ms"])
         for source, values in sorted(by_source.items()):
@@ -212,15 +210,14 @@ def _latency_chart(candidate_dir: Path, baseline_dir: Path) -> str:
 
 def render_report(out: Path, comparison: dict[str, Any], candidate_dir: Path, baseline_dir: Path) -> Path:
     """Write ``out/report.html`` and ``out/report.json`` for ``comparison`` (services.replay.compare)."""
-    from services.replay.compare import RESAMPLES
-
+    candidate, baseline = read_rows(candidate_dir).to_pylist(), read_rows(baseline_dir).to_pylist()
     images = {
         "deltas": _deltas_chart(comparison),
         "segments": _segments_chart(comparison),
         "agreement": _agreement_chart(comparison),
-        "confusion": _confusion_chart(candidate_dir, baseline_dir),
+        "confusion": _confusion_chart(candidate, baseline),
         "sources": _sources_chart(comparison),
-        "latency": _latency_chart(candidate_dir, baseline_dir),
+        "latency": _latency_chart(candidate, baseline),
     }
     events = comparison["operations"]["candidate"]["events"]
     (out / REPORT_JSON).write_bytes(orjson.dumps(comparison, option=orjson.OPT_INDENT_2))

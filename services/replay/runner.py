@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -433,7 +433,3 @@ def _part_path(directory: Path, index: int) -> Path:
 
 def _write_part(directory: Path, index: int, rows: list[dict[str, Any]]) -> None:
     write_parquet_atomically(_part_path(directory, index), pa.Table.from_pylist(rows, schema=ROWS))
-
-
-def iter_rows(directory: Path) -> Iterator[dict[str, Any]]:
-    yield from read_rows(directory).to_pylist()

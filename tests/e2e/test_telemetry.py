@@ -197,10 +197,17 @@ def triton_export_diagnosis(stack: EmbeddedStack, rows: list[dict[str, Any]]) ->
         log = stack.logs / name
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
 
+    # Triton's trace settings as it holds them now (a later change to them would stop its tracing).
+    url = f"http://127.0.0.1:{stack.settings.triton_http_port}/v2/trace/setting"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            settings = response.read().decode(errors="replace")
+    except OSError as err:
+        settings = f"(GET {url} failed: {err})"
     return (
         f"Triton's spans are missing from the trace; its spans: {[(r['name'], r['service']) for r in rows]}; "
-        f"spans from qu-triton in the store: {exported}\n--- traces.log ---\n{tail('traces.log')}"
-        f"\n--- triton.log ---\n{tail('triton.log')}"
+        f"spans from qu-triton in the store: {exported}; Triton's trace settings: {settings}"
+        f"\n--- traces.log ---\n{tail('traces.log')}\n--- triton.log ---\n{tail('triton.log')}"
     )
 
 

@@ -77,10 +77,18 @@ def consume(
     idle_timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Stop after this many idle seconds.")] = 5,
     group: Annotated[str | None, typer.Option(help="Consumer group (commits offsets); default a fresh one.")] = None,
     from_beginning: Annotated[bool, typer.Option(help="Start at the earliest offset for a new group.")] = True,
+    value_only: Annotated[
+        bool,
+        typer.Option(
+            help="Print only each record's decoded value (a search event's own JSON: the log `qu teacher run --log` "
+            "reads); a record that does not decode is reported on stderr instead."
+        ),
+    ] = False,
 ) -> None:
     """Print TOPIC's records as JSON lines (protobuf values decoded) until --max or --timeout.
 
-    A value that is not the topic's message is printed as ``value_base64`` with an ``error``, and read past.
+    A value that is not the topic's message is printed as ``value_base64`` with an ``error``, and read past
+    (with --value-only it is named on stderr and counted in the summary line).
     """
     settings = settings_from(ctx)
     with reported_errors():
@@ -94,7 +102,7 @@ def consume(
         assigned, last = True, time.monotonic()
 
     reader.subscribe([topic], on_assign=on_assign)
-    count = 0
+    count = undecodable = 0
     out = sys.stdout.buffer
     try:
         while count < max_records and time.monotonic() - last < idle_timeout:
@@ -114,11 +122,17 @@ def consume(
                     # Printed raw and read past: one bad record must not stop the reader, nor (with --group)
                     # every later run at the same offset.
                     where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+                    undecodable += 1
+                    if value_only:
+                        err_console.print(f"[red]error[/] {escape(where)}: {escape(str(err))}; not printed")
+                        count += 1
+                        last = time.monotonic()
+                        continue
                     err_console.print(f"[red]error[/] {escape(where)}: {escape(str(err))}; printed as value_base64")
                     record["value"] = None
                     record["value_base64"] = base64.b64encode(message.value() or b"").decode("ascii")
                     record["error"] = str(err)
-                out.write(orjson.dumps(record) + b"\n")
+                out.write(orjson.dumps(record["value"] if value_only else record) + b"\n")
                 count += 1
                 last = time.monotonic()
             out.flush()
@@ -128,4 +142,6 @@ def consume(
         reader.close()
     if not assigned:
         err_console.print(f"[red]no partitions of {topic} were assigned within {JOIN_TIMEOUT_S:.0f} s[/]")
-    err_console.print(f"read {count} records from {topic}")
+    err_console.print(
+        f"read {count} records from {topic}" + (f"; {undecodable} could not be decoded" if undecodable else "")
+    )

@@ -16,6 +16,7 @@ from services.domain import SearchRequest
 from services.kafka_clients import producer, send_all
 from services.stack.tansu import TansuBroker
 from services.stack.topics import ensure_topics
+from services.teacher.selection import QueryLog
 from services.topics import SEARCH_EVENTS, TOPICS
 from services.wire import encode_search_event
 
@@ -90,3 +91,31 @@ def test_an_undecodable_record_is_reported_and_a_group_reads_on_past_it(
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0, second.output
     assert [line for line in second.stdout.splitlines() if marker in line] == []
+
+
+def test_value_only_writes_the_events_themselves_which_the_teacher_reads_as_its_log(
+    tmp_path: Path, kafka_broker: TansuBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the teacher's CronJob does (deploy/k8s/base/teacher.yaml): the day's events, as the teacher's log.
+    ensure_topics(kafka_broker.bootstrap, [spec for spec in TOPICS if spec.name == SEARCH_EVENTS])
+    monkeypatch.setenv("QU_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    marker = uuid.uuid4().hex
+    proto: list[tuple[str, str | bytes | None]] = [("content-type", b"application/x-protobuf")]
+    events = [
+        {"event_id": f"{marker}-{i}", "query": query, "session_id": f"s-{marker}", "ts": f"2026-12-06T10:00:0{i}Z"}
+        for i, query in enumerate(["oat milk", "oat milk", "gluten free bread"])
+    ]
+    records = [(marker.encode(), orjson.dumps(event), []) for event in events]
+    records.insert(1, (marker.encode(), b"\x0a\xff\xff" + marker.encode(), proto))  # does not decode
+    assert send_all(producer(kafka_broker.bootstrap), SEARCH_EVENTS, records) == 4
+    args = ["--state-dir", str(tmp_path), "consume", SEARCH_EVENTS, "--value-only", "--group", f"t-{marker}"]
+
+    result = CliRunner().invoke(app, [*args, "--timeout", "3"])
+    assert result.exit_code == 0, result.output
+    mine = [r for r in map(orjson.loads, result.stdout.splitlines()) if r.get("session_id") == f"s-{marker}"]
+    assert [r["event_id"] for r in mine] == [e["event_id"] for e in events]
+    assert "could not be decoded" in result.stderr and "not printed" in result.stderr
+    log = tmp_path / "events.jsonl"
+    log.write_text("\n".join(orjson.dumps(r).decode() for r in mine) + "\n")
+    head = QueryLog.read([log]).head(1)
+    assert [q.query for q in head] == ["oat milk"]

@@ -22,6 +22,7 @@ from services.cli import (
     teacher_cmd,
     trace_cmd,
     traffic_cmd,
+    triton_cmd,
 )
 from services.settings import Settings
 
@@ -37,6 +38,7 @@ app.add_typer(guardrails_cmd.app, name="guardrails")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(teacher_cmd.app, name="teacher")
 app.add_typer(student_cmd.app, name="student")
+app.add_typer(triton_cmd.app, name="triton")
 app.command("traffic")(traffic_cmd.traffic)
 app.command("produce")(kafka_cmd.produce)
 app.command("consume")(kafka_cmd.consume)

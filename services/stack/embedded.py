@@ -24,15 +24,13 @@ from services.catalog.artifacts import CatalogNotFoundError, resolve_build
 from services.settings import Settings
 from services.stack.figures import read_figures
 from services.stack.keeper import KeeperStatus
-from services.stack.model_repository import committed_model_repository, materialize_model_repository
 from services.stack.ports import port_in_use
 from services.stack.redis_server import RedisServer
+from services.stack.student_repository import prepare_student_repository
 from services.stack.supervisor import ProcessRecord, StackError, StackState
 from services.stack.tansu import TansuBroker
 from services.stack.topics import ensure_topics
 from services.stack.triton_server import TritonServer, remove_shared_memory
-from services.student.export.embedding_graph import ensure_embedding_graph
-from services.student.export.publish import restore_published_versions
 from services.telemetry.span_store import READY as SPAN_STORE_READY
 
 Report = Callable[[str], None]
@@ -366,18 +364,8 @@ class EmbeddedStack:
 
     def _start_triton(self, state: StackState) -> ProcessRecord:
         s = self.settings
-        repository = materialize_model_repository(
-            committed_model_repository(),
-            self.stack_dir / "model_repository",
-            catalog_dir=s.resolved_catalog_dir,
-            embedding_model_path=s.resolved_embedding_model_path(),
-            embedding_model_id=s.embedding_model_id,
-            embedding_graph=ensure_embedding_graph(
-                self.state_dir / "models", s.resolved_embedding_model_path(), s.embedding_model_id
-            ),
-        )
         # Exported student versions (`qu student export`) live in the state dir; the fresh copy gets them back.
-        restored = restore_published_versions(self.state_dir, repository)
+        repository, restored = prepare_student_repository(s, self.stack_dir / "model_repository")
         if restored:
             self.report(f"triton: qu_student versions {restored} restored from {self.state_dir / 'student'}")
         triton = TritonServer(

@@ -110,6 +110,8 @@ class TritonServer:
     metrics_port: int | None = None
     # Where Triton posts its own spans (OTLP/HTTP, JSON) for requests that carry a trace context; None: off.
     trace_url: str | None = None
+    # The address every endpoint binds: loopback for the embedded stack; 0.0.0.0 in a pod (`qu triton serve`).
+    host: str = "127.0.0.1"
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     # Python-backend shared memory is named after this prefix, so stop() removes exactly ours.
     _shm_prefix: str = field(default_factory=lambda: f"{SHM_PREFIX_STEM}{uuid.uuid4().hex[:12]}_", init=False)
@@ -132,15 +134,16 @@ class TritonServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def _command(self, server_dir: Path) -> list[str]:
+    def command(self, server_dir: Path) -> list[str]:
+        """The ``tritonserver`` command line for this server (``server_dir``: :func:`pytriton_server_dir`)."""
         return [
             str(server_dir / "bin" / "tritonserver"),
             f"--model-repository={self.model_repository.resolve()}",
             f"--backend-directory={server_dir / 'backends'}",
             f"--cache-directory={server_dir / 'caches'}",
-            "--http-address=127.0.0.1",
+            f"--http-address={self.host}",
             f"--http-port={self.http_port}",
-            "--grpc-address=127.0.0.1",
+            f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
             *self._metrics_flags(),
             *self._trace_flags(),
@@ -159,7 +162,7 @@ class TritonServer:
         return [
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
-            "--metrics-address=127.0.0.1",
+            f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
         ]
 
@@ -195,7 +198,7 @@ class TritonServer:
         self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
-                self._command(server_dir),
+                self.command(server_dir),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

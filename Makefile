@@ -23,7 +23,9 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # Debian's redis-server is the head-tag cache of the embedded stack and of the tests; the tests also drive
-# Debian's chromium headless (the replay report's browser test).
+# Debian's chromium headless (the replay report's browser test). tests/deploy renders deploy/k8s with the
+# machine's kubectl (kustomize 5): Debian's own kubectl (kubernetes-client, 1.20) is too old to render it and no
+# registry reachable here ships a newer one, so a machine without it gets a test failure naming it.
 system-deps:
 	@sh scripts/install-system-deps.sh redis-server=redis-server
 

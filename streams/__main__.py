@@ -12,10 +12,11 @@ asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 from services.telemetry.logs import instrument_log_records  # noqa: E402
 from services.telemetry.setup import configure_telemetry  # noqa: E402
-from streams.app import app, settings  # noqa: E402  (after the policy, on purpose)
+from streams.app import app, health, settings  # noqa: E402  (after the policy, on purpose)
 
-# The entrypoint configures telemetry (traces, metrics, the Prometheus endpoint); the app only uses the API.
-telemetry = configure_telemetry(settings, "qu-worker")
+# The entrypoint configures telemetry (traces, metrics, the Prometheus endpoint with /livez and /readyz beside
+# /metrics); the app only uses the API.
+telemetry = configure_telemetry(settings, "qu-worker", health=health)
 instrument_log_records()  # Faust applies the app's logging_config (JSON lines) when the worker starts
 # QU_WORKER_PROFILE: the main thread (the event loop: agent, handler, Kafka clients) under cProfile, written at
 # the end (services/bench/profile.py reads it). Whole and at once: stats in a temporary name, then renamed.

@@ -5,7 +5,8 @@
   is set. The processor's queue is bounded and it drops spans when full: exporting never blocks an
   event, and a collector that is down costs spans, never events.
 - **Metrics**: a Prometheus endpoint on ``QU_METRICS_HOST:QU_METRICS_PORT`` (loopback by default), and
-  OTLP when the endpoint is set.
+  OTLP when the endpoint is set. The same port serves the process's probes, ``/livez`` and ``/readyz``, when
+  the entrypoint hands over its ``Health`` (services/telemetry/admin_server.py).
 - **Redis**: redis-py is instrumented (its client spans nest under the caller's span).
 
 The rest of the ``OTEL_*`` variables (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
@@ -28,7 +29,9 @@ from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from services.errors import QuError
+from services.health import Health
 from services.settings import Settings
+from services.telemetry.admin_server import AdminServer, admin_app, serve_admin
 from services.telemetry.sampling import worker_sampler
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class Telemetry:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider | None  # None when nothing reads metrics (no Prometheus endpoint, no OTLP)
     metrics_address: str | None = None  # host:port of the Prometheus endpoint, when there is one
+    admin_server: AdminServer | None = None  # what serves it (and the probes)
     _shut: bool = field(default=False, repr=False)
 
     def shutdown(self) -> None:
@@ -59,6 +63,8 @@ class Telemetry:
         self.tracer_provider.shutdown()
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
+        if self.admin_server is not None:
+            self.admin_server.close()
 
 
 def configure_telemetry(
@@ -70,12 +76,15 @@ def configure_telemetry(
     metric_readers: list[MetricReader] | None = None,
     instrument_redis: bool = True,
     global_providers: bool = True,
+    health: Health | None = None,
 ) -> Telemetry:
     """Set this process's global tracer and meter providers. ``metrics_port`` overrides ``settings.metrics_port``
     (0: no Prometheus endpoint); ``span_processors`` and ``metric_readers`` are added to what the settings ask
     for (tests pass in-memory ones). A command that runs and ends (``qu teacher run``) passes
     ``global_providers=False`` and hands ``tracer_provider`` to what it runs: a process that goes on after it
-    (a test session running commands in-process) keeps its own providers, untouched and not shut down."""
+    (a test session running commands in-process) keeps its own providers, untouched and not shut down.
+    ``health``, from a long-running process's entrypoint, is served as ``/livez`` and ``/readyz`` beside
+    ``/metrics`` (with no Prometheus endpoint there are no probes either)."""
     resource = Resource.create(
         {
             SERVICE_NAME: service_name,
@@ -102,8 +111,10 @@ def configure_telemetry(
     readers = list(metric_readers or [])
     port = settings.metrics_port if metrics_port is None else metrics_port
     address = None
+    admin_server = None
     if port:
-        readers.append(_prometheus_reader(settings.metrics_host, port))
+        admin_server = _admin_server(settings.metrics_host, port, health)
+        readers.append(_prometheus_reader())
         address = f"{settings.metrics_host}:{port}"
     if settings.otlp_endpoint:
         readers.append(PeriodicExportingMetricReader(_otlp_metric_exporter(settings.otlp_endpoint)))
@@ -117,7 +128,7 @@ def configure_telemetry(
         instrumentor = RedisInstrumentor()
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(tracer_provider=tracer_provider)
-    return Telemetry(tracer_provider, meter_provider, address)
+    return Telemetry(tracer_provider, meter_provider, address, admin_server)
 
 
 class _ServiceOnSpans(SpanProcessor):
@@ -148,15 +159,20 @@ def _signal_url(endpoint: str, signal: str) -> str:
     return f"{endpoint.rstrip('/')}/v1/{signal}"
 
 
-def _prometheus_reader(host: str, port: int) -> MetricReader:
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import start_http_server
+def _admin_server(host: str, port: int, health: Health | None) -> AdminServer:
+    # prometheus_client's app serves its default registry, which the PrometheusMetricReader below feeds.
+    from prometheus_client import make_wsgi_app
 
     try:
-        start_http_server(port, addr=host)
+        return serve_admin(host, port, admin_app(make_wsgi_app(), health))
     except OSError as err:
         raise TelemetryError(
             f"the Prometheus endpoint cannot listen on {host}:{port} ({err}): set QU_METRICS_PORT to a free port, "
             "or 0 for none"
         ) from err
+
+
+def _prometheus_reader() -> MetricReader:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
     return PrometheusMetricReader()

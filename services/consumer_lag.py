@@ -24,6 +24,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from services.errors import QuError
 from services.kafka_clients import consumer
+from services.kafka_security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,15 @@ class PartitionLag:
 class GroupLagReader:
     """Reads ``group``'s lag on ``topic``; one broker connection, reused for every reading."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, bootstrap: str, group: str, topic: str, *, timeout_s: float = 5.0, security: KafkaSecurity = PLAINTEXT
+    ) -> None:
         self.bootstrap = bootstrap
         self.group = group
         self.topic = topic
         self.timeout_s = timeout_s
         # The group's id on a consumer that never subscribes: it reads the group's offsets without joining it.
-        self._consumer: Consumer = consumer(bootstrap, group)
+        self._consumer: Consumer = consumer(bootstrap, group, security=security)
         self._closed = False
         # A scrape thread reads while the process may be closing: one call on the connection at a time.
         self._turn = threading.Lock()

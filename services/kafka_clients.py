@@ -1,4 +1,8 @@
-"""confluent-kafka clients configured the way every part of the engine needs them."""
+"""confluent-kafka clients configured the way every part of the engine needs them.
+
+``security`` (services/kafka_security.py) is how the client reaches the cluster: callers that talk to the
+configured cluster pass ``KafkaSecurity.from_settings(settings)``; the default, PLAINTEXT, is the embedded stack's.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,13 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from services.errors import QuError
+from services.kafka_security import PLAINTEXT, KafkaSecurity
 
 
-def producer(bootstrap: str, **overrides: Any) -> Producer:
+def producer(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT, **overrides: Any) -> Producer:
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
+        **security.confluent_config(),
         "enable.idempotence": True,  # no duplicates from the producer's own retries
         "linger.ms": 2,
         "client.id": "qu",
@@ -23,9 +29,17 @@ def producer(bootstrap: str, **overrides: Any) -> Producer:
     return Producer(config)
 
 
-def consumer(bootstrap: str, group_id: str | None = None, *, from_beginning: bool = True, **overrides: Any) -> Consumer:
+def consumer(
+    bootstrap: str,
+    group_id: str | None = None,
+    *,
+    from_beginning: bool = True,
+    security: KafkaSecurity = PLAINTEXT,
+    **overrides: Any,
+) -> Consumer:
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
+        **security.confluent_config(),
         # A fresh group per reader unless one is named: reading a topic should not steal a group's partitions.
         "group.id": group_id or f"qu-reader-{uuid.uuid4().hex[:12]}",
         "auto.offset.reset": "earliest" if from_beginning else "latest",
@@ -105,7 +119,7 @@ def send_all(
 
 
 def read_to_end(
-    bootstrap: str, topic: str, *, timeout_s: float = 60.0, idle_s: float = 1.0
+    bootstrap: str, topic: str, *, timeout_s: float = 60.0, idle_s: float = 1.0, security: KafkaSecurity = PLAINTEXT
 ) -> Iterator[tuple[bytes | None, list[tuple[str, str | bytes | None]], str]]:
     """Every record of ``topic`` from the beginning to its end: ``(value, headers, "topic[p]@offset")``.
 
@@ -115,7 +129,7 @@ def read_to_end(
     watermark alone would stop early there. Raises :class:`DeliveryError` when the broker cannot be
     reached, the topic does not exist, or the end is not reached within ``timeout_s``.
     """
-    reader = consumer(bootstrap)
+    reader = consumer(bootstrap, security=security)
     try:
         try:
             metadata = reader.list_topics(topic, timeout=10)

@@ -12,10 +12,13 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.embeddings import SentenceEmbedder
+from services.kafka_security import KafkaSaslMechanism, KafkaSecurityProtocol
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="QU_", env_file=None, extra="ignore")
+    # hide_input_in_errors: a validation error would otherwise print the value given, a secret
+    # (QU_KAFKA_SASL_PASSWORD, QU_REDIS_PASSWORD) included.
+    model_config = SettingsConfigDict(env_prefix="QU_", env_file=None, extra="ignore", hide_input_in_errors=True)
 
     state_dir: Path = Field(
         default=Path(".qu"),
@@ -48,6 +51,31 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field(
         default="127.0.0.1:19092",
         description="Kafka bootstrap servers, host:port[,host:port] (env QU_KAFKA_BOOTSTRAP).",
+    )
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="How every Kafka client reaches the brokers (env QU_KAFKA_SECURITY_PROTOCOL): PLAINTEXT (the "
+        "embedded stack), SSL, SASL_PLAINTEXT or SASL_SSL (a Strimzi TLS listener with SCRAM users).",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field(
+        default="SCRAM-SHA-512",
+        description="The SASL mechanism with a SASL_* protocol (env QU_KAFKA_SASL_MECHANISM); Strimzi's "
+        "KafkaUser with `authentication: scram-sha-512` is SCRAM-SHA-512.",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None,
+        description="The SASL user with a SASL_* protocol (env QU_KAFKA_SASL_USERNAME): the KafkaUser's name.",
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None,
+        description="The SASL user's password with a SASL_* protocol (env QU_KAFKA_SASL_PASSWORD): the "
+        "`password` key of the KafkaUser's Secret.",
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None,
+        description="The CA bundle that signed the brokers' certificates, with SSL or SASL_SSL (env "
+        "QU_KAFKA_SSL_CA_FILE; Strimzi: `ca.crt` of the Secret <cluster>-cluster-ca-cert); unset: the system's "
+        "CAs. Its presence is checked where Kafka clients are built (services/kafka_security.py).",
     )
     redis_url: str = Field(default="redis://127.0.0.1:16379/0", description="Head-tag cache (env QU_REDIS_URL).")
     redis_password: SecretStr | None = Field(
@@ -193,6 +221,14 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field(
         default="127.0.0.1", description="The address the Prometheus endpoint binds (0.0.0.0 in a pod)."
+    )
+    health_stall_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="The worker's and the refresher's liveness (`/livez` on the Prometheus port) fails once their "
+        "event loop has not beaten for this long, so that Kubernetes restarts a wedged process (env "
+        "QU_HEALTH_STALL_S). The loop beats every second; keep it well above the longest pause a healthy "
+        "process can take.",
     )
     # --- teacher ---
     teacher_base_url: str = Field(

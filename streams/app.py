@@ -26,12 +26,15 @@ from services.annotation.handler import AnnotateHandler, InputRecord
 from services.annotation.metrics import AnnotateMetrics
 from services.annotation.runtime import HANDLER_READY, build_handler
 from services.annotation.tracing import default_tracer, process_context
+from services.health import Health
+from services.kafka_security import KafkaSecurity
 from services.settings import Settings
 from services.telemetry.logs import logging_config
 from services.topics import CACHE_MISSES, DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS, WORKER_GROUP
 from services.wire import RecordOrigin
 from streams import fetch_wait
 from streams.batching import BATCH_MAX, BATCH_WITHIN_S, PRODUCER_MAX_BATCH_BYTES
+from streams.kafka_auth import broker_credentials
 
 log = logging.getLogger("qu.worker")
 # Before the consumer starts: a record whose header key is not UTF-8 becomes a dead letter, not a stalled partition.
@@ -41,6 +44,8 @@ settings = Settings()
 app = faust.App(
     WORKER_GROUP,
     broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
+    # TLS / SASL (QU_KAFKA_SECURITY_PROTOCOL, ...): the consumer and producer of the transport below use them too.
+    broker_credentials=broker_credentials(KafkaSecurity.from_settings(settings)),
     # tansu (and any broker) answers a group join in seconds with this, not the 45 s default.
     broker_session_timeout=6,
     # Only at-least-once works against tansu (its InitProducerId fails); annotations carry
@@ -80,6 +85,9 @@ _handler_lock = asyncio.Lock()
 # One per process, from the global providers (streams/__main__.py configures them before the app runs).
 metrics = AnnotateMetrics()
 tracer = default_tracer()
+# The worker's probes, served on its Prometheus port (streams/__main__.py hands it to configure_telemetry).
+HANDLER_CHECK = "handler"
+health = Health((HANDLER_CHECK,), stall_s=settings.health_stall_s)
 
 
 async def handler() -> AnnotateHandler:
@@ -89,7 +97,21 @@ async def handler() -> AnnotateHandler:
             _handler = await build_handler(settings, metrics)
             # `qu up` waits for this line: from here on, events are answered at full speed.
             log.info(HANDLER_READY)
+            health.ready(HANDLER_CHECK)
         return _handler
+
+
+async def _beat() -> None:
+    health.beat()
+
+
+# From the event loop, so that a blocked loop fails liveness (the probe is served from another thread).
+heartbeat = app.timer(interval=1.0, traced=False)(_beat)
+
+
+@app.on_before_shutdown.connect
+def not_ready_when_stopping(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+    health.stopping("the worker is stopping")
 
 
 # What the broker or the client refuses because of the record itself: sending it again cannot help, so its

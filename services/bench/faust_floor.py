@@ -75,7 +75,8 @@ def _one(
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (source, sink)]).values():
         future.result(timeout=10)
-    client = producer(broker.bootstrap, **{"linger.ms": 5})
+    linger: dict[str, Any] = {"linger.ms": 5}
+    client = producer(broker.bootstrap, **linger)  # the bench's own tansu: PLAINTEXT
     for i in range(events):
         client.produce(source, key=str(i % 97).encode(), value=VALUE % i)
         if i % 5000 == 0:

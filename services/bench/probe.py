@@ -161,7 +161,8 @@ class EventSender:
 
     def __init__(self, bootstrap: str, bench_id: str) -> None:
         # linger 0: a paced event leaves at once; unpaced ones still batch while a request is in flight.
-        self._producer: Producer = producer(bootstrap, **{"linger.ms": 0, "client.id": "qu-bench"})
+        overrides: dict[str, Any] = {"linger.ms": 0, "client.id": "qu-bench"}
+        self._producer: Producer = producer(bootstrap, **overrides)  # the embedded stack's tansu: PLAINTEXT
         self.bench_id = bench_id
         # (topic, partition) -> the offset after the last record this sender delivered there: the end of what a
         # consumer group has to read, known without asking tansu for its (wrong) high watermark (NOTES.md).

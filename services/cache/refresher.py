@@ -31,6 +31,8 @@ from services.cache.publish import publish_head_tags
 from services.cache.writer import ActivationStatus, HeadTagWriter, RetiredRunError
 from services.domain import SCHEMA_VERSION
 from services.errors import QuError
+from services.health import Health
+from services.kafka_security import PLAINTEXT, KafkaSecurity
 from services.telemetry import TRACER_NAME
 from services.telemetry.kafka_headers import HeaderList, extract_context
 from services.topics import HEAD_TAGS
@@ -83,10 +85,17 @@ class _Batch:
     next_offsets: dict[int, int] = field(default_factory=dict)
 
 
+# The refresher's readiness check (services/health.py): its consumer has started.
+CONSUMER_CHECK = "consumer"
+
+
 class HeadTagRefresher:
     """Consumes head tags and keeps Redis's active run current. ``consumer_config`` needs at least
-    ``bootstrap.servers`` and ``group.id``; auto commit is always off (commits follow writes).
-    ``admission`` binds every entry to the catalog before it is written: the topic is a trust boundary."""
+    ``bootstrap.servers`` and ``group.id``; ``security`` adds how to reach the cluster (TLS, SASL); auto commit
+    is always off (commits follow writes).
+    ``admission`` binds every entry to the catalog before it is written: the topic is a trust boundary.
+    ``health``, when given, declares the check :data:`CONSUMER_CHECK`: ready once the consumer is subscribed and
+    its first poll has returned, unready again when the refresher is closed."""
 
     def __init__(
         self,
@@ -102,8 +111,15 @@ class HeadTagRefresher:
         run_end_timeout_s: float = 30.0,
         writer: HeadTagWriter | None = None,
         consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+        security: KafkaSecurity = PLAINTEXT,
+        health: Health | None = None,
     ) -> None:
-        config = {"auto.offset.reset": "earliest", "session.timeout.ms": 6000, **consumer_config}
+        config = {
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            **security.confluent_config(),
+            **consumer_config,
+        }
         config["enable.auto.commit"] = False
         self._config = config
         self._consumer_factory = consumer_factory
@@ -120,6 +136,7 @@ class HeadTagRefresher:
         self._consumed: dict[int, int] = {}  # partition -> next offset whose predecessors are written
         self._committed: dict[int, int] = {}
         self._pending: dict[str, _RunEnd] = {}
+        self._health = health
         self.counters = RefresherCounters()
 
     # --- driving loops ------------------------------------------------------------------------
@@ -163,17 +180,23 @@ class HeadTagRefresher:
 
     def close(self) -> None:
         consumer, self._consumer = self._consumer, None
+        if self._health is not None:
+            self._health.unready(CONSUMER_CHECK, "the refresher is closed")
         if consumer is not None:
             consumer.close()  # auto commit is off: closing commits nothing that was not written
 
     # --- one batch ----------------------------------------------------------------------------
 
     async def _consume(self) -> list[Message]:
+        started = self._consumer is not None
         if self._consumer is None:
             self._consumer = self._consumer_factory(dict(self._config))
             self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         # The blocking client runs in a worker thread so that the event loop (and readers sharing it) go on.
-        return await asyncio.to_thread(self._consumer.consume, self._batch_size, self._poll_timeout_s)
+        messages = await asyncio.to_thread(self._consumer.consume, self._batch_size, self._poll_timeout_s)
+        if not started and self._health is not None:
+            self._health.ready(CONSUMER_CHECK)
+        return messages
 
     def _decode(self, messages: list[Message]) -> _Batch:
         batch = _Batch()

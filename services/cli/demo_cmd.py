@@ -14,6 +14,7 @@ from services.catalog.demo import demo_files
 from services.catalog.reader import read_catalog
 from services.cli.context import err_console, reported_errors, settings_from
 from services.kafka_clients import check_topic, consumer, producer, send_all
+from services.kafka_security import PLAINTEXT
 from services.normalize import normalize_query
 from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
@@ -59,13 +60,14 @@ def _stream(
     bootstrap = stack.endpoints()["kafka"]
     traffic = generate_traffic(load_catalog(settings.resolved_catalog_dir), TrafficConfig(events=count, seed=seed))
     wanted = {e.event_id for e in traffic.events}
-    reader = consumer(bootstrap)
+    # The embedded stack's tansu broker, PLAINTEXT whatever QU_KAFKA_SECURITY_PROTOCOL says (it is the cluster's).
+    reader = consumer(bootstrap, security=PLAINTEXT)
     assigned: list[bool] = []
     reader.subscribe([QUERY_ANNOTATIONS, DEAD_LETTER], on_assign=lambda *_: assigned.append(True))
     deadline = time.monotonic() + 30
     while not assigned and time.monotonic() < deadline:  # join before producing: nothing is missed
         reader.poll(0.2)
-    client = producer(bootstrap)
+    client = producer(bootstrap, security=PLAINTEXT)
     check_topic(client, SEARCH_EVENTS, bootstrap)
     headers: list[tuple[str, str | bytes | None]] = [("content-type", b"application/json")]
     began = time.monotonic()

@@ -16,6 +16,7 @@ from rich.markup import escape
 from services.cli.context import err_console, reported_errors, settings_from
 from services.errors import InputError
 from services.kafka_clients import Record, check_topic, consumer, producer, send_all
+from services.kafka_security import KafkaSecurity
 from services.normalize import normalize_query
 from services.wire import UndecodableRecord, record_to_json
 
@@ -64,7 +65,7 @@ def produce(
     skipped: list[int] = []
     with reported_errors():
         records = _records(file, skip_invalid, skipped)
-        client = producer(settings.kafka_bootstrap)
+        client = producer(settings.kafka_bootstrap, security=KafkaSecurity.from_settings(settings))
         check_topic(client, topic, settings.kafka_bootstrap)
         sent = send_all(client, topic, records, rate=rate)
     err_console.print(f"produced {sent} records to {topic}" + (f"; skipped lines {skipped[:20]}" if skipped else ""))
@@ -92,7 +93,12 @@ def consume(
     """
     settings = settings_from(ctx)
     with reported_errors():
-        reader = consumer(settings.kafka_bootstrap, group, from_beginning=from_beginning)
+        reader = consumer(
+            settings.kafka_bootstrap,
+            group,
+            from_beginning=from_beginning,
+            security=KafkaSecurity.from_settings(settings),
+        )
     assigned = False
     # The idle clock starts once partitions are assigned: joining a group takes seconds on its own.
     last = time.monotonic() + JOIN_TIMEOUT_S

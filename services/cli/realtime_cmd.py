@@ -13,11 +13,14 @@ import typer
 
 from services.annotation.runtime import build_runtime
 from services.cache import HeadTagAdmission, HeadTagRefresher, connect_head_tag_cache
+from services.cache.refresher import CONSUMER_CHECK
 from services.cache.refresher_metrics import watch_refresher
 from services.catalog.artifacts import load_catalog
 from services.cli.context import err_console, reported_errors, settings_from
 from services.consumer_lag import GroupLagReader, watch_group_lag
 from services.domain import Annotation
+from services.health import Health, heartbeat
+from services.kafka_security import KafkaSecurity
 from services.settings import Settings
 from services.telemetry.logs import configure_logging
 from services.telemetry.setup import configure_telemetry
@@ -74,41 +77,58 @@ def refresher(ctx: typer.Context) -> None:
     """Run the head-tag refresher: qu.head-tags.v1 -> Redis, until SIGTERM or Ctrl-C."""
     settings = settings_from(ctx)
     configure_logging("INFO", json=settings.log_format == "json")
+    # Its probes, /livez and /readyz, beside /metrics: ready once the consumer has started.
+    health = Health((CONSUMER_CHECK,), stall_s=settings.health_stall_s)
     with reported_errors():
         # An entrypoint: it configures telemetry (its Prometheus endpoint is QU_METRICS_PORT).
         # Its spans are run activations, a few a day: every one is kept (QU_TRACE_SAMPLE_RATIO is for search events).
-        telemetry = configure_telemetry(settings.model_copy(update={"trace_sample_ratio": 1.0}), "qu-refresher")
+        telemetry = configure_telemetry(
+            settings.model_copy(update={"trace_sample_ratio": 1.0}), "qu-refresher", health=health
+        )
         try:
-            asyncio.run(_refresh(settings))
+            asyncio.run(_refresh(settings, health))
         finally:
             telemetry.shutdown()
 
 
-async def _refresh(settings: Settings) -> None:
+async def _refresh(settings: Settings, health: Health) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping(sig: signal.Signals) -> None:
+        health.stopping(f"the refresher is stopping ({sig.name})")
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping, sig)
     # Not the real-time path: long pipelines, so a patient socket timeout instead of the lookups' 0.25 s.
     redis = connect_head_tag_cache(
         settings.redis_url, password=settings.resolved_redis_password(), socket_timeout_s=5.0, connect_timeout_s=2.0
     )
     # The catalog the workers answer from: nothing outside it may reach the cache (see services.cache.admission).
     admission = HeadTagAdmission(load_catalog(settings.resolved_catalog_dir))
+    security = KafkaSecurity.from_settings(settings)
     worker = HeadTagRefresher(
         {"bootstrap.servers": settings.kafka_bootstrap, "group.id": REFRESHER_GROUP},
         redis,
         admission=admission,
+        security=security,
         ttl_s=settings.head_tags_ttl_s,
+        health=health,
     )
     watch_refresher(worker.counters)
     # The workers' lag, watched from outside their group: a worker that is down cannot report its own.
-    lag = GroupLagReader(settings.kafka_bootstrap, WORKER_GROUP, SEARCH_EVENTS)
+    lag = GroupLagReader(settings.kafka_bootstrap, WORKER_GROUP, SEARCH_EVENTS, security=security)
     watch_group_lag(lag)
-    logging.getLogger("qu.refresher").info("refreshing Redis %s from %s", settings.redis_url, settings.kafka_bootstrap)
+    logging.getLogger("qu.refresher").info(
+        "refreshing Redis %s from %s (%s)", settings.redis_url, settings.kafka_bootstrap, security.describe()
+    )
+    # From the event loop, so that a blocked loop fails liveness (the probe is served from another thread).
+    beating = asyncio.create_task(heartbeat(health))
     try:
         await worker.run_forever(stop)
     finally:
+        beating.cancel()
         worker.close()
         lag.close()
         await redis.aclose()

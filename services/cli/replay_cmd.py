@@ -14,6 +14,7 @@ import orjson
 import typer
 
 from services.cli.context import err_console, print_json, reported_errors, settings_from
+from services.kafka_security import KafkaSecurity
 from services.replay.compare import RewriteJudge
 from services.replay.recorder import TrafficRecorder
 from services.settings import Settings
@@ -36,8 +37,9 @@ def record(ctx: typer.Context) -> None:
     archive = settings.resolved_archive_dir
     with reported_errors():
         archive.mkdir(parents=True, exist_ok=True)
-        recorder = TrafficRecorder(settings.kafka_bootstrap, archive)
-        log.info("recording %s into %s", settings.kafka_bootstrap, archive)
+        security = KafkaSecurity.from_settings(settings)
+        recorder = TrafficRecorder(settings.kafka_bootstrap, archive, security=security)
+        log.info("recording %s (%s) into %s", settings.kafka_bootstrap, security.describe(), archive)
         asyncio.run(_record(recorder))
         counters = recorder.counters
         log.info(
@@ -223,7 +225,8 @@ def _source_archive(source: str | None, settings: Settings, out: Path, *, served
     snapshot = out / "source-archive"
     topics = [topic, QUERY_ANNOTATIONS] if served and topic != QUERY_ANNOTATIONS else [topic]
     err_console.print(f"copying {', '.join(topics)} from {settings.kafka_bootstrap} into {snapshot}")
-    counters = asyncio.run(snapshot_topics(settings.kafka_bootstrap, snapshot, topics))
+    security = KafkaSecurity.from_settings(settings)
+    counters = asyncio.run(snapshot_topics(settings.kafka_bootstrap, snapshot, topics, security=security))
     err_console.print(f"copied {counters.records} records ({counters.without_event_id} without an event id)")
     return snapshot, topic
 

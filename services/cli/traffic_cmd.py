@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from services.catalog.artifacts import load_catalog
 from services.cli.context import err_console, print_json, reported_errors, settings_from
+from services.kafka_security import KafkaSecurity
 from services.traffic import TrafficConfig, generate_traffic, traffic_shape
 from services.traffic.output import TrafficFiles, companion_paths, produce_events, write_traffic
 
@@ -46,6 +47,7 @@ def traffic(
                     settings.kafka_bootstrap,
                     rate=rate,
                     progress=lambda n: bar.update(n - bar.n),
+                    security=KafkaSecurity.from_settings(settings),
                 )
         shape = traffic_shape(e.query for e in generated.events)
         summary = {

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from services import kafka_tolerant_records
+from services.kafka_security import PLAINTEXT, KafkaSecurity
 from services.replay.archive import ArchivedRecord, write_batch
 from services.topics import QUERY_ANNOTATIONS, SEARCH_EVENTS
 from services.wire import UndecodableRecord, record_to_json
@@ -68,6 +69,7 @@ class TrafficRecorder:
         flush_s: float = 5.0,
         poll_timeout_s: float = 0.2,
         consumer_factory: Callable[..., AIOKafkaConsumer] = AIOKafkaConsumer,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         if max_records < 1 or flush_s <= 0:
             raise ValueError(f"max_records must be >= 1 and flush_s > 0, got {max_records} and {flush_s}")
@@ -80,6 +82,7 @@ class TrafficRecorder:
         self._flush_s = flush_s
         self._poll_timeout_ms = int(poll_timeout_s * 1000)
         self._consumer_factory = consumer_factory
+        self._security = security
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: list[ArchivedRecord] = []
         self._oldest_pending: float | None = None
@@ -93,6 +96,7 @@ class TrafficRecorder:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=6000,  # a group join in seconds on tansu (NOTES.md), not the default 45 s
+            **self._security.aiokafka_kwargs(),
         )
         self._consumer.subscribe(self._topics, listener=_FlushOnRevoke(self))
         await self._consumer.start()
@@ -219,13 +223,21 @@ def _archived(record: ConsumerRecord[bytes, bytes]) -> ArchivedRecord:
 
 
 async def snapshot_topics(
-    bootstrap: str, archive: Path, topics: Sequence[str], *, timeout_s: float = 600.0, idle_s: float = 2.0
+    bootstrap: str,
+    archive: Path,
+    topics: Sequence[str],
+    *,
+    timeout_s: float = 600.0,
+    idle_s: float = 2.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> RecorderCounters:
     """Copy what ``topics`` hold now into ``archive``: a topic with retention as a replay source. A group of its
     own (``qu-replay-snapshot-…``) reads from the earliest offset until every partition has passed the moment the
     snapshot began, or the topics fall quiet for ``idle_s``."""
     began_ms = int(time.time() * 1000)
-    recorder = TrafficRecorder(bootstrap, archive, group=f"qu-replay-snapshot-{uuid.uuid4().hex[:8]}", topics=topics)
+    recorder = TrafficRecorder(
+        bootstrap, archive, group=f"qu-replay-snapshot-{uuid.uuid4().hex[:8]}", topics=topics, security=security
+    )
     try:
         return await recorder.run_until_idle(idle_s=idle_s, timeout_s=timeout_s, until_ms=began_ms)
     finally:

@@ -186,8 +186,17 @@ class EmbeddedStack:
                 "QU_TRITON_GRPC_URL": endpoints["triton_grpc"],
                 "QU_TRITON_HTTP_URL": endpoints["triton_http"],
                 "QU_ANNOTATION_FORMAT": self.settings.annotation_format,
+                # tansu speaks PLAINTEXT only: the cluster's TLS / SASL settings are not this broker's.
+                "QU_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
             }
         )
+        for name in (
+            "QU_KAFKA_SASL_MECHANISM",
+            "QU_KAFKA_SASL_USERNAME",
+            "QU_KAFKA_SASL_PASSWORD",
+            "QU_KAFKA_SSL_CA_FILE",
+        ):
+            env.pop(name, None)
         # The embedded Redis's own password, whatever QU_REDIS_PASSWORD names (that one is another Redis's).
         password = _env_value(self.settings.embedded_redis_password())
         if password is None:

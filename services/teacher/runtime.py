@@ -24,6 +24,7 @@ from services.conversions.store import ConversionHistory, ConversionsNotFoundErr
 from services.embeddings import SentenceEmbedder
 from services.guardrails import Guardrails, GuardrailThresholds
 from services.kafka_clients import producer, read_to_end
+from services.kafka_security import KafkaSecurity
 from services.settings import Settings
 from services.teacher.backend import TeacherBackend
 from services.teacher.catalog_teacher import CatalogTeacher
@@ -102,7 +103,9 @@ def select_queries(
     misses_read = 0
     extra: list[SelectedQuery] = []
     if read_misses:
-        records = list(read_to_end(settings.kafka_bootstrap, CACHE_MISSES))
+        records = list(
+            read_to_end(settings.kafka_bootstrap, CACHE_MISSES, security=KafkaSecurity.from_settings(settings))
+        )
         misses_read = len(records)
         extra = promoted(count_misses(records), min_misses, exclude={s.query for s in head}, log=query_log)
     how = {
@@ -118,7 +121,7 @@ def select_queries(
 
 def kafka_publisher(settings: Settings) -> HeadTagPublisher:
     def publish(run_id: str, entries: Sequence[HeadEntry]) -> int:
-        client = producer(settings.kafka_bootstrap)
+        client = producer(settings.kafka_bootstrap, security=KafkaSecurity.from_settings(settings))
         return publish_head_tags(client, run_id, entries, topic=HEAD_TAGS)
 
     return publish

@@ -10,6 +10,7 @@ import orjson
 
 from services.jsonl import write_jsonl_atomic
 from services.kafka_clients import check_topic, producer, send_all
+from services.kafka_security import PLAINTEXT, KafkaSecurity
 from services.normalize import normalize_query
 from services.traffic.generator import Traffic
 
@@ -42,12 +43,13 @@ def produce_events(
     *,
     rate: float,
     progress: Callable[[int], None] | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> int:
     """Send the events to ``topic`` as JSON, keyed by normalized query, at ``rate`` events/s (0: unpaced).
 
     Returns the number delivered; raises if the topic does not exist or any delivery failed.
     """
-    client = producer(bootstrap)
+    client = producer(bootstrap, security=security)
     check_topic(client, topic, bootstrap)
     headers: list[tuple[str, str | bytes | None]] = [("content-type", b"application/json")]
     records = ((normalize_query(e.query).encode(), orjson.dumps(e.to_json()), headers) for e in traffic.events)

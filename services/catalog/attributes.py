@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from services.catalog.locale import CatalogLocale, catalog_locale
 from services.catalog.phrases import PhraseIndex
 from services.normalize import normalize_query
 
@@ -25,6 +26,10 @@ class AttributeKind(StrEnum):
     FLAVOUR = "flavour"
     FORM = "form"
     OCCASION = "occasion"  # who or what it is for: "party food", "snacks for kids"
+    AUDIENCE = "audience"  # who it is for, in the catalog locale's words: "for women", "детский"
+    COLOUR = "colour"
+    PRICE = "price"  # "10 rs", "$5": a shopper's budget, never the product
+    VARIANT = "variant"  # mined from the catalog: words that vary among products of one type ("steel", "aloe")
     OTHER = "other"  # named by a catalog's attributes column, not known to the seed lists
 
 
@@ -133,12 +138,26 @@ UNIT_CANONICAL: dict[str, str] = {
 }  # fmt: skip
 
 _NUMBER = r"\d+(?:\.\d+)?(?:/\d+)?"
-_SIZE_PATTERN = re.compile(
-    rf"(?<![\w.])({_NUMBER}) ({'|'.join(re.escape(u) for u in sorted(UNIT_CANONICAL, key=len, reverse=True))})"
-    r"(?![\w%])"
-)
 _PERCENT_PATTERN = re.compile(rf"(?<![\w.])({_NUMBER})%")
 _HALF_GALLON = re.compile(r"(?<!\w)half gallon(?!\w)")
+
+
+def _alternatives(words: Iterable[str]) -> str:
+    return "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
+
+
+def size_pattern(units: dict[str, str]) -> re.Pattern[str]:
+    """ "12 oz", and "280г" where a script's normalization keeps the unit glued to the number."""
+    return re.compile(rf"(?<![\w.])({_NUMBER}) ?({_alternatives(units)})(?![\w%])")
+
+
+def price_pattern(currency: Iterable[str]) -> re.Pattern[str] | None:
+    """ "10 rs", "rs 10", "$ 5" in normalized text; None for a locale without currency words."""
+    words = [w for w in currency if w]
+    if not words:
+        return None
+    either = _alternatives(words)
+    return re.compile(rf"(?<![\w.])(?:({_NUMBER}) ?(?:{either})|(?:{either}) ?({_NUMBER}))(?![\w%])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +180,20 @@ class AttributeTerm:
 
 
 class AttributeVocabulary:
-    """Known attribute terms plus size and percentage patterns, matched on normalized text."""
+    """Known attribute terms plus size, price and percentage patterns (in the catalog locale's units and
+    currency, services/catalog/locale.py), matched on normalized text."""
 
-    def __init__(self, terms: Iterable[AttributeTerm]) -> None:
+    def __init__(self, terms: Iterable[AttributeTerm], locale: CatalogLocale | None = None) -> None:
+        self.locale = locale or catalog_locale(None)
+        self.units = {**UNIT_CANONICAL, **self.locale.units}
+        self._size = size_pattern(self.units)
+        self._price = price_pattern(self.locale.currency)
+        fractions = self.locale.fractions
+        self._fraction = (
+            re.compile(rf"(?<!\w)({_alternatives(fractions)}) ({_alternatives(self.units)})(?!\w)")
+            if fractions
+            else None
+        )
         self.terms: dict[str, AttributeTerm] = {}
         self._by_alias: PhraseIndex[AttributeTerm] = PhraseIndex()
         for term in terms:
@@ -206,23 +236,31 @@ class AttributeVocabulary:
         if taken is None:
             taken = [False] * len(normalized)
         found: list[AttributeMatch] = []
-        patterns: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
-            (_SIZE_PATTERN, lambda m: f"{m.group(1)} {UNIT_CANONICAL[m.group(2)]}"),
-            (_PERCENT_PATTERN, lambda m: f"{m.group(1)}%"),
-            (_HALF_GALLON, lambda m: "1/2 gal"),
-        )
-        for pattern, canonical in patterns:
+        units, fractions = self.units, self.locale.fractions
+        patterns: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str], AttributeKind]] = [
+            (self._size, lambda m: f"{m.group(1)} {units[m.group(2)]}", AttributeKind.SIZE),
+            (_PERCENT_PATTERN, lambda m: f"{m.group(1)}%", AttributeKind.SIZE),
+            (_HALF_GALLON, lambda m: "1/2 gal", AttributeKind.SIZE),
+        ]
+        if self._fraction is not None:
+            patterns.append(
+                (self._fraction, lambda m: f"{fractions[m.group(1)]} {units[m.group(2)]}", AttributeKind.SIZE)
+            )
+        if self._price is not None:
+            patterns.append((self._price, lambda m: f"price {m.group(1) or m.group(2)}", AttributeKind.PRICE))
+        for pattern, canonical, kind in patterns:
             for m in pattern.finditer(normalized):
                 if not any(taken[m.start() : m.end()]):
                     taken[m.start() : m.end()] = [True] * (m.end() - m.start())
-                    found.append(AttributeMatch(m.start(), m.end(), m.group(0), canonical(m), AttributeKind.SIZE))
+                    found.append(AttributeMatch(m.start(), m.end(), m.group(0), canonical(m), kind))
         for hit in self._by_alias.find(normalized, taken):
             found.append(AttributeMatch(hit.start, hit.end, hit.text, hit.value.canonical, hit.value.kind))
         return sorted(found, key=lambda a: a.start)
 
     @classmethod
-    def seed(cls) -> AttributeVocabulary:
-        """The built-in grocery vocabulary, before any catalog is seen."""
+    def seed(cls, locale: CatalogLocale | None = None) -> AttributeVocabulary:
+        """The built-in grocery vocabulary, with the locale's audiences and colours, before any catalog is seen."""
+        locale = locale or catalog_locale(None)
         terms: list[AttributeTerm] = []
         for canonical, aliases in SEED_CLAIMS.items():
             terms.append(_term(canonical, AttributeKind.CLAIM, aliases))
@@ -231,13 +269,18 @@ class AttributeVocabulary:
         terms.extend(_term(f, AttributeKind.FLAVOUR, ()) for f in SEED_FLAVOURS)
         terms.extend(_term(f, AttributeKind.FORM, ()) for f in SEED_FORMS)
         terms.extend(_term(c, AttributeKind.OCCASION, a) for c, a in SEED_OCCASIONS.items())
-        return cls(terms)
+        # After the seed lists: "kids" stays an occasion where the seed has it, its other forms join.
+        terms.extend(_term(c, AttributeKind.AUDIENCE, a) for c, a in locale.audiences.items())
+        terms.extend(_term(c, AttributeKind.COLOUR, ()) for c in locale.colours)
+        return cls(terms, locale)
 
     @classmethod
-    def build(cls, names: Iterable[str], declared: Iterable[Iterable[str]]) -> AttributeVocabulary:
+    def build(
+        cls, names: Iterable[str], declared: Iterable[Iterable[str]], locale: CatalogLocale | None = None
+    ) -> AttributeVocabulary:
         """The seed vocabulary, with counts from product ``names`` and the terms the catalog
         ``declared`` in its attributes column (unknown ones become kind ``other``)."""
-        vocab = cls.seed()
+        vocab = cls.seed(locale)
         counts: Counter[str] = Counter()
         for name in names:
             counts.update({m.canonical for m in vocab.match(normalize_query(name))})
@@ -270,8 +313,8 @@ class AttributeVocabulary:
         ]
 
     @classmethod
-    def from_json(cls, rows: list[dict[str, object]]) -> AttributeVocabulary:
-        return cls(
+    def from_json(cls, rows: list[dict[str, object]], locale: CatalogLocale | None = None) -> AttributeVocabulary:
+        terms = (
             AttributeTerm(
                 str(r["canonical"]),
                 AttributeKind(str(r["kind"])),
@@ -280,6 +323,7 @@ class AttributeVocabulary:
             )
             for r in rows
         )
+        return cls(terms, locale)
 
 
 def _term(canonical: str, kind: AttributeKind, aliases: Iterable[str]) -> AttributeTerm:

@@ -13,8 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from services.catalog.attributes import AttributeKind, AttributeMatch, AttributeVocabulary
+from services.catalog.locale import CatalogLocale
 from services.catalog.model import CategoryPath, Product, format_path, parse_path
 from services.catalog.phrases import PhraseHit, PhraseIndex
+from services.catalog.type_inference import TypeReport, infer_product_types
 from services.normalize import normalize_query
 
 _APOSTROPHE_S = re.compile(r"(\w+)['\u2019\u02bc]s\b", re.IGNORECASE)
@@ -219,27 +221,37 @@ def product_type_candidates(product: Product, brands: Lexicon, attributes: Attri
 
 
 def build_product_type_lexicon(
-    products: list[Product], brands: Lexicon, attributes: AttributeVocabulary, *, min_support: int = 2
+    products: list[Product],
+    brands: Lexicon,
+    attributes: AttributeVocabulary,
+    *,
+    min_support: int = 2,
+    locale: CatalogLocale | None = None,
 ) -> tuple[Lexicon, dict[str, str]]:
-    """Product types and, for each product id, the type its name was given.
+    """Product types and, for each product id, the type its name was given (see
+    :mod:`services.catalog.type_inference`: learnt from the agreement of a category's products, in whatever
+    order the catalog's names put their words)."""
+    lexicon, types, _ = learn_product_types(products, brands, attributes, min_support=min_support, locale=locale)
+    return lexicon, types
 
-    A one-word type is always accepted; a longer one only when ``min_support`` products
-    share it, so "sandwich cookies" is a type but "robust golden unsweetened oolong tea" is not.
-    """
-    candidates = {p.product_id: product_type_candidates(p, brands, attributes) for p in products}
-    support: Counter[str] = Counter(c for cands in candidates.values() for c in set(cands))
+
+def learn_product_types(
+    products: list[Product],
+    brands: Lexicon,
+    attributes: AttributeVocabulary,
+    *,
+    min_support: int = 2,
+    locale: CatalogLocale | None = None,
+) -> tuple[Lexicon, dict[str, str], TypeReport]:
+    """:func:`build_product_type_lexicon` with the report of what was learnt and rejected."""
+    inference = infer_product_types(products, brands, attributes, locale or attributes.locale, min_support=min_support)
     by_type: dict[str, list[Product]] = defaultdict(list)
-    assigned: dict[str, str] = {}
-    for product in products:
-        cands = candidates[product.product_id]
-        accepted = [c for c in cands if " " not in c or support[c] >= min_support]
-        if not accepted:
-            continue
-        # Plural and singular are one type: key it by its most frequent spelling below.
-        assigned[product.product_id] = accepted[-1]
-        by_type[accepted[-1]].append(product)
+    by_id = {p.product_id: p for p in products}
+    for pid, term in inference.assigned.items():
+        by_type[term].append(by_id[pid])
     # Merge singular/plural spellings into the spelling with more products.
     merged: dict[str, str] = {}
+    # On a tie the spelling the catalog used first (a stable sort over the products' order).
     for term in sorted(by_type, key=lambda t: -len(by_type[t])):
         if term in merged:
             continue
@@ -255,5 +267,6 @@ def build_product_type_lexicon(
         entry.product_count += len(members)
         for product in members:
             entry.categories[product.category_path] = entry.categories.get(product.category_path, 0) + 1
-    types = {pid: merged[t] for pid, t in assigned.items()}
-    return Lexicon(entries.values()), types
+    types = {pid: merged[t] for pid, t in inference.assigned.items()}
+    inference.report.types = len(entries)
+    return Lexicon(entries.values()), types, inference.report

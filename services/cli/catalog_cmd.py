@@ -65,6 +65,7 @@ def import_catalog(
             embedder=settings.embedder(),
             category_terms=_read_terms(terms) if terms else None,
             source=str(file),
+            locale=settings.catalog_locale,
         )
         build = write_catalog(catalog, out_dir)
         report = {
@@ -86,6 +87,14 @@ def import_catalog(
                 f"{stats['categories']} categories ({stats['leaf_categories']} leaves, depth {stats['depth']}), "
                 f"{stats['product_types']} product types, {stats['attributes']} attributes"
             )
+            learnt = stats["learnt"].get("types", {})
+            if learnt:
+                err_console.print(
+                    f"product types ({stats['locale']}, names read {learnt['convention']}): {learnt['types']} learnt "
+                    f"({learnt['multi_word_types']} of several words) for {learnt['typed_products']} products; "
+                    f"{learnt['untyped_products']} products untyped; rejected: "
+                    + "; ".join(f"{n} {reason}" for reason, n in learnt["rejected"].items())
+                )
 
 
 @app.command("stats")

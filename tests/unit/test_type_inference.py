@@ -1,0 +1,153 @@
+"""Product types learnt from small catalogs written in different naming conventions: the same rules, no list
+of any one catalog's words (services/catalog/type_inference.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.catalog.attributes import AttributeVocabulary
+from services.catalog.lexicons import build_brand_lexicon, learn_product_types
+from services.catalog.locale import catalog_locale
+from services.catalog.model import Product, parse_path
+from services.catalog.type_inference import TypeReport, head_segments
+
+
+def p(pid: str, name: str, brand: str, path: str) -> Product:
+    return Product(pid, name, brand, parse_path(path))
+
+
+def learn(products: list[Product], locale: str = "en-US") -> tuple[dict[str, str], TypeReport]:
+    market = catalog_locale(locale)
+    brands = build_brand_lexicon(products)
+    attributes = AttributeVocabulary.build((x.name for x in products), (x.attributes for x in products), market)
+    _, types, report = learn_product_types(products, brands, attributes, locale=market)
+    return types, report
+
+
+@pytest.mark.parametrize(
+    ("name", "parts"),
+    [
+        ("Sauce - Sweet & Sour", ["Sauce", "Sweet & Sour"]),
+        ("Cow Ghee/Tuppa, 500 ml", ["Cow Ghee", "Tuppa", "500 ml"]),
+        ("Milk 1/2 Gallon", ["Milk 1/2 Gallon"]),  # a fraction is no separator
+        ("Toal.pap. Paloma 16/1", ["Toal.pap. Paloma 16/1"]),
+        ("Heinz | Ketchup (Original)", ["Heinz", "Ketchup", "Original"]),
+    ],
+)
+def test_names_are_cut_at_their_separators(name: str, parts: list[str]) -> None:
+    assert head_segments(name) == parts
+
+
+def test_type_dash_variant_names_take_the_type_before_the_dash() -> None:
+    types, report = learn(
+        [
+            p("1", "Sauce - Sweet & Sour", "Ching's", "foodgrains > sauces"),
+            p("2", "Sauce - Tomato Chilli", "Kissan", "foodgrains > sauces"),
+            p("3", "Sauce - Schezwan", "Ching's", "foodgrains > sauces"),
+            p("4", "Basmati Rice - Select", "India Gate", "foodgrains > rice"),
+            p("5", "Basmati Rice - Classic", "Daawat", "foodgrains > rice"),
+            p("6", "Basmati Rice - Rozana", "Daawat", "foodgrains > rice"),
+        ]
+    )
+    assert types == {
+        "1": "sauce",
+        "2": "sauce",
+        "3": "sauce",
+        "4": "basmati rice",
+        "5": "basmati rice",
+        "6": "basmati rice",
+    }
+    assert report.multi_word_types == 1
+
+
+def test_brand_comma_type_comma_variant_names() -> None:
+    types, _ = learn(
+        [
+            p("1", "Heinz, Ketchup, Original", "Heinz", "pantry > condiments"),
+            p("2", "Heinz, Ketchup, Reduced Sugar", "Heinz", "pantry > condiments"),
+            p("3", "Hunt's, Ketchup, Spicy", "Hunt's", "pantry > condiments"),
+            p("4", "Kraft, Mayonnaise, Light", "Kraft", "pantry > condiments"),
+            p("5", "Hellmann's, Mayonnaise, Real", "Hellmann's", "pantry > condiments"),
+        ]
+    )
+    assert types == {"1": "ketchup", "2": "ketchup", "3": "ketchup", "4": "mayonnaise", "5": "mayonnaise"}
+
+
+def test_all_caps_names_read_like_any_other() -> None:
+    types, _ = learn(
+        [
+            p("1", "ORGANIC WHOLE MILK 1 GAL", "", "dairy > milk"),
+            p("2", "2% REDUCED FAT MILK HALF GALLON", "", "dairy > milk"),
+            p("3", "CHOCOLATE MILK 8 OZ", "", "dairy > milk"),
+            p("4", "GREEK YOGURT VANILLA 32 OZ", "", "dairy > yogurt"),
+            p("5", "GREEK YOGURT PLAIN", "", "dairy > yogurt"),
+        ]
+    )
+    assert {types[i] for i in "123"} == {"milk"}
+    assert types["4"] == types["5"] == "greek yogurt"
+
+
+def test_a_name_in_two_languages_gives_one_type_not_a_joined_one() -> None:
+    types, _ = learn(
+        [
+            p("1", "Cow Ghee/Tuppa, 500 ml", "Amul", "foodgrains > ghee"),
+            p("2", "Cow Ghee/Tuppa, 1 L", "Nandini", "foodgrains > ghee"),
+            p("3", "Cow Ghee, 200 ml", "Gowardhan", "foodgrains > ghee"),
+        ],
+        "en-IN",
+    )
+    assert set(types.values()) == {"cow ghee"}
+
+
+def test_type_first_names_are_read_type_first() -> None:
+    types, report = learn(
+        [
+            p("1", "Cokolada Milka mlecna 100g", "Milka", "slatkisi"),
+            p("2", "Cokolada Ritter Sport lesnik 100g", "Ritter Sport", "slatkisi"),
+            p("3", "Cokolada Najlepse zelje 80g", "Najlepse zelje", "slatkisi"),
+            p("4", "Keks Plazma 300g", "Bambi", "slatkisi"),
+            p("5", "Keks Jaffa pomorandza 150g", "Jaffa", "slatkisi"),
+            p("6", "Keks Petit beurre lesnik 200g", "Pionir", "slatkisi"),
+            p("7", "Sok pomorandza Next 1l", "Next", "pice"),
+            p("8", "Sok jabuka Fructal 1l", "Fructal", "pice"),
+            p("9", "Sok breskva Next 1l", "Next", "pice"),
+        ],
+        "sr-RS",
+    )
+    assert report.convention == "type-first"
+    assert types == {
+        "1": "cokolada", "2": "cokolada", "3": "cokolada", "4": "keks", "5": "keks", "6": "keks",
+        "7": "sok", "8": "sok", "9": "sok",
+    }  # fmt: skip
+
+
+def test_audiences_colours_sizes_and_prices_are_never_types() -> None:
+    types, report = learn(
+        [
+            p("1", "Men Deodorant Fresh 150 ml", "Nivea", "beauty > men"),
+            p("2", "Men Deodorant Dark Temptation", "Axe", "beauty > men"),
+            p("3", "Men Shower Gel Black 250 ml", "Dove", "beauty > men"),
+            p("4", "Men Shower Gel Charcoal", "Nivea", "beauty > men"),
+            p("5", "Hair Clip Black - Pack of 6, 10 rs", "Bling", "beauty > accessories"),
+            p("6", "Hair Clip Brown - Pack of 12", "Bling", "beauty > accessories"),
+        ],
+        "en-IN",
+    )
+    assert types == {
+        "1": "deodorant", "2": "deodorant", "3": "shower gel", "4": "shower gel", "5": "hair clip", "6": "hair clip",
+    }  # fmt: skip
+    assert "men" not in report.to_json()["examples"]["learnt"]  # type: ignore[operator]
+
+
+def test_the_report_says_what_was_rejected_and_why() -> None:
+    _, report = learn(
+        [
+            p("1", "Crunchy Peanut Butter", "Jif", "pantry > spreads"),
+            p("2", "Creamy Peanut Butter", "Skippy", "pantry > spreads"),
+            p("3", "Robust Golden Oolong Tea", "", "beverages > tea"),
+        ]
+    )
+    summary = report.to_json()
+    assert summary["typed_products"] == 3 and summary["lone_product_types"] == 1  # the tea, by its last word
+    assert summary["rejected"]["word named by one product only"] >= 3  # robust, golden, oolong
+    assert "peanut butter" in summary["examples"]["learnt"]  # type: ignore[operator]

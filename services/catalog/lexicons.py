@@ -267,6 +267,22 @@ def learn_product_types(
         entry.product_count += len(members)
         for product in members:
             entry.categories[product.category_path] = entry.categories.get(product.category_path, 0) + 1
+    # The head word of several multi-word types is a type too ("oil" of the coconut and olive oils): a shopper
+    # who types it alone means all of them. One longer type is no evidence ("half" of "half and half").
+    headed: dict[str, set[str]] = defaultdict(set)
+    for pid, head in inference.heads.items():
+        if head != inference.assigned[pid]:
+            headed[head].add(merged[inference.assigned[pid]])
+    for pid, head in inference.heads.items():
+        if head == inference.assigned[pid] or len(headed[head]) < 2:
+            continue
+        key = merged.get(head) or next((merged[v] for v in plural_variants(head) if v in merged), head)
+        entry = entries.get(key)
+        if entry is None:
+            entry = entries[key] = LexiconEntry(key, key, plural_variants(key))
+        product = by_id[pid]
+        entry.product_count += 1
+        entry.categories[product.category_path] = entry.categories.get(product.category_path, 0) + 1
     types = {pid: merged[t] for pid, t in inference.assigned.items()}
     inference.report.types = len(entries)
     return Lexicon(entries.values()), types, inference.report

@@ -196,9 +196,11 @@ class TypeReport:
 
 @dataclass
 class TypeInference:
-    """Each product's type (normalized phrase) and the report."""
+    """Each product's type (normalized phrase), the single word that decided it (its head: "oil" of "coconut
+    oil", itself a broader type a shopper types alone), and the report."""
 
     assigned: dict[str, str]
+    heads: dict[str, str]
     report: TypeReport
 
 
@@ -217,14 +219,14 @@ def infer_product_types(
         return term is not None and term.kind in (AttributeKind.FLAVOUR, AttributeKind.FORM)
 
     def phrase_ok(words: tuple[str, ...]) -> bool:
-        """A type is no function word, and a longer type does not open on a flavour or form ("chocolate
-        sandwich cookies" is sandwich cookies in chocolate) unless the whole phrase is one ("peanut butter");
-        it may end on one ("granola bars", "fish sticks")."""
-        if words[0] in locale.stopwords or words[-1] in locale.stopwords:
-            return False
-        if len(words) == 1:
-            return True
-        return naming_attribute(" ".join(words)) or not naming_attribute(words[0])
+        """A type neither opens nor closes on a function word."""
+        return words[0] not in locale.stopwords and words[-1] not in locale.stopwords
+
+    def flavoured(key: str, accepted: set[str]) -> bool:
+        """"chocolate sandwich cookies" is sandwich cookies in chocolate: a phrase that opens on a flavour or
+        form is no type of its own where the rest of it is one (but "coconut oil" is: "oil" is one word)."""
+        first, _, rest = key.partition(" ")
+        return " " in rest and rest in accepted and naming_attribute(first) and not naming_attribute(key)
 
     parts = {p.product_id: name_parts(p, brands, attributes, locale) for p in products}
     candidates = {pid: _phrases(np.runs, phrase_ok) for pid, np in parts.items()}
@@ -300,6 +302,7 @@ def infer_product_types(
         accepted_phrases.add(key)
 
     assigned: dict[str, str] = {}
+    heads: dict[str, str] = {}
     fallback = 0
     end = 0.0 if bias == 0.0 else 1.0  # where a lone product's type stands: the convention's end, else the last
     for product in products:
@@ -323,9 +326,11 @@ def infer_product_types(
                         and phrase in accepted_phrases
                         and phrase in candidates[product.product_id]
                         and n > len(choice.split())
+                        and not flavoured(phrase, accepted_phrases)
                     ):
                         choice = phrase
         assigned[product.product_id] = candidates[product.product_id][choice]
+        heads[product.product_id] = candidates[product.product_id][word]
     used = Counter(assigned.values())
     rejected["word named by one product only"] = sum(1 for k, c in support.items() if " " not in k and c < 2)
     used_keys = {" ".join(fold(w) for w in t.split()) for t in used}
@@ -339,4 +344,4 @@ def infer_product_types(
     report.lone_product_types = fallback
     report.rejected = dict(rejected)
     report.examples = dict(examples)
-    return TypeInference(assigned, report)
+    return TypeInference(assigned, heads, report)

@@ -151,3 +151,20 @@ def test_the_report_says_what_was_rejected_and_why() -> None:
     assert report.rejected["word named by one product only"] >= 3  # robust, golden, oolong
     assert "peanut butter" in report.examples["learnt"]
     assert report.to_json()["lone_product_types"] == 1
+
+
+def test_the_head_of_several_multi_word_types_is_a_type_of_its_own() -> None:
+    products = [
+        p("1", "Organic Coconut Oil", "Nutiva", "pantry > oils"),
+        p("2", "Virgin Coconut Oil", "Spectrum", "pantry > oils"),
+        p("3", "Extra Virgin Olive Oil", "Bertolli", "pantry > oils"),
+        p("4", "Olive Oil Light", "Bertolli", "pantry > oils"),
+        p("5", "Avocado Oil", "Chosen Foods", "pantry > oils"),
+        p("6", "Refined Avocado Oil", "La Tourangelle", "pantry > oils"),
+    ]
+    market = catalog_locale("en-US")
+    attributes = AttributeVocabulary.build((x.name for x in products), ((),) * len(products), market)
+    lexicon, types, _ = learn_product_types(products, build_brand_lexicon(products), attributes, locale=market)
+    assert set(types.values()) == {"coconut oil", "olive oil", "avocado oil"}
+    oil = lexicon.lookup("oil")
+    assert oil is not None and oil.product_count == 6  # "oil" alone means every one of them

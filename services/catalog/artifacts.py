@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from services.catalog.attributes import AttributeVocabulary
 from services.catalog.embedding_index import CatalogEmbeddings, embed_catalog
-from services.catalog.lexicons import Lexicon, build_brand_lexicon, learn_product_types
+from services.catalog.lexicons import Lexicon, learn_brands, learn_product_types
 from services.catalog.locale import catalog_locale
 from services.catalog.model import Product, Taxonomy, format_path, parse_path
 from services.embeddings import SentenceEmbedder
@@ -94,8 +94,8 @@ def build_catalog(
     colours of the catalog's market; it is kept in the manifest, so queries are tagged with the same words."""
     market = catalog_locale(locale)
     taxonomy = Taxonomy.from_products(products)
-    brands = build_brand_lexicon(products)
     attributes = AttributeVocabulary.build((p.name for p in products), (p.attributes for p in products), market)
+    brands, brand_report = learn_brands(products, attributes, market)
     types, product_types, learnt = learn_product_types(products, brands, attributes, locale=market)
     embeddings = embed_catalog(embedder, taxonomy, brands, types) if embedder is not None else None
     return Catalog(
@@ -111,7 +111,7 @@ def build_catalog(
             "source": source,
             "schema_version": SCHEMA_VERSION,
             "locale": market.name,
-            "learnt": {"types": learnt.to_json()},
+            "learnt": {"types": learnt.to_json(), "brands": brand_report.to_json()},
         },
     )
 

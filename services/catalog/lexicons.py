@@ -153,22 +153,109 @@ class Lexicon:
         return cls(LexiconEntry.from_json(r) for r in rows)
 
 
-def build_brand_lexicon(products: Iterable[Product]) -> Lexicon:
-    """One entry per brand; its canonical form is the spelling most products use."""
+# A brand's shorter form ("electric" of "Electric Co", "green" of "The Green.Company") names the brand only
+# when the catalog does not use it for other things: at most this many other brands' products may carry it.
+GENERIC_ALIAS_PRODUCTS = 3
+
+
+@dataclass
+class BrandReport:
+    """What the brand column taught, and the surface forms refused and why (the import report)."""
+
+    brands: int = 0
+    aliases: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def reject(self, reason: str, alias: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < 10 and alias not in shown:
+            shown.append(alias)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "brands": self.brands,
+            "aliases": self.aliases,
+            "rejected": dict(sorted(self.rejected.items())),
+            "examples": dict(sorted(self.examples.items())),
+        }
+
+
+def build_brand_lexicon(
+    products: Iterable[Product],
+    attributes: AttributeVocabulary | None = None,
+    locale: CatalogLocale | None = None,
+) -> Lexicon:
+    """One entry per brand; its canonical form is the spelling most products use (see :func:`learn_brands`)."""
+    return learn_brands(products, attributes, locale)[0]
+
+
+def learn_brands(
+    products: Iterable[Product],
+    attributes: AttributeVocabulary | None = None,
+    locale: CatalogLocale | None = None,
+) -> tuple[Lexicon, BrandReport]:
+    """Brands from the brand column, each with the surface forms the catalog's evidence supports.
+
+    The brand's own name (normalized) is always a form. A shorter or derived form (a possessive, a dropped
+    "the" or "Co", the plural "s" dropped: "haldiram" for "Haldirams") is kept only when it is no function
+    word of the locale, no attribute term, and not a word that other brands' products use in their names
+    (``GENERIC_ALIAS_PRODUCTS``); a form two brands share names neither. A brand whose very name is an
+    attribute term ("Sugar Free") is left out: in a query those words are the claim, and a brand tag there
+    would be wrong far more often than right.
+    """
+    products = list(products)
+    stopwords = locale.stopwords if locale is not None else frozenset()
     spellings: dict[str, Counter[str]] = defaultdict(Counter)
     categories: dict[str, Counter[CategoryPath]] = defaultdict(Counter)
+    # normalized word -> brand key -> products whose name holds the word
+    word_brands: dict[str, Counter[str]] = defaultdict(Counter)
     for product in products:
         key = normalize_query(product.brand)
+        for word in set(normalize_query(product.name).split()):
+            word_brands[word][key] += 1
         if not key:
             continue
         spellings[key][product.brand] += 1
         categories[key][product.category_path] += 1
+    report = BrandReport()
+    forms: dict[str, list[str]] = {}
+    for key, counter in spellings.items():
+        derived = [a for spelling in counter for a in brand_aliases(spelling)]
+        if key.endswith("s") and len(key.split()[-1]) > 4:
+            derived.append(key[:-1])  # "haldirams" -> "haldiram"
+        kept = [key]
+        for alias in dict.fromkeys(derived):
+            if alias == key:
+                continue
+            words = alias.split()
+            if all(w in stopwords for w in words) or len(alias) < 2:
+                report.reject("a function word", alias)
+            elif attributes is not None and attributes.lookup(alias) is not None:
+                report.reject("an attribute term", alias)
+            elif len(words) == 1 and sum(n for b, n in word_brands[alias].items() if b != key) > GENERIC_ALIAS_PRODUCTS:
+                report.reject("a word other brands' products use", alias)
+            else:
+                kept.append(alias)
+        forms[key] = kept
+    claimed = Counter(alias for kept in forms.values() for alias in kept[1:])
     entries = []
     for key, counter in spellings.items():
+        aliases = [key]
+        for alias in forms[key][1:]:
+            if claimed[alias] > 1 and alias not in spellings:
+                report.reject("a form two brands share", alias)
+            else:
+                aliases.append(alias)
+        if attributes is not None and attributes.lookup(key) is not None:
+            report.reject("a brand named like an attribute term (left out)", key)
+            continue
         canonical = counter.most_common(1)[0][0]
-        aliases = tuple(dict.fromkeys(a for spelling in counter for a in brand_aliases(spelling)))
-        entries.append(LexiconEntry(canonical, key, aliases, sum(counter.values()), dict(categories[key])))
-    return Lexicon(entries)
+        entries.append(LexiconEntry(canonical, key, tuple(aliases), sum(counter.values()), dict(categories[key])))
+        report.aliases += len(aliases)
+    report.brands = len(entries)
+    return Lexicon(entries), report
 
 
 def type_phrase(normalized_name: str) -> str:

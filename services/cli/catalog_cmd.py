@@ -95,6 +95,12 @@ def import_catalog(
                     f"{learnt['untyped_products']} products untyped; rejected: "
                     + "; ".join(f"{n} {reason}" for reason, n in learnt["rejected"].items())
                 )
+            brands = stats["learnt"].get("brands", {})
+            if brands:
+                err_console.print(
+                    f"brands: {brands['brands']} with {brands['aliases']} surface forms; forms refused: "
+                    + ("; ".join(f"{n} {reason}" for reason, n in brands["rejected"].items()) or "none")
+                )
 
 
 @app.command("stats")

@@ -168,3 +168,28 @@ def test_the_head_of_several_multi_word_types_is_a_type_of_its_own() -> None:
     assert set(types.values()) == {"coconut oil", "olive oil", "avocado oil"}
     oil = lexicon.lookup("oil")
     assert oil is not None and oil.product_count == 6  # "oil" alone means every one of them
+
+
+def test_brand_forms_need_evidence_and_a_possessive_brand_gets_its_stem() -> None:
+    from services.catalog.lexicons import learn_brands
+
+    products = [
+        p("1", "Haldirams Namkeen - Aloo Bhujia", "Haldirams", "snacks > namkeen"),
+        p("2", "Haldirams Namkeen - Moong Dal", "Haldirams", "snacks > namkeen"),
+        p("3", "Green Tea Bags", "The Green.Company", "beverages > tea"),
+        p("4", "Green Tea Lemon", "Tetley", "beverages > tea"),
+        p("5", "Green Peas Frozen", "Safal", "frozen > vegetables"),
+        p("6", "Green Chilli Sauce", "Ching's", "foodgrains > sauces"),
+        p("7", "Green Tea Honey", "Lipton", "beverages > tea"),
+        p("8", "Sugar Free Natura Sweetener", "Sugar Free", "foodgrains > sweeteners"),
+        p("9", "Body Lotion", "&Me", "beauty > body care"),
+    ]
+    market = catalog_locale("en-IN")
+    attributes = AttributeVocabulary.build((x.name for x in products), ((),) * len(products), market)
+    brands, report = learn_brands(products, attributes, market)
+    assert brands.lookup("haldiram") is not None  # the possessive written without its apostrophe
+    assert brands.lookup("green company") is not None
+    assert brands.lookup("green") is None  # other brands' products are green: not evidence of this brand
+    assert brands.lookup("sugar free") is None  # the claim, not the brand
+    assert "green" in report.examples["a word other brands' products use"]
+    assert report.rejected["a brand named like an attribute term (left out)"] == 1

@@ -183,6 +183,11 @@ def test_brand_forms_need_evidence_and_a_possessive_brand_gets_its_stem() -> Non
         p("7", "Green Tea Honey", "Lipton", "beverages > tea"),
         p("8", "Sugar Free Natura Sweetener", "Sugar Free", "foodgrains > sweeteners"),
         p("9", "Body Lotion", "&Me", "beauty > body care"),
+        p("10", "Electric Kettle", "Electric Co", "home > kitchen"),
+        p("11", "Electric Toothbrush", "Oral-B", "beauty > oral care"),
+        p("12", "Electric Shaver", "Philips", "beauty > men"),
+        p("13", "Electric Trimmer", "Philips", "beauty > men"),
+        p("14", "Electric Hair Dryer", "Havells", "beauty > hair"),
     ]
     market = catalog_locale("en-IN")
     attributes = AttributeVocabulary.build((x.name for x in products), ((),) * len(products), market)
@@ -191,5 +196,7 @@ def test_brand_forms_need_evidence_and_a_possessive_brand_gets_its_stem() -> Non
     assert brands.lookup("green company") is not None
     assert brands.lookup("green") is None  # other brands' products are green: not evidence of this brand
     assert brands.lookup("sugar free") is None  # the claim, not the brand
-    assert "green" in report.examples["a word other brands' products use"]
+    assert any("green" in shown for shown in report.examples.values())  # a colour, and other brands' word
     assert report.rejected["a brand named like an attribute term (left out)"] == 1
+    assert brands.lookup("electric") is None and brands.lookup("electric co") is not None
+    assert "electric" in report.examples["a word other brands' products use"]

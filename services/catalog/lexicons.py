@@ -64,6 +64,15 @@ def brand_aliases(brand: str) -> tuple[str, ...]:
     return tuple(forms)
 
 
+def type_forms(term: str) -> tuple[str, ...]:
+    """A product type's surface forms: singular and plural, and a multi-word type written as one word, as
+    shoppers often type it ("icecream", "peanutbutter")."""
+    forms = plural_variants(term)
+    if " " in term:
+        forms += tuple(f.replace(" ", "") for f in forms)
+    return forms
+
+
 def plural_variants(term: str) -> tuple[str, ...]:
     """The term with its last word in singular and plural ("cookies" <-> "cookie", "berries" <-> "berry")."""
     head, _, last = term.rpartition(" ")
@@ -350,7 +359,7 @@ def learn_product_types(
         canonical = merged[term]
         entry = entries.get(canonical)
         if entry is None:
-            entry = entries[canonical] = LexiconEntry(canonical, canonical, plural_variants(canonical))
+            entry = entries[canonical] = LexiconEntry(canonical, canonical, type_forms(canonical))
         entry.product_count += len(members)
         for product in members:
             entry.categories[product.category_path] = entry.categories.get(product.category_path, 0) + 1
@@ -366,7 +375,7 @@ def learn_product_types(
         key = merged.get(head) or next((merged[v] for v in plural_variants(head) if v in merged), head)
         entry = entries.get(key)
         if entry is None:
-            entry = entries[key] = LexiconEntry(key, key, plural_variants(key))
+            entry = entries[key] = LexiconEntry(key, key, type_forms(key))
         product = by_id[pid]
         entry.product_count += 1
         entry.categories[product.category_path] = entry.categories.get(product.category_path, 0) + 1

@@ -200,3 +200,16 @@ def test_brand_forms_need_evidence_and_a_possessive_brand_gets_its_stem() -> Non
     assert report.rejected["a brand named like an attribute term (left out)"] == 1
     assert brands.lookup("electric") is None and brands.lookup("electric co") is not None
     assert "electric" in report.examples["a word other brands' products use"]
+
+
+def test_a_multi_word_type_is_found_written_as_one_word() -> None:
+    products = [
+        p("1", "Vanilla Ice Cream", "Amul", "frozen > ice cream"),
+        p("2", "Chocolate Ice Cream", "Kwality Walls", "frozen > ice cream"),
+        p("3", "Mango Ice Cream Cup", "Havmor", "frozen > ice cream"),
+    ]
+    market = catalog_locale("en-IN")
+    attributes = AttributeVocabulary.build((x.name for x in products), ((),) * len(products), market)
+    lexicon, _, _ = learn_product_types(products, build_brand_lexicon(products), attributes, locale=market)
+    found = lexicon.lookup("icecream")
+    assert found is not None and found.key == "ice cream"

@@ -223,7 +223,7 @@ def infer_product_types(
         return words[0] not in locale.stopwords and words[-1] not in locale.stopwords
 
     def flavoured(key: str, accepted: set[str]) -> bool:
-        """"chocolate sandwich cookies" is sandwich cookies in chocolate: a phrase that opens on a flavour or
+        """ "chocolate sandwich cookies" is sandwich cookies in chocolate: a phrase that opens on a flavour or
         form is no type of its own where the rest of it is one (but "coconut oil" is: "oil" is one word)."""
         first, _, rest = key.partition(" ")
         return " " in rest and rest in accepted and naming_attribute(first) and not naming_attribute(key)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 
-from services.domain import Understanding
+from services.domain import Role, Understanding
 from services.errors import InputError
 from services.evaluation.categories import CategoryAccuracy
 from services.evaluation.predictors import PredictionError, Predictor
-from services.gold import GoldQuery, read_qu_labels, read_queryner
+from services.gold import GoldQuery, read_bio_spans, read_qu_labels, read_queryner
 from services.span_scores import SpanScores
 
-__all__ = ["GoldFormat", "load_gold", "predict_all", "score_categories", "score_spans_of"]
+__all__ = ["GoldFormat", "ignored_labels", "load_gold", "predict_all", "score_categories", "score_spans_of"]
 
 DEFAULT_BATCH = 64
 
@@ -21,19 +22,37 @@ DEFAULT_BATCH = 64
 class GoldFormat(StrEnum):
     QUERYNER = "queryner"  # {"examples": [{"tokens", "ner_tags"}]}, roles mapped (services.gold.queryner)
     QU = "qu"  # the engine's JSON lines labels (``qu traffic`` writes EVENTS.labels.jsonl)
+    # {"text", "labels": [[start, end, "B-X"], ...]} JSON lines, labels mapped to roles (services.gold.bio_spans)
+    SPANS = "spans"
 
 
-def load_gold(path: Path, gold_format: GoldFormat, *, limit: int | None = None) -> list[GoldQuery]:
-    """The gold queries of ``path`` (the first ``limit``); InputError names a missing, empty or malformed file."""
+def load_gold(
+    path: Path, gold_format: GoldFormat, *, limit: int | None = None, label_map: Mapping[str, Role] | None = None
+) -> list[GoldQuery]:
+    """The gold queries of ``path`` (the first ``limit``); InputError names a missing, empty or malformed file.
+
+    ``label_map`` (the source's label -> a role) is what the ``spans`` format needs and the others refuse."""
     if gold_format is GoldFormat.QUERYNER and path.name.startswith("test"):
         # QueryNER's test split is held out: nothing in the engine reads it, so no choice is tuned on it.
         raise InputError(str(path), "QueryNER's test split is held out: evaluate on train.json or validation.json")
+    if (gold_format is GoldFormat.SPANS) != (label_map is not None):
+        needs = "needs a label map (TYPE=product,BRAND=brand,...)" if label_map is None else "takes no label map"
+        raise InputError(str(path), f"the {gold_format.value} format {needs}")
     if not path.exists():
         raise InputError(str(path), "no such gold file")
-    gold = read_queryner(path) if gold_format is GoldFormat.QUERYNER else read_qu_labels(path)
+    if label_map is not None:  # the spans format (checked above)
+        gold = read_bio_spans(path, label_map)
+    else:
+        gold = read_queryner(path) if gold_format is GoldFormat.QUERYNER else read_qu_labels(path)
     if not gold:
         raise InputError(str(path), f"no gold queries in the file (read as --format {gold_format.value})")
     return gold[:limit] if limit is not None else gold
+
+
+def ignored_labels(gold: Sequence[GoldQuery]) -> dict[str, int]:
+    """How many spans of each source label mapped to no role and were left out (most first)."""
+    counts = Counter(kind for g in gold for kind in g.ignored_types)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 async def predict_all(

@@ -17,3 +17,6 @@ class GoldQuery:
     # The source's own type of each span, parallel to ``spans`` (QueryNER's 16 types behind our three roles);
     # empty where the source knows only roles.
     span_types: tuple[str, ...] = ()
+    # The source's types of the spans it labelled but that map to no role (left out of ``spans``), one per
+    # span, for reports to count (services.gold.bio_spans fills it; empty where a source drops none).
+    ignored_types: tuple[str, ...] = ()

@@ -96,10 +96,99 @@ def test_srl_writes_each_wrong_query_with_its_error_classes(
     # The 3 false positives and 3 false negatives of the hand count, each classed once.
     classes = [e["class"] for line in lines for e in line["errors"]]
     assert (
-        sum(c in ("missed", "spurious") for c in classes) + 2 * sum(c in ("wrong_role", "boundary") for c in classes)
+        sum(c in ("missed", "spurious") for c in classes)
+        + 2 * sum(c in ("role", "boundary", "boundary+role") for c in classes)
         == 6
     )
     assert all(line["gold"] != line["predicted"] for line in lines)
+    assert result["error_classes"]["wrong_queries"] == len(lines)
+
+
+# The queries of EXAMPLES (what the lexicon tagger answers is pinned above), labelled as a public character-span
+# BIO set would label them, with its own labels: MOD and NAME map to attribute, DEPT to nothing.
+SPANS_GOLD: list[dict[str, Any]] = [
+    # right: attribute "organic", product "bananas"
+    {"text": "organic bananas", "labels": [[0, 7, "B-MOD"], [8, 15, "B-TYPE"]], "id": 1},
+    # right: "happy" + "baby" merge into the brand "happy baby", as predicted
+    {"text": "happy baby spinach", "labels": [[0, 5, "B-BRAND"], [6, 10, "I-BRAND"], [11, 18, "B-TYPE"]], "id": 2},
+    # product "zip lock" missed (attribute "x large" found)
+    {"text": "x large zip lock", "labels": [[0, 1, "B-MOD"], [2, 7, "I-MOD"], [8, 11, "B-TYPE"], [12, 16, "I-TYPE"]]},
+    # attribute "Special K" predicted as a brand over the same characters: role
+    {"text": "Kellogg's Special K", "labels": [[0, 9, "B-BRAND"], [10, 17, "B-NAME"], [18, 19, "I-NAME"]]},
+    # DEPT is not mapped: nothing gold, so the predicted product "granola bars" is spurious
+    {"text": "granola bars", "labels": [[0, 7, "B-DEPT"], [8, 12, "I-DEPT"]]},
+    # "gluten" (an I- with no B-) is an attribute span; "no gluten" predicted: boundary
+    {"text": "bread no gluten", "labels": [[0, 5, "B-TYPE"], [6, 8, "O"], [9, 15, "I-MOD"]]},
+    # brand "granola" vs the predicted product "granola bars": boundary+role
+    {"text": "granola bars", "labels": [[0, 7, "B-BRAND"], [8, 12, "O"]]},
+]  # fmt: skip
+SPANS_MAP = "TYPE=product,BRAND=brand,MOD=attribute,NAME=attribute"
+
+
+def test_srl_on_character_span_bio_gold_writes_every_prediction_with_its_error_classes(
+    cli: Cli, student_catalog_dir: Path, tmp_path: Path
+) -> None:
+    gold = tmp_path / "gold.jsonl"
+    gold.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in SPANS_GOLD))
+    predictions = tmp_path / "out" / "predictions.jsonl"
+    result = run_json(
+        cli, "eval", "srl", "--gold", gold, "--format", "spans", "--label-map", SPANS_MAP,
+        "--catalog", student_catalog_dir, "--predictions", predictions, "--json",
+    )  # fmt: skip
+    assert (result["n"], result["format"], result["ignored_labels"]) == (7, "spans", {"DEPT": 1})
+    assert result["label_map"] == {"TYPE": "product", "BRAND": "brand", "MOD": "attribute", "NAME": "attribute"}
+    assert {role: (row["tp"], row["fp"], row["fn"]) for role, row in result["per_role"].items()} == {
+        "product": (3, 2, 1),
+        "brand": (2, 1, 1),
+        "attribute": (2, 1, 2),
+    }
+    classes = result["error_classes"]
+    zero = dict.fromkeys(("missed", "spurious", "boundary", "role", "boundary+role"), 0)
+    assert classes["per_role"] == {
+        "product": {**zero, "missed": 1, "spurious": 1},
+        "brand": {**zero, "boundary+role": 1},
+        "attribute": {**zero, "boundary": 1, "role": 1},
+    }
+    assert {k: classes[k] for k in zero} == dict.fromkeys(zero, 1) and classes["wrong_queries"] == 5
+    assert result["predictions"] == {"file": str(predictions), "queries": 7, **classes}
+
+    lines = [orjson.loads(line) for line in predictions.read_bytes().splitlines()]
+    assert [line["query"] for line in lines] == [row["text"] for row in SPANS_GOLD]
+    assert [[e["class"] for e in line["errors"]] for line in lines] == [
+        [], [], ["missed"], ["role"], ["spurious"], ["boundary"], ["boundary+role"]
+    ]  # fmt: skip
+    assert lines[1]["gold"][0] == {"role": "brand", "start": 0, "end": 10, "text": "happy baby", "type": "BRAND"}
+    assert lines[3]["predicted"][1] == {"role": "brand", "start": 10, "end": 19, "text": "Special K"}
+    assert lines[3]["errors"][0]["gold"] == {"role": "attribute", "start": 10, "end": 19, "text": "Special K"}
+    assert lines[5]["source"] == f"{gold}:6"
+    assert [p.name for p in predictions.parent.iterdir()] == ["predictions.jsonl"]  # no temporary left
+
+    # The same set through `eval report --spans`.
+    report = run_json(
+        cli, "eval", "report", "--spans", gold, "--label-map", SPANS_MAP, "--catalog", student_catalog_dir,
+        "--predictions", predictions, "--json",
+    )  # fmt: skip
+    assert report["srl"]["spans"]["per_role"] == result["per_role"]
+    assert report["srl"]["spans"]["error_classes"] == classes and report["srl"]["spans"]["ignored_labels"] == {
+        "DEPT": 1
+    }
+    assert report["predictions"]["spans"]["queries"] == 7
+
+
+def test_the_spans_format_and_its_label_map_go_together(cli: Cli, student_catalog_dir: Path, tmp_path: Path) -> None:
+    gold = tmp_path / "gold.jsonl"
+    gold.write_bytes(orjson.dumps({"text": "milk", "labels": [[0, 4, "B-TYPE"]]}) + b"\n")
+    args = ("eval", "srl", "--gold", gold, "--catalog", student_catalog_dir, "--json")
+    for extra, says in [
+        (("--format", "spans"), "--label-map"),
+        (("--format", "qu", "--label-map", "TYPE=product"), "--label-map"),
+        (("--format", "spans", "--label-map", "TYPE=thing"), "not a role"),
+    ]:
+        result = cli(*args, *extra)
+        assert result.exit_code == 2 and says in result.stderr, result.stderr
+    gold.write_bytes(orjson.dumps({"text": "milk", "labels": [[0, 5, "B-TYPE"]]}) + b"\n")
+    result = cli(*args, "--format", "spans", "--label-map", "TYPE=product")
+    assert result.exit_code == 1 and f"{gold}, row 1, column 'labels[0]'" in result.stderr
 
 
 def test_srl_prints_a_table_without_json(cli: Cli, student_catalog_dir: Path, queryner_file: Path) -> None:
@@ -184,6 +273,7 @@ def test_report_on_labels_and_queryner(
     assert with_errors["errors"]["labels"]["queries"] == 1 and with_errors["errors"]["labels"]["spurious"] == 1
     assert {line["gold_set"] for line in lines} == {"labels", "queryner"}
     assert with_errors["errors"]["queryner"]["queries"] == sum(line["gold_set"] == "queryner" for line in lines)
+    assert with_errors["srl"]["labels"]["error_classes"]["spurious"] == 1
 
 
 @pytest.mark.parametrize(("guardrails", "kept"), [(True, []), (False, ["Zorb"])])  # mapped back to the query as typed

@@ -97,6 +97,15 @@ SEED_FORMS: tuple[str, ...] = (
     "creamy", "chunky", "smooth", "sparkling", "still", "unscented", "scented", "fragrance free",
 )  # fmt: skip
 
+# Forms that name a kind of product on their own ("fish sticks", "bouillon cubes", "protein powder"); the other
+# forms only describe one ("frozen", "sliced", "creamy") and are never a product type.
+NAMING_FORMS: frozenset[str] = frozenset(
+    {
+        "powder", "liquid", "concentrate", "bars", "bites", "sticks", "cubes", "flakes", "halves", "pieces",
+        "chunks", "strips", "fillets", "refill", "spray", "squeeze", "variety pack", "multipack",
+    }
+)  # fmt: skip
+
 SEED_OCCASIONS: dict[str, tuple[str, ...]] = {
     "party": ("party size", "for parties"),
     "kids": ("for kids", "kid", "kids size", "children", "for children"),
@@ -135,6 +144,8 @@ UNIT_CANONICAL: dict[str, str] = {
     "pt": "pt", "pint": "pt", "pints": "pt", "ct": "ct", "count": "ct", "pk": "pack", "pack": "pack",
     "packs": "pack", "pc": "ct", "pcs": "ct", "in": "in", "inch": "in", "inches": "in", "ft": "ft",
     "cm": "cm", "mm": "mm", "dozen": "dozen", "doz": "dozen",
+    # ages on baby food and toys ("6+ months", "3 years")
+    "month": "months", "months": "months", "mths": "months", "year": "years", "years": "years", "yrs": "years",
 }  # fmt: skip
 
 _NUMBER = r"\d+(?:\.\d+)?(?:/\d+)?"

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.catalog.attributes import AttributeKind, AttributeVocabulary
+from services.catalog.attributes import NAMING_FORMS, AttributeKind, AttributeVocabulary
 from services.catalog.locale import CatalogLocale
 from services.catalog.model import CategoryPath, Product
 from services.normalize import normalize_query
@@ -47,7 +47,8 @@ POSITION_WEIGHT = 0.5
 # The share of products whose best word is first (or last) above which the catalog is type-first (-last).
 CONVENTION_SHARE = 0.6
 # The kinds of attribute that are never a product type, so they are masked before types are learnt. Flavours
-# and forms stay: "banana" and "bars" name products too, and the category's agreement decides.
+# and naming forms stay ("banana", "granola bars" name products too: the category's agreement decides);
+# descriptive forms ("frozen", "sliced") are masked with these.
 _MASKED_KINDS = frozenset(
     {
         AttributeKind.SIZE,
@@ -117,7 +118,8 @@ def _runs(
     if brands is not None:
         brands.find(text, taken)  # marks the brand's characters
     for match in attributes.match(text, [*taken]):
-        if match.kind in _MASKED_KINDS:
+        descriptive = match.kind is AttributeKind.FORM and match.canonical not in NAMING_FORMS
+        if match.kind in _MASKED_KINDS or descriptive:
             taken[match.start : match.end] = [True] * (match.end - match.start)
     runs: list[list[str]] = [[]]
     for word_match in _WORD.finditer(text):

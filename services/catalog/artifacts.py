@@ -27,11 +27,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from services.catalog.attributes import AttributeVocabulary
+from services.catalog.attributes import AttributeKind, AttributeTerm, AttributeVocabulary
 from services.catalog.embedding_index import CatalogEmbeddings, embed_catalog
 from services.catalog.lexicons import Lexicon, learn_brands, learn_product_types
 from services.catalog.locale import catalog_locale
 from services.catalog.model import Product, Taxonomy, format_path, parse_path
+from services.catalog.type_inference import mine_variant_words
 from services.embeddings import SentenceEmbedder
 from services.errors import QuError
 
@@ -97,6 +98,13 @@ def build_catalog(
     attributes = AttributeVocabulary.build((p.name for p in products), (p.attributes for p in products), market)
     brands, brand_report = learn_brands(products, attributes, market)
     types, product_types, learnt = learn_product_types(products, brands, attributes, locale=market)
+    # What varies among the products of one type becomes an attribute of the vocabulary (after the types
+    # are learnt, so a word that names a type stays a type).
+    variants, variant_report = mine_variant_words(
+        products, product_types, lambda word: types.lookup(word) is not None, brands, attributes, market
+    )
+    for word in variants:
+        attributes.add(AttributeTerm(word, AttributeKind.VARIANT, (word,)))
     embeddings = embed_catalog(embedder, taxonomy, brands, types) if embedder is not None else None
     return Catalog(
         products,
@@ -111,7 +119,11 @@ def build_catalog(
             "source": source,
             "schema_version": SCHEMA_VERSION,
             "locale": market.name,
-            "learnt": {"types": learnt.to_json(), "brands": brand_report.to_json()},
+            "learnt": {
+                "types": learnt.to_json(),
+                "brands": brand_report.to_json(),
+                "attributes": variant_report.to_json(),
+            },
         },
     )
 

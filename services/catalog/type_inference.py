@@ -347,3 +347,55 @@ def infer_product_types(
     report.rejected = dict(rejected)
     report.examples = dict(examples)
     return TypeInference(assigned, heads, report)
+
+
+# A word is a variant of its products' types ("steel", "aloe", "winter") when it qualifies this many
+# different types, in this many products, and is no product type itself.
+VARIANT_MIN_TYPES = 3
+VARIANT_MIN_PRODUCTS = 5
+
+
+@dataclass
+class VariantReport:
+    """The attribute words mined from the catalog: what varies among the products of one type."""
+
+    mined: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {"mined": self.mined, "examples": self.examples[:15]}
+
+
+def mine_variant_words(
+    products: Sequence[Product],
+    types: dict[str, str],
+    known_type: Callable[[str], bool],
+    brands: PhraseFinder | None,
+    attributes: AttributeVocabulary,
+    locale: CatalogLocale,
+) -> tuple[list[str], VariantReport]:
+    """Words that qualify many product types across a catalog's names and are no type themselves (``known_type``:
+    the product-type lexicon, any spelling): the colours, materials, scents and styles of this market that no
+    list names ("steel", "aloe", "casual"). "tomato" of "tomato sauce" stays a product word."""
+    qualifies: dict[str, set[str]] = defaultdict(set)
+    holders: Counter[str] = Counter()
+    for product in products:
+        own = types.get(product.product_id)
+        if own is None:
+            continue
+        own_words = set(own.split())
+        for run in name_parts(product, brands, attributes, locale).runs:
+            for word in set(run) - own_words:
+                if word in locale.stopwords or len(word) < 3 or attributes.lookup(word) is not None:
+                    continue
+                qualifies[word].add(own)
+                holders[word] += 1
+    mined = []
+    for word, qualified in qualifies.items():
+        if len(qualified) < VARIANT_MIN_TYPES or holders[word] < VARIANT_MIN_PRODUCTS:
+            continue
+        if known_type(word):
+            continue
+        mined.append(word)
+    mined.sort(key=lambda w: -holders[w])
+    return mined, VariantReport(len(mined), mined[:15])

@@ -213,3 +213,41 @@ def test_a_multi_word_type_is_found_written_as_one_word() -> None:
     lexicon, _, _ = learn_product_types(products, build_brand_lexicon(products), attributes, locale=market)
     found = lexicon.lookup("icecream")
     assert found is not None and found.key == "ice cream"
+
+
+def test_words_that_vary_among_products_of_one_type_are_mined_as_attributes() -> None:
+    from services.catalog.type_inference import mine_variant_words
+
+    rows = [
+        ("Steel Water Bottle", "kitchen > bottles"),
+        ("Plastic Water Bottle", "kitchen > bottles"),
+        ("Copper Water Bottle", "kitchen > bottles"),
+        ("Steel Kettle", "kitchen > kettles"),
+        ("Electric Kettle", "kitchen > kettles"),
+        ("Steel Tumbler", "kitchen > glasses"),
+        ("Glass Tumbler", "kitchen > glasses"),
+        ("Steel Spoon", "kitchen > cutlery"),
+        ("Wooden Spoon", "kitchen > cutlery"),
+        ("Steel Kadai", "kitchen > cookware"),
+        ("Iron Kadai", "kitchen > cookware"),
+        ("Aloe Face Wash", "beauty > face"),
+        ("Neem Face Wash", "beauty > face"),
+        ("Aloe Body Lotion", "beauty > body"),
+        ("Cocoa Body Lotion", "beauty > body"),
+        ("Aloe Hand Cream", "beauty > hands"),
+        ("Shea Hand Cream", "beauty > hands"),
+        ("Aloe Shampoo", "beauty > hair"),
+        ("Herbal Shampoo", "beauty > hair"),
+        ("Aloe Soap", "beauty > bath"),
+        ("Sandal Soap", "beauty > bath"),
+    ]
+    products = [p(str(i), name, "", path) for i, (name, path) in enumerate(rows)]
+    market = catalog_locale("en-IN")
+    attributes = AttributeVocabulary.build((x.name for x in products), ((),) * len(products), market)
+    lexicon, types, _ = learn_product_types(products, build_brand_lexicon(products), attributes, locale=market)
+    mined, report = mine_variant_words(
+        products, types, lambda w: lexicon.lookup(w) is not None, None, attributes, market
+    )
+    assert {"steel", "aloe"} <= set(mined) and report.mined == len(mined)
+    assert not set(mined) & {"bottle", "tumbler", "lotion", "soap"}  # product words stay product words
+    assert types["0"] == "water bottle" and types["17"] == "shampoo"

@@ -97,6 +97,20 @@ def server_environment() -> dict[str, str]:
     return env
 
 
+def line_buffered_stdout() -> list[str]:
+    """``stdbuf -oL`` where coreutils has it: the prefix that makes the server's stdout line-buffered.
+
+    Triton logs to stderr, but the OpenTelemetry SDK inside it (opentelemetry-cpp 1.13) writes its own errors
+    ("[OTLP HTTP Client] ... Export ... failed", "BatchSpanProcessor queue is full - dropping span") with
+    ``std::cout``; into a file that is block-buffered, so they stayed in the process for as long as it ran and
+    triton.log said nothing while Triton's spans went missing. The SDK reads no variable for its log level
+    (OTEL_LOG_LEVEL is not honoured by this build); line buffering is what makes its errors visible. stdbuf
+    execs the server, so the PID and process group are the server's own.
+    """
+    stdbuf = shutil.which("stdbuf")
+    return [stdbuf, "-oL"] if stdbuf else []
+
+
 @dataclass
 class TritonServer:
     """One ``tritonserver`` on 127.0.0.1 serving ``model_repository``; output to ``log_file``, cwd ``workdir``."""
@@ -198,7 +212,7 @@ class TritonServer:
         self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
-                self.command(server_dir),
+                [*line_buffered_stdout(), *self.command(server_dir)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

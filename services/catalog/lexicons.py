@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from services.catalog.attributes import AttributeKind, AttributeMatch, AttributeVocabulary
-from services.catalog.locale import CatalogLocale
+from services.catalog.locale import CatalogLocale, number_forms
 from services.catalog.model import CategoryPath, Product, format_path, parse_path
 from services.catalog.phrases import PhraseHit, PhraseIndex
 from services.catalog.type_inference import TypeReport, infer_product_types
@@ -64,10 +64,15 @@ def brand_aliases(brand: str) -> tuple[str, ...]:
     return tuple(forms)
 
 
-def type_forms(term: str) -> tuple[str, ...]:
-    """A product type's surface forms: singular and plural, and a multi-word type written as one word, as
-    shoppers often type it ("icecream", "peanutbutter")."""
+def type_forms(term: str, locale: CatalogLocale | None = None) -> tuple[str, ...]:
+    """A product type's surface forms: singular and plural (English rules, and the locale's for its last
+    word: "компот" / "компоты"), and a multi-word type written as one word, as shoppers often type it
+    ("icecream", "peanutbutter")."""
     forms = plural_variants(term)
+    if locale is not None:
+        head, _, last = term.rpartition(" ")
+        prefix = f"{head} " if head else ""
+        forms = tuple(dict.fromkeys(forms + tuple(prefix + w for w in number_forms(last, locale))))
     if " " in term:
         forms += tuple(f.replace(" ", "") for f in forms)
     return forms
@@ -340,7 +345,8 @@ def learn_product_types(
     locale: CatalogLocale | None = None,
 ) -> tuple[Lexicon, dict[str, str], TypeReport]:
     """:func:`build_product_type_lexicon` with the report of what was learnt and rejected."""
-    inference = infer_product_types(products, brands, attributes, locale or attributes.locale, min_support=min_support)
+    market = locale or attributes.locale
+    inference = infer_product_types(products, brands, attributes, market, min_support=min_support)
     by_type: dict[str, list[Product]] = defaultdict(list)
     by_id = {p.product_id: p for p in products}
     for pid, term in inference.assigned.items():
@@ -359,7 +365,7 @@ def learn_product_types(
         canonical = merged[term]
         entry = entries.get(canonical)
         if entry is None:
-            entry = entries[canonical] = LexiconEntry(canonical, canonical, type_forms(canonical))
+            entry = entries[canonical] = LexiconEntry(canonical, canonical, type_forms(canonical, market))
         entry.product_count += len(members)
         for product in members:
             entry.categories[product.category_path] = entry.categories.get(product.category_path, 0) + 1
@@ -375,7 +381,7 @@ def learn_product_types(
         key = merged.get(head) or next((merged[v] for v in plural_variants(head) if v in merged), head)
         entry = entries.get(key)
         if entry is None:
-            entry = entries[key] = LexiconEntry(key, key, type_forms(key))
+            entry = entries[key] = LexiconEntry(key, key, type_forms(key, market))
         product = by_id[pid]
         entry.product_count += 1
         entry.categories[product.category_path] = entry.categories.get(product.category_path, 0) + 1

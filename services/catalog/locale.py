@@ -169,6 +169,41 @@ LOCALES: dict[str, CatalogLocale] = {
 }
 
 
+_RU_HUSHING = tuple("гкхжшчщ")
+
+
+def russian_number_forms(word: str) -> tuple[str, ...]:
+    """A Russian noun's nominative singular and plural (as normalized: "й" folds to "и"): "компот" <->
+    "компоты", "слива" <-> "сливы", "булка" <-> "булки", "яицо" <-> "яица", "печенье" <-> "печенья". Regular
+    endings only; a form that is not a word costs nothing, as nobody types it."""
+    if len(word) < 3 or not all("а" <= ch <= "я" or ch == "ё" for ch in word):
+        return (word,)
+    forms = [word]
+    stem, last = word[:-1], word[-1]
+    if last == "а":
+        forms.append(stem + ("и" if stem.endswith(_RU_HUSHING) else "ы"))
+    elif last in "яь":
+        forms.append(stem + "и")
+    elif last == "о":
+        forms.append(stem + "а")
+    elif last == "е":
+        forms.append(stem + "я")
+    elif last == "ы" and len(stem) >= 3:
+        forms += [stem, stem + "а"]
+    elif last == "и" and len(stem) >= 3:
+        forms += [stem, stem + "а", stem + "я", stem + "ь"]
+    elif last not in "аеёиоуыэюя":
+        forms.append(word + ("и" if word.endswith(_RU_HUSHING) else "ы"))
+    return tuple(dict.fromkeys(forms))
+
+
+def number_forms(word: str, locale: CatalogLocale) -> tuple[str, ...]:
+    """The word's singular and plural forms in the locale's language (English rules are the lexicons' own)."""
+    if locale.name == "ru-RU":
+        return russian_number_forms(word)
+    return (word,)
+
+
 def catalog_locale(name: str | None) -> CatalogLocale:
     """The locale called ``name`` (None: the default); an unknown name is an error naming the known ones."""
     key = name or DEFAULT_LOCALE

@@ -251,3 +251,22 @@ def test_words_that_vary_among_products_of_one_type_are_mined_as_attributes() ->
     assert {"steel", "aloe"} <= set(mined) and report.mined == len(mined)
     assert not set(mined) & {"bottle", "tumbler", "lotion", "soap"}  # product words stay product words
     assert types["0"] == "water bottle" and types["17"] == "shampoo"
+
+
+@pytest.mark.parametrize(
+    ("word", "forms"),
+    [
+        ("компот", {"компот", "компоты"}),
+        ("слива", {"слива", "сливы"}),
+        ("булка", {"булка", "булки"}),
+        ("печенье", {"печенье", "печенья"}),
+        ("чаи", {"чаи"}),  # too short a stem to strip
+        ("corn", {"corn"}),  # not Russian
+    ],
+)
+def test_russian_types_are_found_in_the_singular_and_the_plural(word: str, forms: set[str]) -> None:
+    from services.catalog.locale import russian_number_forms
+
+    assert forms <= set(russian_number_forms(word)) and (len(word) < 4 or word in russian_number_forms(word))
+    if word in ("чаи", "corn"):
+        assert set(russian_number_forms(word)) == forms

@@ -287,40 +287,6 @@ def names_the_type(match: AttributeMatch, type_end: int) -> bool:
     return match.end == type_end and match.kind in (AttributeKind.FLAVOUR, AttributeKind.FORM)
 
 
-def product_type_candidates(product: Product, brands: Lexicon, attributes: AttributeVocabulary) -> list[str]:
-    """Suffixes (1–3 words) of the product's name once brand, attributes and trailing qualifiers are gone.
-
-    "Horizon Organic 2% Reduced Fat Chocolate Milk, 8 oz" -> ["milk"] (every other word is
-    the brand or an attribute); "Chocolate Sandwich Cookies" -> ["cookies", "sandwich cookies"].
-    """
-    head = product.name.split(",")[0]
-    text = normalize_query(head)
-    text = type_phrase(text)
-    taken = [False] * len(text)
-    if product.brand:
-        brands.find(text, taken)
-    for match in attributes.match(text, list(taken)):
-        if not names_the_type(match, len(text)):
-            taken[match.start : match.end] = [True] * (match.end - match.start)
-    # Runs of words that are neither brand nor attribute nor a bare number.
-    runs: list[list[str]] = [[]]
-    for word_match in _WORD.finditer(text):
-        word = word_match.group(0)
-        if any(taken[word_match.start() : word_match.end()]) or word.replace(".", "").isdigit():
-            if runs[-1]:
-                runs.append([])
-        else:
-            runs[-1].append(word)
-    runs = [r for r in runs if r]
-    if not runs:
-        return []
-    # The type is the last run: "Organic Gala Apples 3 lb" -> "gala apples".
-    tail = runs[-1]
-    while tail and tail[-1] in _NOT_A_TYPE_END:
-        tail.pop()
-    return [" ".join(tail[-n:]) for n in range(1, min(3, len(tail)) + 1)]
-
-
 def build_product_type_lexicon(
     products: list[Product],
     brands: Lexicon,
@@ -361,14 +327,17 @@ def learn_product_types(
             if variant in by_type and variant not in merged:
                 merged[variant] = term
     entries: dict[str, LexiconEntry] = {}
-    for term, members in by_type.items():
-        canonical = merged[term]
-        entry = entries.get(canonical)
+
+    def count(key: str, product: Product) -> None:
+        entry = entries.get(key)
         if entry is None:
-            entry = entries[canonical] = LexiconEntry(canonical, canonical, type_forms(canonical, market))
-        entry.product_count += len(members)
+            entry = entries[key] = LexiconEntry(key, key, type_forms(key, market))
+        entry.product_count += 1
+        entry.categories[product.category_path] = entry.categories.get(product.category_path, 0) + 1
+
+    for term, members in by_type.items():
         for product in members:
-            entry.categories[product.category_path] = entry.categories.get(product.category_path, 0) + 1
+            count(merged[term], product)
     # The head word of several multi-word types is a type too ("oil" of the coconut and olive oils): a shopper
     # who types it alone means all of them. One longer type is no evidence ("half" of "half and half").
     headed: dict[str, set[str]] = defaultdict(set)
@@ -379,12 +348,7 @@ def learn_product_types(
         if head == inference.assigned[pid] or len(headed[head]) < 2:
             continue
         key = merged.get(head) or next((merged[v] for v in plural_variants(head) if v in merged), head)
-        entry = entries.get(key)
-        if entry is None:
-            entry = entries[key] = LexiconEntry(key, key, type_forms(key, market))
-        product = by_id[pid]
-        entry.product_count += 1
-        entry.categories[product.category_path] = entry.categories.get(product.category_path, 0) + 1
+        count(key, by_id[pid])
     types = {pid: merged[t] for pid, t in inference.assigned.items()}
     inference.report.types = len(entries)
     return Lexicon(entries.values()), types, inference.report

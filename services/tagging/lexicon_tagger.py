@@ -5,8 +5,7 @@ inside the ``qu_student`` Triton model and, in-process, as the degraded answer w
 down, so it loads in well under a second and needs no embedding model for its tags (only
 :meth:`LexiconTagger.nearest_categories` uses vectors, made by the caller).
 
-Precedence, the same rules the catalog import used to build the product-type lexicon
-(``services.catalog.lexicons.product_type_candidates``):
+Precedence (the catalog import learns its types by other means, services/catalog/type_inference.py):
 
 * every matcher proposes its spans; the span of most words wins an overlap ("no gluten" the
   claim beats "no" the product type), and on as many words a brand beats an attribute beats a type;

@@ -16,7 +16,7 @@ from services.catalog import demo_derive
 from services.catalog.attributes import AttributeVocabulary
 from services.catalog.brand_inference import infer_brands
 from services.catalog.demo_derive import derive_demo_catalog, name_attributes
-from services.catalog.lexicons import build_brand_lexicon, product_type_candidates
+from services.catalog.lexicons import build_brand_lexicon, learn_product_types
 from services.catalog.model import Product
 from services.catalog.reader import read_catalog
 from services.errors import InputError
@@ -186,10 +186,10 @@ def test_attributes_leave_out_the_product_type_and_the_brand() -> None:
 def test_the_attribute_rule_agrees_with_the_product_type_rule(name: str) -> None:
     vocab = AttributeVocabulary.seed()
     product = Product("1", name, "", ("produce", "fruit"))
-    types = product_type_candidates(product, build_brand_lexicon([]), vocab)
+    _, types, _ = learn_product_types([product], build_brand_lexicon([]), vocab)
     attributes = name_attributes(name, "", vocab)
     # A word is the product's type or one of its attributes, never both (sizes aside).
-    assert not {a for a in attributes if not a[0].isdigit()} & set(types)
+    assert types and not {a for a in attributes if not a[0].isdigit()} & set(types["1"].split())
 
 
 def test_popularity_counts_order_lines_of_both_samples_and_every_aisle_is_covered(

@@ -12,7 +12,6 @@ from services.catalog.lexicons import (
     build_brand_lexicon,
     build_product_type_lexicon,
     plural_variants,
-    product_type_candidates,
 )
 from services.catalog.model import CategoryPath, Product, parse_path
 from services.normalize import normalize_query
@@ -331,17 +330,6 @@ def test_product_type_lookup_by_either_number(
 ) -> None:
     _, _, types, _ = grocery_lexicons
     assert types.lookup(typed).key == key  # type: ignore[union-attr]
-
-
-def test_product_type_candidates_examples(
-    grocery_lexicons: tuple[Lexicon, AttributeVocabulary, Lexicon, dict[str, str]],
-) -> None:
-    brands, attributes, _, _ = grocery_lexicons
-    by_id = {g.product_id: g for g in GROCERIES}
-    assert product_type_candidates(by_id["4"], brands, attributes) == ["milk"]
-    assert product_type_candidates(by_id["1"], brands, attributes) == ["cookies", "sandwich cookies"]
-    assert product_type_candidates(by_id["5"], brands, attributes) == ["apples", "gala apples"]
-    assert product_type_candidates(by_id["7"], brands, attributes)[:2] == ["sauce", "pasta sauce"]
 
 
 def test_singular_and_plural_merge_into_the_more_common_spelling() -> None:

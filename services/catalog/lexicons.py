@@ -23,8 +23,6 @@ _APOSTROPHE_S = re.compile(r"(\w+)['\u2019\u02bc]s\b", re.IGNORECASE)
 _CORPORATE_SUFFIXES = {"inc", "co", "company", "llc", "ltd", "corp", "corporation", "brand", "brands"}
 # Words after which a product name stops naming its type: "Pasta Sauce with Basil" is a pasta sauce.
 _TYPE_CUTS = re.compile(r"\b(?:with|in|for|made with|featuring)\b")
-_WORD = re.compile(r"\S+")
-_NOT_A_TYPE_END = {"and", "or", "of", "the", "a", "an", "to", "n", "&"}
 TOP_CATEGORIES = 5
 
 

@@ -101,7 +101,7 @@ def build_catalog(
     # What varies among the products of one type becomes an attribute of the vocabulary (after the types
     # are learnt, so a word that names a type stays a type).
     variants, variant_report = mine_variant_words(
-        products, product_types, lambda word: types.lookup(word) is not None, brands, attributes, market
+        learnt.runs, product_types, lambda word: types.lookup(word) is not None, attributes, market
     )
     for word in variants:
         attributes.add(AttributeTerm(word, AttributeKind.VARIANT, (word,)))
@@ -120,7 +120,7 @@ def build_catalog(
             "schema_version": SCHEMA_VERSION,
             "locale": market.name,
             "learnt": {
-                "types": learnt.to_json(),
+                "types": learnt.report.to_json(),
                 "brands": brand_report.to_json(),
                 "attributes": variant_report.to_json(),
             },

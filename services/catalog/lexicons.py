@@ -16,7 +16,7 @@ from services.catalog.attributes import AttributeKind, AttributeMatch, Attribute
 from services.catalog.locale import CatalogLocale, number_forms
 from services.catalog.model import CategoryPath, Product, format_path, parse_path
 from services.catalog.phrases import PhraseHit, PhraseIndex
-from services.catalog.type_inference import TypeReport, infer_product_types
+from services.catalog.type_inference import TypeInference, infer_product_types
 from services.normalize import normalize_query
 
 _APOSTROPHE_S = re.compile(r"(\w+)['\u2019\u02bc]s\b", re.IGNORECASE)
@@ -307,8 +307,9 @@ def learn_product_types(
     *,
     min_support: int = 2,
     locale: CatalogLocale | None = None,
-) -> tuple[Lexicon, dict[str, str], TypeReport]:
-    """:func:`build_product_type_lexicon` with the report of what was learnt and rejected."""
+) -> tuple[Lexicon, dict[str, str], TypeInference]:
+    """:func:`build_product_type_lexicon` with the inference behind it (its ``report``: what was learnt and
+    rejected)."""
     market = locale or attributes.locale
     inference = infer_product_types(products, brands, attributes, market, min_support=min_support)
     by_type: dict[str, list[Product]] = defaultdict(list)
@@ -349,4 +350,4 @@ def learn_product_types(
         count(key, by_id[pid])
     types = {pid: merged[t] for pid, t in inference.assigned.items()}
     inference.report.types = len(entries)
-    return Lexicon(entries.values()), types, inference.report
+    return Lexicon(entries.values()), types, inference

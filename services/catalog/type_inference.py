@@ -199,10 +199,12 @@ class TypeReport:
 @dataclass
 class TypeInference:
     """Each product's type (normalized phrase), the single word that decided it (its head: "oil" of "coconut
-    oil", itself a broader type a shopper types alone), and the report."""
+    oil", itself a broader type a shopper types alone), the runs of candidate words its name was read into
+    (what :func:`mine_variant_words` reads again), and the report."""
 
     assigned: dict[str, str]
     heads: dict[str, str]
+    runs: dict[str, tuple[tuple[str, ...], ...]]
     report: TypeReport
 
 
@@ -346,7 +348,7 @@ def infer_product_types(
     report.lone_product_types = fallback
     report.rejected = dict(rejected)
     report.examples = dict(examples)
-    return TypeInference(assigned, heads, report)
+    return TypeInference(assigned, heads, {pid: np.runs for pid, np in parts.items()}, report)
 
 
 # A word is a variant of its products' types ("steel", "aloe", "winter") when it qualifies this many
@@ -367,24 +369,21 @@ class VariantReport:
 
 
 def mine_variant_words(
-    products: Sequence[Product],
+    runs: dict[str, tuple[tuple[str, ...], ...]],
     types: dict[str, str],
     known_type: Callable[[str], bool],
-    brands: PhraseFinder | None,
     attributes: AttributeVocabulary,
     locale: CatalogLocale,
 ) -> tuple[list[str], VariantReport]:
     """Words that qualify many product types across a catalog's names and are no type themselves (``known_type``:
     the product-type lexicon, any spelling): the colours, materials, scents and styles of this market that no
-    list names ("steel", "aloe", "casual"). "tomato" of "tomato sauce" stays a product word."""
+    list names ("steel", "aloe", "casual"). "tomato" of "tomato sauce" stays a product word. ``runs`` are the
+    names as type inference read them (:attr:`TypeInference.runs`), ``types`` each product's type."""
     qualifies: dict[str, set[str]] = defaultdict(set)
     holders: Counter[str] = Counter()
-    for product in products:
-        own = types.get(product.product_id)
-        if own is None:
-            continue
+    for pid, own in types.items():
         own_words = set(own.split())
-        for run in name_parts(product, brands, attributes, locale).runs:
+        for run in runs[pid]:
             for word in set(run) - own_words:
                 if word in locale.stopwords or len(word) < 3 or attributes.lookup(word) is not None:
                     continue

@@ -6,22 +6,26 @@ from __future__ import annotations
 import pytest
 
 from services.catalog.attributes import AttributeVocabulary
-from services.catalog.lexicons import build_brand_lexicon, learn_product_types
+from services.catalog.lexicons import Lexicon, build_brand_lexicon, learn_product_types
 from services.catalog.locale import catalog_locale
 from services.catalog.model import Product, parse_path
-from services.catalog.type_inference import TypeReport, head_segments
+from services.catalog.type_inference import TypeInference, TypeReport, head_segments
 
 
 def p(pid: str, name: str, brand: str, path: str) -> Product:
     return Product(pid, name, brand, parse_path(path))
 
 
-def learn(products: list[Product], locale: str = "en-US") -> tuple[dict[str, str], TypeReport]:
+def learn_all(products: list[Product], locale: str = "en-US") -> tuple[Lexicon, dict[str, str], TypeInference]:
     market = catalog_locale(locale)
     brands = build_brand_lexicon(products)
     attributes = AttributeVocabulary.build((x.name for x in products), (x.attributes for x in products), market)
-    _, types, report = learn_product_types(products, brands, attributes, locale=market)
-    return types, report
+    return learn_product_types(products, brands, attributes, locale=market)
+
+
+def learn(products: list[Product], locale: str = "en-US") -> tuple[dict[str, str], TypeReport]:
+    _, types, inference = learn_all(products, locale)
+    return types, inference.report
 
 
 @pytest.mark.parametrize(
@@ -162,9 +166,7 @@ def test_the_head_of_several_multi_word_types_is_a_type_of_its_own() -> None:
         p("5", "Avocado Oil", "Chosen Foods", "pantry > oils"),
         p("6", "Refined Avocado Oil", "La Tourangelle", "pantry > oils"),
     ]
-    market = catalog_locale("en-US")
-    attributes = AttributeVocabulary.build((x.name for x in products), ((),) * len(products), market)
-    lexicon, types, _ = learn_product_types(products, build_brand_lexicon(products), attributes, locale=market)
+    lexicon, types, _ = learn_all(products, "en-US")
     assert set(types.values()) == {"coconut oil", "olive oil", "avocado oil"}
     oil = lexicon.lookup("oil")
     assert oil is not None and oil.product_count == 6  # "oil" alone means every one of them
@@ -208,9 +210,7 @@ def test_a_multi_word_type_is_found_written_as_one_word() -> None:
         p("2", "Chocolate Ice Cream", "Kwality Walls", "frozen > ice cream"),
         p("3", "Mango Ice Cream Cup", "Havmor", "frozen > ice cream"),
     ]
-    market = catalog_locale("en-IN")
-    attributes = AttributeVocabulary.build((x.name for x in products), ((),) * len(products), market)
-    lexicon, _, _ = learn_product_types(products, build_brand_lexicon(products), attributes, locale=market)
+    lexicon, _, _ = learn_all(products, "en-IN")
     found = lexicon.lookup("icecream")
     assert found is not None and found.key == "ice cream"
 
@@ -244,9 +244,9 @@ def test_words_that_vary_among_products_of_one_type_are_mined_as_attributes() ->
     products = [p(str(i), name, "", path) for i, (name, path) in enumerate(rows)]
     market = catalog_locale("en-IN")
     attributes = AttributeVocabulary.build((x.name for x in products), ((),) * len(products), market)
-    lexicon, types, _ = learn_product_types(products, build_brand_lexicon(products), attributes, locale=market)
+    lexicon, types, inference = learn_product_types(products, build_brand_lexicon(products), attributes, locale=market)
     mined, report = mine_variant_words(
-        products, types, lambda w: lexicon.lookup(w) is not None, None, attributes, market
+        inference.runs, types, lambda w: lexicon.lookup(w) is not None, attributes, market
     )
     assert {"steel", "aloe"} <= set(mined) and report.mined == len(mined)
     assert not set(mined) & {"bottle", "tumbler", "lotion", "soap"}  # product words stay product words

@@ -81,6 +81,16 @@ class Catalog:
         }
 
 
+def catalog_words(catalog: Catalog) -> frozenset[str]:
+    """Every word the catalog's lexicons write a brand, product type or attribute with, and its locale's
+    stopwords: words a shopper spelled as the catalog does, so never read as a slip of another
+    (services/catalog/spelling.py)."""
+    entries = [*catalog.brands.entries.values(), *catalog.types.entries.values()]
+    forms = [f for e in entries for f in (e.key, *e.aliases)]
+    forms += [a for term in catalog.attributes.terms.values() for a in term.aliases]
+    return frozenset({w for form in forms for w in form.split()} | catalog.attributes.locale.stopwords)
+
+
 def build_catalog(
     products: list[Product],
     *,

@@ -116,11 +116,13 @@ class NormalizingPredictor:
             await self._close()
 
 
-def lexicon_answer(catalog: Catalog, embedder: SentenceEmbedder, *, prior_weight: float = 0.0) -> BatchAnswer:
+def lexicon_answer(
+    catalog: Catalog, embedder: SentenceEmbedder, *, prior_weight: float = 0.0, spelling: bool = True
+) -> BatchAnswer:
     """What ``triton_models/qu_student/1/model.py`` computes, in-process: lexicon tags, top-3 categories by cosine.
 
     ``prior_weight`` > 0 also orders categories by where the catalog files the tagged product type,
-    as the model's ``category_prior_weight`` parameter does.
+    as the model's ``category_prior_weight`` parameter does; ``spelling=False`` tags exact matches only.
     """
     if catalog.embeddings is None:
         raise PredictionError("the catalog has no category embeddings: import it with `qu catalog import`")
@@ -129,7 +131,7 @@ def lexicon_answer(catalog: Catalog, embedder: SentenceEmbedder, *, prior_weight
             f"the catalog's category vectors were made by {catalog.embeddings.model_id!r}, the embedder is "
             f"{embedder.model_id!r}: re-import the catalog or set QU_EMBEDDING_MODEL_ID/QU_EMBEDDING_MODEL_PATH"
         )
-    tagger = LexiconTagger(catalog)
+    tagger = LexiconTagger(catalog, spelling=spelling)
     version = f"{tagger.version}+{embedder.model_id}" + (f"+prior{prior_weight:g}" if prior_weight else "")
 
     def answer(normalized: list[str]) -> list[Understanding]:

@@ -87,6 +87,10 @@ def _lexicon(env: PredictorEnv) -> Predictor:
     return env.wrap("lexicon", lexicon_answer(env.catalog, env.embedder))
 
 
+def _lexicon_exact(env: PredictorEnv) -> Predictor:
+    return env.wrap("lexicon-exact", lexicon_answer(env.catalog, env.embedder, spelling=False))
+
+
 def _lexicon_prior(env: PredictorEnv) -> Predictor:
     answer = lexicon_answer(env.catalog, env.embedder, prior_weight=SUGGESTED_PRIOR_WEIGHT)
     return env.wrap("lexicon-prior", answer)
@@ -133,6 +137,8 @@ def _triton(version: str) -> PredictorFactory:
 PREDICTOR_FACTORIES: dict[str, PredictorFactory] = {
     # The catalog-lexicon tagger + MiniLM category ranking, in-process (what qu_student version 1 serves).
     "lexicon": _lexicon,
+    # The same without spelling tolerance: exact matches only (what the slips add is lexicon minus this).
+    "lexicon-exact": _lexicon_exact,
     # The same with the catalog's placement of the tagged product type in the category order.
     "lexicon-prior": _lexicon_prior,
     # The student on Triton (QU_TRITON_GRPC_URL, QU_STUDENT_MODEL), the default version.

@@ -7,9 +7,10 @@ record on ``qu.head-tags.v1``): a model's strings are claims to check, never val
   is published with that entry's own canonical value, never the model's spelling of it. Its span
   must be the tagged text in the normalized query and must say that entry: one of its aliases (for
   an attribute, a surface form with the same canonical value), or be spelled like one
-  (:data:`SPELLING_MIN_SIMILARITY`) while naming no other entry itself, so the misspellings a
-  teacher resolved ("pepridge farm" -> Pepperidge Farm, "millk" -> milk) survive; "whole" never
-  becomes "Special K", and "100 oz" never becomes "10 oz".
+  (:func:`services.catalog.spelling.spelled_like`: trigrams, or word slips) while naming no other
+  entry itself, so the misspellings a teacher or the lexicon tagger resolved ("pepridge farm" ->
+  Pepperidge Farm, "millk" -> milk, "aata" -> atta) survive; "whole" never becomes "Special K", and
+  "100 oz" never becomes "10 oz".
 - A category is a path of the taxonomy.
 - Every score (tag confidence, category score, rewrite score) is a finite number in [0, 1], as the
   wire schema says: NaN compares false to every threshold, so it would pass them all.
@@ -27,10 +28,10 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import replace
 
-from services.catalog.artifacts import Catalog
+from services.catalog.artifacts import Catalog, catalog_words
 from services.catalog.lexicons import LexiconEntry, plural_variants
 from services.catalog.model import format_path
-from services.catalog.spelling import trigram_jaccard
+from services.catalog.spelling import TRIGRAM_MIN_SIMILARITY, spelled_like
 from services.domain import CategoryScore, GuardrailDecision, Rewrite, Role, Tag, Understanding
 from services.guardrails.attribute_patterns import attribute_canonical
 from services.normalize import normalize_query
@@ -47,7 +48,7 @@ __all__ = [
 # the entry, unless the span is the name of another entry itself. The offline catalog teacher adds a
 # misspelled brand at 0.5 or more (catalog_teacher.py): this must not be stricter, or the teacher's own
 # answers would be dropped on their way to the cache.
-SPELLING_MIN_SIMILARITY = 0.5
+SPELLING_MIN_SIMILARITY = TRIGRAM_MIN_SIMILARITY
 # Unicode categories of characters that do not show what they do: control (Cc), format (Cf: bidi
 # overrides and isolates, zero-width space and joiners, soft hyphen, BOM), surrogate (Cs), private use
 # (Co), unassigned (Cn), and line/paragraph separators (Zl, Zp).
@@ -96,6 +97,7 @@ class CatalogBinding:
         self.catalog = catalog
         # A product tag may name a taxonomy node ("cleaning"): the node's own name is then its canonical.
         self._node_names = {normalize_query(node.name): node.name for node in catalog.taxonomy}
+        self._words: frozenset[str] | None = None  # the catalog's own words, on the first spelling check
 
     def bind(
         self, understanding: Understanding, normalized_query: str, *, record_kept: bool = False
@@ -169,20 +171,20 @@ class CatalogBinding:
         entry = self.catalog.brands.lookup(claimed)
         if entry is None:
             return None, False
-        return entry.canonical, _names(span, _forms(entry), self.catalog.brands.lookup(span) not in (None, entry))
+        return entry.canonical, self._names(span, _forms(entry), self.catalog.brands.lookup(span) not in (None, entry))
 
     def _product(self, claimed: str, span: str) -> tuple[str | None, bool]:
         entry = self.catalog.types.lookup(claimed)
         own = self.catalog.types.lookup(span)
         if entry is not None:
             other = own not in (None, entry) or (own is None and span in self._node_names)
-            return entry.canonical, _names(span, _forms(entry), other)
+            return entry.canonical, self._names(span, _forms(entry), other)
         node = self._node_names.get(normalize_query(claimed))
         if node is None:
             return None, False
         forms = plural_variants(normalize_query(node))
         other = own is not None or (span in self._node_names and span not in forms)
-        return node, _names(span, forms, other)
+        return node, self._names(span, forms, other)
 
     def _attribute(self, claimed: str, span: str) -> tuple[str | None, bool]:
         vocabulary = self.catalog.attributes
@@ -193,7 +195,19 @@ class CatalogBinding:
         if own is not None:  # the span is an attribute value itself: it must be this one ("100 oz" is not "10 oz")
             return canonical, own == canonical
         term = vocabulary.terms.get(canonical)
-        return canonical, _names(span, term.aliases if term else (canonical,), False)
+        return canonical, self._names(span, term.aliases if term else (canonical,), False)
+
+    def _names(self, span: str, forms: Iterable[str], names_another: bool) -> bool:
+        """Whether a normalized span says an entry known by ``forms``: one of them, or, when the span is not
+        itself the name of another entry, spelled like one of them (a misspelling the teacher or tagger resolved)."""
+        forms = tuple(forms)
+        if span in forms:
+            return True
+        if names_another:
+            return False
+        if self._words is None:
+            self._words = catalog_words(self.catalog)
+        return any(spelled_like(span, f, self._words) for f in forms)
 
     # --- categories and rewrites ----------------------------------------------------------------
 
@@ -216,15 +230,6 @@ class CatalogBinding:
 
 def _forms(entry: LexiconEntry) -> tuple[str, ...]:
     return (entry.key, *entry.aliases)
-
-
-def _names(span: str, forms: Iterable[str], names_another: bool) -> bool:
-    """Whether a normalized span says an entry known by ``forms``: one of them, or, when the span is not
-    itself the name of another entry, spelled like one of them (a misspelling the teacher resolved)."""
-    forms = tuple(forms)
-    if span in forms:
-        return True
-    return not names_another and max(trigram_jaccard(span, f) for f in forms) >= SPELLING_MIN_SIMILARITY
 
 
 def _path_item(path: tuple[str, ...]) -> str:

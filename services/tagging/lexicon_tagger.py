@@ -12,11 +12,16 @@ Precedence (the catalog import learns its types by other means, services/catalog
 * "chocolate milk": chocolate is a flavour, milk the product; but a query with no product
   left ("banana", "chocolate banana") names its product with its last flavour or form word
   when that word is a product type (:func:`services.catalog.lexicons.names_the_type` is the
-  same rule for product names).
+  same rule for product names);
+* a query word that no lexicon knows is read as the product-type word it is a slip of ("aata"
+  as "atta", "колбаски" as "колбаса"; :mod:`services.tagging.spelling_correction`), and the
+  query is tagged again with those words; the tags keep the shopper's own spans.
 """
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,13 +30,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.catalog.artifacts import Catalog
+from services.catalog.artifacts import Catalog, catalog_words
 from services.catalog.attributes import AttributeKind
 from services.catalog.model import format_path, parse_path
 from services.domain import CategoryScore, Role, Tag
 from services.errors import QuError
+from services.tagging.spelling_correction import SpellingCorrector
 
-TAGGER_NAME = "catalog-lexicon-v1"  # bump when a rule above changes what a query is tagged with
+TAGGER_NAME = "catalog-lexicon-v2"  # bump when a rule above changes what a query is tagged with
+_WORD = re.compile(r"\S+")
 
 # On as many words the earlier role wins: the order the catalog import matched them in.
 _PRIORITY = {Role.BRAND: 0, Role.ATTRIBUTE: 1, Role.PRODUCT: 2}
@@ -65,11 +72,15 @@ class _Candidate:
 class LexiconTagger:
     """Brand, attribute and product-type tags for normalized queries, from one imported catalog."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, *, spelling: bool = True) -> None:
+        """``spelling=False``: exact matching alone (how the precision of the slips is measured)."""
         self.catalog = catalog
         build = catalog.manifest.get("build")
         # A catalog built in memory (tests) has no build id; say so rather than pretend one.
-        self.version = f"{TAGGER_NAME}+catalog.{build or 'unsaved'}"
+        exact = "" if spelling else "+exact"
+        self.version = f"{TAGGER_NAME}{exact}+catalog.{build or 'unsaved'}"
+        self._spelling = spelling
+        self._corrector: SpellingCorrector | None = None  # built on first use: loading stays fast
         self._columns: dict[str, int] | None = None  # category path -> row of the stored vectors
 
     def tag(self, normalized: str) -> list[Tag]:
@@ -78,6 +89,56 @@ class LexiconTagger:
         ``normalized`` must be :func:`services.normalize.normalize_query` output: the lexicons
         hold normalized forms only, so raw text would simply match less.
         """
+        tags = self._tag_exact(normalized)
+        if not self._spelling:
+            return tags
+        words = list(_WORD.finditer(normalized))
+        covered = [False] * len(normalized)
+        for tag in tags:
+            covered[tag.start : tag.end] = [True] * (tag.end - tag.start)
+        corrector = self.corrector
+        fixes = {
+            i: fix
+            for i, word in enumerate(words)
+            if not any(covered[word.start() : word.end()])
+            and (fix := corrector.correct(word.group(), last=i == len(words) - 1)) is not None
+        }
+        return self._tag_corrected(normalized, words, fixes) if fixes else tags
+
+    @property
+    def corrector(self) -> SpellingCorrector:
+        """The slips index over the catalog's product-type words (every other lexicon word is known)."""
+        if self._corrector is None:
+            catalog = self.catalog
+            targets: Counter[str] = Counter()
+            for entry in catalog.types.entries.values():
+                for form in {entry.key, *entry.aliases}:
+                    targets.update(dict.fromkeys(form.split(), max(entry.product_count, 1)))
+            self._corrector = SpellingCorrector(targets, catalog_words(catalog))
+        return self._corrector
+
+    def _tag_corrected(self, normalized: str, words: list[re.Match[str]], fixes: dict[int, str]) -> list[Tag]:
+        """Tags of the query with its slips replaced, on the shopper's own words (spans mapped back)."""
+        pieces = [fixes.get(i, w.group()) for i, w in enumerate(words)]
+        starts, at = [], 0
+        for piece in pieces:
+            starts.append(at)
+            at += len(piece) + 1
+        corrected = " ".join(pieces)
+
+        def original(offset: int, *, end: bool) -> int:
+            i = bisect_right(starts, offset if not end else offset - 1) - 1
+            if i in fixes:  # a replaced word maps whole onto the word it replaced
+                return words[i].end() if end else words[i].start()
+            return words[i].start() + offset - starts[i]
+
+        out = []
+        for tag in self._tag_exact(corrected):
+            start, end = original(tag.start, end=False), original(tag.end, end=True)
+            out.append(Tag(tag.role, start, end, normalized[start:end], tag.canonical))
+        return out
+
+    def _tag_exact(self, normalized: str) -> list[Tag]:
         taken = [False] * len(normalized)
         chosen: list[_Candidate] = []
         # A losing span can hide a shorter one: in "happy baby spinach" the brand "happy baby" beats

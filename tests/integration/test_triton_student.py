@@ -107,7 +107,7 @@ def test_a_batch_gets_one_understanding_per_query(triton_server: TritonServer, s
     assert answers[2]["categories"][0]["path"] == ["bakery", "bread"]
     for query, answer in zip(queries, answers, strict=True):
         assert set(answer) == {"tags", "categories", "rewrites", "version"}
-        assert answer["version"] == f"catalog-lexicon-v1+catalog.{build}+all-MiniLM-L6-v2"
+        assert answer["version"] == f"catalog-lexicon-v2+catalog.{build}+all-MiniLM-L6-v2"
         assert answer["rewrites"] == []
         assert len(answer["categories"]) == 3
         scores = [c["score"] for c in answer["categories"]]

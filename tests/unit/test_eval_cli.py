@@ -74,7 +74,7 @@ def test_srl_queryner_with_the_lexicon_predictor_equals_the_hand_count(
     assert result["per_role"] == EXPECTED_ROLES
     assert (result["n"], result["model"], result["format"]) == (6, "lexicon", "queryner")
     assert result["gold_file"] == str(queryner_file)
-    assert result["model_version"].startswith("catalog-lexicon-v1+catalog.")
+    assert result["model_version"].startswith("catalog-lexicon-v2+catalog.")
     assert "by_kind" not in result  # QueryNER has no kinds
 
     limited = run_json(

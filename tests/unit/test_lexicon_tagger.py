@@ -155,10 +155,10 @@ def test_demo_product_names_tag_consistently(demo: LexiconTagger) -> None:
 
 
 def test_version_names_the_tagger_and_the_catalog_build(small: LexiconTagger) -> None:
-    assert small.version == "catalog-lexicon-v1+catalog.unsaved"
+    assert small.version == "catalog-lexicon-v2+catalog.unsaved"
     catalog = build_catalog(PRODUCTS, embedder=None)
     catalog.manifest["build"] = "20261125T000000Z-abc"
-    assert LexiconTagger(catalog).version == "catalog-lexicon-v1+catalog.20261125T000000Z-abc"
+    assert LexiconTagger(catalog).version == "catalog-lexicon-v2+catalog.20261125T000000Z-abc"
 
 
 # --- categories -------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ Contract (config.pbtxt): ``QUERY`` is a batch of normalized queries (UTF-8 bytes
 ``services.tagging.LexiconTagger`` (offsets into the query), ``categories`` = the 3 catalog category
 paths whose stored embeddings are most cosine-similar to the query's MiniLM embedding, best first,
 ``score`` = that cosine similarity (the caller applies the guardrail threshold), ``rewrites`` = []
-and ``version`` = ``catalog-lexicon-v1+catalog.<build id>+<embedding model id>``.
+and ``version`` = ``catalog-lexicon-v2+catalog.<build id>+<embedding model id>``.
 
 Optional config parameter ``category_prior_weight`` (default 0: cosine order, as above) also orders
 categories by where the catalog puts the tagged product type (``LexiconTagger.nearest_categories_batch``);

@@ -1,0 +1,79 @@
+"""Reads a query word the catalog does not know as the catalog word it is a slip of.
+
+Shoppers type "aata", "мороженное", "колбаски", "шокол": the exact-match tagger knows "atta",
+"мороженое", "колбаса", "шоколад". Before tagging, each query word that no lexicon knows (no brand,
+type or attribute form, no stopword) is replaced by the catalog's product-type word it is a slip
+of (:mod:`services.catalog.spelling`: a typo, another ending, or, for the last word, cut short),
+the nearest first, then the word the most products carry. Words the catalog knows are never
+replaced, so a correction can only add a tag where the exact tagger had none.
+
+The index is built from the lexicons when the tagger first needs it: every type word once, kept by
+length for the edit search (rapidfuzz) and sorted for the prefix search (cut-short words, endings).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Iterable
+
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
+from services.catalog.spelling import (
+    MIN_SLIP_LETTERS,
+    STEM_MIN,
+    cut_short_of,
+    max_edits,
+    slip_distance,
+)
+
+__all__ = ["SpellingCorrector"]
+
+
+class SpellingCorrector:
+    """Replacements for unknown query words, from the words a catalog's product types are written with."""
+
+    def __init__(self, targets: Counter[str], known: Iterable[str]) -> None:
+        """``targets``: type word -> products it names (the tie-break); ``known``: words never replaced."""
+        self._weight = {w: n for w, n in targets.items() if w.isalpha()}
+        self._known = frozenset(known) | frozenset(self._weight)
+        self._sorted = sorted(self._weight)
+        self._by_length: dict[int, list[str]] = {}
+        for word in self._sorted:
+            self._by_length.setdefault(len(word), []).append(word)
+
+    def __len__(self) -> int:
+        return len(self._weight)
+
+    def correct(self, word: str, *, last: bool = False) -> str | None:
+        """The catalog word ``word`` is a slip of, or None; ``last``: the query's last word (may be cut short)."""
+        if word in self._known or len(word) < MIN_SLIP_LETTERS or not word.isalpha():
+            return None
+        found: dict[str, int] = {}  # candidate -> distance
+        limit = max_edits(word)
+        for length in range(len(word) - limit, len(word) + limit + 1):
+            choices = self._by_length.get(length)
+            if not choices:
+                continue
+            for target, distance, _ in process.extract(
+                word, choices, scorer=OSA.distance, score_cutoff=limit, limit=None
+            ):
+                found[target] = int(distance)
+        # Same stem, other ending ("колбаски" -> "колбаса"), and cut short: both share the first letters.
+        for target in self._starting_with(word[:STEM_MIN]):
+            if target in found:
+                continue
+            distance = slip_distance(word, target)
+            if distance is not None:
+                found[target] = distance
+            elif last and cut_short_of(word, target):
+                found[target] = len(target) - len(word)
+        if not found:
+            return None
+        return min(found, key=lambda t: (found[t], -self._weight[t], t))
+
+    def _starting_with(self, prefix: str) -> list[str]:
+        lo = bisect.bisect_left(self._sorted, prefix)
+        hi = bisect.bisect_right(self._sorted, prefix + "\uffff")
+        return self._sorted[lo:hi]

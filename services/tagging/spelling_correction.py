@@ -64,9 +64,9 @@ class SpellingCorrector:
         for target in self._starting_with(word[:STEM_MIN]):
             if target in found:
                 continue
-            distance = slip_distance(word, target)
-            if distance is not None:
-                found[target] = distance
+            slip = slip_distance(word, target)
+            if slip is not None:
+                found[target] = slip
             elif last and cut_short_of(word, target):
                 found[target] = len(target) - len(word)
         if not found:

@@ -35,6 +35,13 @@ class CatalogLocale:
     stopwords: frozenset[str] = frozenset()
     # Number words before a unit ("half kg" -> 0.5 kg).
     fractions: dict[str, str] = field(default_factory=dict)
+    # Words by which a query names two products ("salt and pepper"); any other query names one.
+    conjunctions: frozenset[str] = frozenset()
+    # The language of the market's words, as pyspellchecker names its word lists ("en", "ru"), or None
+    # where it has none, and as Snowball names its stemmer ("english"): a word of the language is read
+    # only as a catalog word of the same stem (services/tagging/spelling_correction.py).
+    language: str | None = None
+    stemmer: str | None = None
 
 
 def _words(text: str) -> frozenset[str]:
@@ -63,6 +70,7 @@ _EN_COLOURS = (
 )  # fmt: skip
 _EN_CUTS = ("with", "in", "for", "made with", "featuring")
 
+_EN_CONJUNCTIONS = _words("and or vs versus plus")
 _RU_STOPWORDS = _words("и или в во на с со из для по от до к ко у о об при без под над the and of")
 _SR_STOPWORDS = _words("i ili u na sa s od do za iz po bez pod nad kod ka o")
 
@@ -74,6 +82,9 @@ LOCALES: dict[str, CatalogLocale] = {
         colours=_EN_COLOURS,
         type_cuts=_EN_CUTS,
         stopwords=_EN_STOPWORDS,
+        conjunctions=_EN_CONJUNCTIONS,
+        language="en",
+        stemmer="english",
         fractions={"half": "1/2", "quarter": "1/4"},
     ),
     "en-IN": CatalogLocale(
@@ -104,6 +115,9 @@ LOCALES: dict[str, CatalogLocale] = {
         colours=_EN_COLOURS,
         type_cuts=_EN_CUTS,
         stopwords=_EN_STOPWORDS,
+        conjunctions=_EN_CONJUNCTIONS,
+        language="en",
+        stemmer="english",
         fractions={"half": "1/2", "quarter": "1/4", "dedh": "1.5"},
     ),
     "ru-RU": CatalogLocale(
@@ -150,6 +164,9 @@ LOCALES: dict[str, CatalogLocale] = {
         ),
         type_cuts=("с", "со", "в", "во", "для", "из", "на"),
         stopwords=_RU_STOPWORDS,
+        conjunctions=_words("и или либо"),
+        language="ru",
+        stemmer="russian",
         fractions={"пол": "1/2"},
     ),
     "sr-RS": CatalogLocale(
@@ -165,6 +182,8 @@ LOCALES: dict[str, CatalogLocale] = {
         colours=("crni", "beli", "crveni", "plavi", "zeleni", "zuti", "braon", "sivi", "roze", "black", "white"),
         type_cuts=("sa", "za", "u", "od", "bez"),
         stopwords=_SR_STOPWORDS,
+        conjunctions=_words("i ili"),
+        stemmer="serbian",
     ),
 }
 

@@ -9,7 +9,8 @@ next does not drop:
   the catalog word it is a slip of: a typo or transliteration ("aata" for "atta", "мороженное" for
   "мороженое"), another grammatical ending of one stem ("колбаски" for "колбаса", "berries" for
   "berry"), or, for the query's last word, a word cut short while typing ("шокол" for "шоколад").
-  They never fire on a word under :data:`MIN_SLIP_LETTERS` letters or holding anything but letters.
+  They never fire on a word under :data:`MIN_SLIP_LETTERS` letters or holding anything but letters, nor
+  read a word as one that short.
   The guardrails accept these slips too (:func:`spelled_like`).
 
 The thresholds were chosen on labelled queries (docs/QUALITY.md, "Spelling tolerance"), where the
@@ -83,7 +84,7 @@ def slip_distance(word: str, target: str) -> int | None:
     """
     if word == target:
         return 0
-    if not _slippable(word) or not target.isalpha():
+    if not _slippable(word) or not _slippable(target):
         return None
     limit = max_edits(word)
     distance = OSA.distance(word, target, score_cutoff=max(limit, 2 * ENDING_MAX))

@@ -35,7 +35,7 @@ from services.catalog.attributes import AttributeKind
 from services.catalog.model import format_path, parse_path
 from services.domain import CategoryScore, Role, Tag
 from services.errors import QuError
-from services.tagging.spelling_correction import SpellingCorrector
+from services.tagging.spelling_correction import SpellingCorrector, language_words, stemmer
 
 TAGGER_NAME = "catalog-lexicon-v2"  # bump when a rule above changes what a query is tagged with
 _WORD = re.compile(r"\S+")
@@ -80,6 +80,9 @@ class LexiconTagger:
         exact = "" if spelling else "+exact"
         self.version = f"{TAGGER_NAME}{exact}+catalog.{build or 'unsaved'}"
         self._spelling = spelling
+        learnt = catalog.manifest.get("learnt", {}).get("types", {})
+        # Where a query's head product stands: the word order the import found in the catalog's names.
+        self._type_first = learnt.get("convention") == "type-first"
         self._corrector: SpellingCorrector | None = None  # built on first use: loading stays fast
         self._columns: dict[str, int] | None = None  # category path -> row of the stored vectors
 
@@ -114,7 +117,13 @@ class LexiconTagger:
             for entry in catalog.types.entries.values():
                 for form in {entry.key, *entry.aliases}:
                     targets.update(dict.fromkeys(form.split(), max(entry.product_count, 1)))
-            self._corrector = SpellingCorrector(targets, catalog_words(catalog))
+            locale = catalog.attributes.locale
+            self._corrector = SpellingCorrector(
+                targets,
+                catalog_words(catalog),
+                language=language_words(locale.language) if locale.language else (),
+                stem=stemmer(locale.stemmer) if locale.stemmer else None,
+            )
         return self._corrector
 
     def _tag_corrected(self, normalized: str, words: list[re.Match[str]], fixes: dict[int, str]) -> list[Tag]:
@@ -146,6 +155,7 @@ class LexiconTagger:
         while won := self._resolve(normalized, self._candidates(normalized, taken), taken):
             chosen += won
         chosen = self._name_the_product(normalized, sorted(chosen, key=lambda c: c.start))
+        chosen = self._one_product(normalized, chosen)
         return [Tag(c.role, c.start, c.end, normalized[c.start : c.end], c.canonical) for c in chosen]
 
     def _candidates(self, text: str, taken: list[bool]) -> list[_Candidate]:
@@ -190,6 +200,33 @@ class LexiconTagger:
                 return [*chosen[:index], product, *chosen[index + 1 :]]
             return chosen  # only the last flavour/form can name the product ("chocolate banana")
         return chosen
+
+    def _one_product(self, text: str, chosen: list[_Candidate]) -> list[_Candidate]:
+        """One product per query unless a conjunction joins two ("salt and pepper"): the head is the product
+        the catalog's word order puts last (type-last, mixed) or first (type-first); the other product
+        words qualify it ("coconut oil shampoo": the oil is the shampoo's) and stay as the attribute the
+        vocabulary knows them as, or untagged."""
+        if sum(c.role is Role.PRODUCT for c in chosen) < 2:
+            return chosen
+        conjunctions = self.catalog.attributes.locale.conjunctions
+        groups: list[list[_Candidate]] = [[]]
+        for before, candidate in zip([None, *chosen], chosen, strict=False):
+            between = text[before.end : candidate.start].split() if before is not None else []
+            if any(word in conjunctions for word in between):
+                groups.append([])
+            groups[-1].append(candidate)
+        out: list[_Candidate] = []
+        for group in groups:
+            products = [c for c in group if c.role is Role.PRODUCT]
+            head = (products[0] if self._type_first else products[-1]) if products else None
+            for c in group:
+                if c.role is not Role.PRODUCT or c is head:
+                    out.append(c)
+                    continue
+                term = self.catalog.attributes.lookup(text[c.start : c.end])
+                if term is not None:
+                    out.append(_Candidate(Role.ATTRIBUTE, c.start, c.end, term.canonical, term.kind))
+        return out
 
     # --- categories ----------------------------------------------------------------------------
 

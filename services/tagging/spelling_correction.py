@@ -5,7 +5,10 @@ Shoppers type "aata", "мороженное", "колбаски", "шокол": 
 type or attribute form, no stopword) is replaced by the catalog's product-type word it is a slip
 of (:mod:`services.catalog.spelling`: a typo, another ending, or, for the last word, cut short),
 the nearest first, then the word the most products carry. Words the catalog knows are never
-replaced, so a correction can only add a tag where the exact tagger had none.
+replaced, so a correction can only add a tag where the exact tagger had none. A word of the market's
+language (pyspellchecker's word lists) is read only as a catalog word of the same stem (Snowball's
+stemmer of the language: "shirts" as "shirt", "молока" as "молоко", "мороженное" as "мороженое"),
+never as another word ("spaces" is not "spices", "church" not "churro", "sold" not "hold").
 
 The index is built from the lexicons when the tagger first needs it: every type word once, kept by
 length for the edit search (rapidfuzz) and sorted for the prefix search (cut-short words, endings).
@@ -14,8 +17,9 @@ length for the edit search (rapidfuzz) and sorted for the prefix search (cut-sho
 from __future__ import annotations
 
 import bisect
+import functools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
@@ -28,15 +32,45 @@ from services.catalog.spelling import (
     slip_distance,
 )
 
-__all__ = ["SpellingCorrector"]
+__all__ = ["FORM_LENGTH_DIFF", "SpellingCorrector", "language_words", "stemmer"]
+
+# Another number or case of a word is at most this many letters longer or shorter ("dresses"/"dress",
+# "молока"/"молоко"); a stem's other words are longer ("folding"/"fold", "fishing"/"fish").
+FORM_LENGTH_DIFF = 2
+
+
+@functools.cache
+def language_words(language: str) -> frozenset[str]:
+    """The words of a language (pyspellchecker's lists: "en" 160k words, "ru" 20k)."""
+    from spellchecker import SpellChecker  # loads its list (0.1 s), so only where a tagger corrects
+
+    return frozenset(SpellChecker(language=language, distance=1).word_frequency.dictionary)
+
+
+def stemmer(algorithm: str) -> Callable[[str], str]:
+    """Snowball's stemmer of a language ("english", "russian", "serbian") as a function of one word."""
+    import snowballstemmer
+
+    return functools.lru_cache(maxsize=65536)(snowballstemmer.stemmer(algorithm).stemWord)
 
 
 class SpellingCorrector:
     """Replacements for unknown query words, from the words a catalog's product types are written with."""
 
-    def __init__(self, targets: Counter[str], known: Iterable[str]) -> None:
-        """``targets``: type word -> products it names (the tie-break); ``known``: words never replaced."""
-        self._weight = {w: n for w, n in targets.items() if w.isalpha()}
+    def __init__(
+        self,
+        targets: Counter[str],
+        known: Iterable[str],
+        *,
+        language: Collection[str] = (),
+        stem: Callable[[str], str] | None = None,
+    ) -> None:
+        """``targets``: type word -> products it names (the tie-break); ``known``: words never replaced;
+        ``language``: the words of the market's language (:func:`language_words`), read only as a catalog
+        word of the same ``stem`` (:func:`stemmer`; without one, never)."""
+        self._language = language
+        self._stem = stem
+        self._weight = {w: n for w, n in targets.items() if w.isalpha() and len(w) >= MIN_SLIP_LETTERS}
         self._known = frozenset(known) | frozenset(self._weight)
         self._sorted = sorted(self._weight)
         self._by_length: dict[int, list[str]] = {}
@@ -71,6 +105,15 @@ class SpellingCorrector:
                 found[target] = len(target) - len(word)
         if not found:
             return None
+        if word in self._language:  # a word in its own right: only another form of it
+            stem = self._stem
+            found = {
+                t: d
+                for t, d in found.items()
+                if stem is not None and stem(t) == stem(word) and abs(len(t) - len(word)) <= FORM_LENGTH_DIFF
+            }
+            if not found:
+                return None
         return min(found, key=lambda t: (found[t], -self._weight[t], t))
 
     def _starting_with(self, prefix: str) -> list[str]:

@@ -47,8 +47,8 @@ run: venv system-deps
 	  sleep 2 && $(BIN)/qu --state-dir $(RUN_DIR) trace --slowest 5
 
 lint: venv
-	$(BIN)/ruff check services streams tests triton_models
-	$(BIN)/ruff format --check services streams tests triton_models
+	$(BIN)/ruff check services streams tests triton_models scripts
+	$(BIN)/ruff format --check services streams tests triton_models scripts
 
 typecheck: venv
 	$(BIN)/mypy

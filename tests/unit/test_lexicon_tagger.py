@@ -95,10 +95,30 @@ def spans(tagger: LexiconTagger, query: str) -> Spans:
             id="everything",
         ),
         pytest.param("quinoa", [], id="nothing-known"),
+        pytest.param("cookies milk", [("product", "milk", "milk")], id="one-product-the-last-in-a-type-last-catalog"),
+        pytest.param("milk and bread", [("product", "milk", "milk"), ("product", "bread", "bread")],
+                     id="a-conjunction-names-two"),
     ],
 )  # fmt: skip
 def test_small_catalog(small: LexiconTagger, query: str, expected: Spans) -> None:
     assert spans(small, query) == expected
+
+
+def test_a_type_first_catalog_keeps_the_first_product_of_a_query() -> None:
+    names = [
+        ("Молоко Простоквашино ультрапастеризованное 3.2% 1л", "Простоквашино", "молочные > молоко"),
+        ("Молоко Домик в деревне 2.5% 900мл", "Домик в деревне", "молочные > молоко"),
+        ("Молоко Веселый молочник 1.5%", "Веселый молочник", "молочные > молоко"),
+        ("Кефир Простоквашино 1% 930мл", "Простоквашино", "молочные > кефир"),
+        ("Кефир Агуша детский 3.2%", "Агуша", "молочные > кефир"),
+        ("Хлеб Бородинский нарезка 400г", "Хлебозавод", "хлеб > хлеб"),
+        ("Хлеб Дарницкий 700г", "Хлебозавод", "хлеб > хлеб"),
+    ]
+    products = [Product(str(i), name, brand, tuple(path.split(" > "))) for i, (name, brand, path) in enumerate(names)]
+    tagger = LexiconTagger(build_catalog(products, embedder=None, locale="ru-RU"))
+    assert tagger.catalog.manifest["learnt"]["types"]["convention"] == "type-first"
+    assert spans(tagger, "кефир молоко") == [("product", "кефир", "кефир")]
+    assert spans(tagger, "молоко и хлеб") == [("product", "молоко", "молоко"), ("product", "хлеб", "хлеб")]
 
 
 def test_offsets_point_into_the_normalized_query(small: LexiconTagger) -> None:

@@ -15,7 +15,7 @@ from services.domain import Role, Understanding
 from services.guardrails.binding import CatalogBinding
 from services.normalize import normalize_query
 from services.tagging import LexiconTagger
-from services.tagging.spelling_correction import SpellingCorrector
+from services.tagging.spelling_correction import SpellingCorrector, language_words, stemmer
 
 
 @pytest.mark.parametrize(
@@ -140,3 +140,28 @@ def test_the_guardrails_keep_what_a_slip_tagged(tagger: LexiconTagger) -> None:
         kept, _ = binding.bind(Understanding(found, []), normalized)
         assert [t.text for t in kept.tags] == [t.text for t in found], query
         assert any(t.role is Role.PRODUCT for t in kept.tags)
+
+
+def test_a_word_of_the_language_is_read_only_as_another_form_of_itself() -> None:
+    english = SpellingCorrector(
+        Counter({"spices": 9, "shirt": 3, "churro": 2, "fish": 5}),
+        (),
+        language={"spaces", "shirts", "church", "fishing"},
+        stem=stemmer("english"),
+    )
+    assert english.correct("spaces") is None  # a word of its own, one letter from "spices"
+    assert english.correct("church") is None  # shares four letters with "churro", not its stem
+    assert english.correct("fishing") is None  # same stem, but another word than "fish"
+    assert english.correct("shirts") == "shirt"
+    assert english.correct("spicse") == "spices"  # not a word of the language: any slip
+    russian = SpellingCorrector(
+        Counter({"мороженое": 4, "молоко": 7}), (), language={"мороженное", "молока"}, stem=stemmer("russian")
+    )
+    assert russian.correct("мороженное") == "мороженое"  # a common misspelling the word list holds
+    assert russian.correct("молока") == "молоко"
+    assert SpellingCorrector(Counter({"shirt": 1}), (), language={"shirts"}).correct("shirts") is None  # no stemmer
+
+
+def test_the_markets_own_words_and_stems_come_with_its_locale() -> None:
+    assert "church" in language_words("en") and "молоко" in language_words("ru")
+    assert stemmer("russian")("сметаны") == stemmer("russian")("сметана")

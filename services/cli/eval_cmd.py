@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from services.catalog.attributes import AttributeKind
 from services.cli.context import err_console, print_json, reported_errors, settings_from
 from services.conversions import ConversionHistory
 from services.domain import Role
@@ -31,7 +32,7 @@ from services.evaluation.errors import CLASSES as ERROR_CLASSES
 from services.evaluation.errors import ErrorCounts, GoldSet, write_query_lines
 from services.evaluation.predictors import Predictor
 from services.evaluation.registry import predictor_names
-from services.evaluation.run import ignored_labels
+from services.evaluation.run import ignored_labels, keep_attribute_kinds, parse_attribute_kinds
 from services.gold import GoldQuery, parse_label_map
 
 app = typer.Typer(
@@ -142,6 +143,14 @@ def srl(
         ),
     ],
     label_map: LabelMapOption = None,
+    gold_attribute_kinds: Annotated[
+        str | None,
+        typer.Option(
+            help="The attribute kinds the gold set labels (e.g. size for a set that labels only volumes and "
+            "percentages); predicted attributes of other kinds (by the catalog's vocabulary) are left out of "
+            "the score and counted as left_out_attributes."
+        ),
+    ] = None,
     model: ModelOption = "lexicon",
     catalog: CatalogOption = None,
     limit: LimitOption = None,
@@ -157,10 +166,14 @@ def srl(
     roles = _label_map(label_map)
     if (gold_format is GoldFormat.SPANS) != (roles is not None):
         raise typer.BadParameter("--label-map goes with --format spans, and --format spans needs it")
+    try:
+        kinds = parse_attribute_kinds(gold_attribute_kinds) if gold_attribute_kinds is not None else None
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--gold-attribute-kinds") from None
     with reported_errors():
         gold_queries = load_gold(gold, gold_format, limit=limit, label_map=roles)
         env = PredictorEnv(settings, catalog, guardrails=guardrails)
-        result = asyncio.run(_srl(env, model, gold_queries, batch_size, gold.name, errors, predictions))
+        result = asyncio.run(_srl(env, model, gold_queries, batch_size, gold.name, errors, predictions, kinds))
     result = {"model": model, **result, "gold_file": str(gold), "format": gold_format.value, "guardrails": guardrails}
     if roles is not None:
         result["label_map"] = {label: role.value for label, role in roles.items()}
@@ -183,14 +196,20 @@ async def _srl(
     what: str,
     errors: Path | None = None,
     predictions: Path | None = None,
+    attribute_kinds: frozenset[AttributeKind] | None = None,
 ) -> dict[str, Any]:
     predictor = build_predictor(model, env)
     try:
         answers, seconds = await _predict(predictor, gold, batch_size, what)
     finally:
         await predictor.close()
+    left_out: dict[str, Any] = {}
+    if attribute_kinds is not None:
+        answers, counts = keep_attribute_kinds(answers, attribute_kinds, env.catalog.attributes)
+        left_out = {"gold_attribute_kinds": sorted(k.value for k in attribute_kinds), "left_out_attributes": counts}
     result = {
         "model_version": _version(answers),
+        **left_out,
         **score_spans_of(gold, answers).to_json(),
         "error_classes": _error_classes(ErrorCounts.of(gold, answers)),
         "seconds": round(seconds, 2),

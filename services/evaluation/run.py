@@ -7,14 +7,25 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 
+from services.catalog.attributes import AttributeKind, AttributeVocabulary
 from services.domain import Role, Understanding
 from services.errors import InputError
 from services.evaluation.categories import CategoryAccuracy
 from services.evaluation.predictors import PredictionError, Predictor
 from services.gold import GoldQuery, read_bio_spans, read_qu_labels, read_queryner
+from services.normalize import normalize_query
 from services.span_scores import SpanScores
 
-__all__ = ["GoldFormat", "ignored_labels", "load_gold", "predict_all", "score_categories", "score_spans_of"]
+__all__ = [
+    "GoldFormat",
+    "ignored_labels",
+    "keep_attribute_kinds",
+    "load_gold",
+    "parse_attribute_kinds",
+    "predict_all",
+    "score_categories",
+    "score_spans_of",
+]
 
 DEFAULT_BATCH = 64
 
@@ -87,3 +98,50 @@ def score_categories(gold: Sequence[GoldQuery], predicted: Sequence[Understandin
     for g, p in zip(gold, predicted, strict=True):
         accuracy.add(g.category, p.categories, g.kind)
     return accuracy
+
+
+def parse_attribute_kinds(text: str) -> frozenset[AttributeKind]:
+    """``"size,price"`` -> the kinds; ValueError names the unknown one and the known ones."""
+    kinds = set()
+    for item in (part.strip().lower() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            kinds.add(AttributeKind(item))
+        except ValueError:
+            known = ", ".join(k.value for k in AttributeKind)
+            raise ValueError(f"{item!r} is not an attribute kind ({known})") from None
+    if not kinds:
+        raise ValueError("no attribute kind given: name the kinds the gold set labels, e.g. size")
+    return frozenset(kinds)
+
+
+def keep_attribute_kinds(
+    answers: Sequence[Understanding], kinds: frozenset[AttributeKind], vocabulary: AttributeVocabulary
+) -> tuple[list[Understanding], dict[str, int]]:
+    """The answers without the attribute tags of kinds a gold set does not label, and how many were left out
+    by kind. A gold set that labels only volumes and percentages (X5) would count a flavour the engine
+    rightly tags as spurious; scoring only the kinds it labels is the fair comparison, and the left-out
+    count says what the score does not see. An attribute whose kind the vocabulary cannot tell is kept."""
+    left_out: Counter[str] = Counter()
+    out = []
+    for answer in answers:
+        tags = []
+        for tag in answer.tags:
+            kind = _kind_of(tag.text, tag.canonical, vocabulary) if tag.role is Role.ATTRIBUTE else None
+            if kind is not None and kind not in kinds:
+                left_out[kind.value] += 1
+                continue
+            tags.append(tag)
+        out.append(Understanding(tags, answer.categories, answer.rewrites, answer.version))
+    return out, dict(sorted(left_out.items()))
+
+
+def _kind_of(text: str, canonical: str, vocabulary: AttributeVocabulary) -> AttributeKind | None:
+    term = vocabulary.terms.get(canonical)
+    if term is not None:
+        return term.kind
+    normalized = normalize_query(text)
+    matches = vocabulary.match(normalized)
+    whole = len(matches) == 1 and (matches[0].start, matches[0].end) == (0, len(normalized))
+    return matches[0].kind if whole else None

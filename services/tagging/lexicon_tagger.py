@@ -14,8 +14,9 @@ Precedence (the catalog import learns its types by other means, services/catalog
   when that word is a product type (:func:`services.catalog.lexicons.names_the_type` is the
   same rule for product names);
 * a query word that no lexicon knows is read as the product-type word it is a slip of ("aata"
-  as "atta", "колбаски" as "колбаса"; :mod:`services.tagging.spelling_correction`), and the
-  query is tagged again with those words; the tags keep the shopper's own spans.
+  as "atta", "колбаски" as "колбаса"; :mod:`services.tagging.spelling_correction`), else as the
+  brand word ("срикерс" as "сникерс"), and the query is tagged again with those words; the tags
+  keep the shopper's own spans.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy.typing as npt
 
 from services.catalog.artifacts import Catalog, catalog_words
 from services.catalog.attributes import AttributeKind
+from services.catalog.lexicons import Lexicon
 from services.catalog.model import format_path, parse_path
 from services.domain import CategoryScore, Role, Tag
 from services.errors import QuError
@@ -83,7 +85,7 @@ class LexiconTagger:
         learnt = catalog.manifest.get("learnt", {}).get("types", {})
         # Where a query's head product stands: the word order the import found in the catalog's names.
         self._type_first = learnt.get("convention") == "type-first"
-        self._corrector: SpellingCorrector | None = None  # built on first use: loading stays fast
+        self._correctors: tuple[SpellingCorrector, SpellingCorrector] | None = None  # on first use
         self._columns: dict[str, int] | None = None  # category path -> row of the stored vectors
 
     def tag(self, normalized: str) -> list[Tag]:
@@ -99,32 +101,44 @@ class LexiconTagger:
         covered = [False] * len(normalized)
         for tag in tags:
             covered[tag.start : tag.end] = [True] * (tag.end - tag.start)
-        corrector = self.corrector
         fixes = {
             i: fix
             for i, word in enumerate(words)
             if not any(covered[word.start() : word.end()])
-            and (fix := corrector.correct(word.group(), last=i == len(words) - 1)) is not None
+            and (fix := self._correct(word.group(), last=i == len(words) - 1)) is not None
         }
         return self._tag_corrected(normalized, words, fixes) if fixes else tags
 
     @property
     def corrector(self) -> SpellingCorrector:
         """The slips index over the catalog's product-type words (every other lexicon word is known)."""
-        if self._corrector is None:
+        return self.correctors[0]
+
+    @property
+    def correctors(self) -> tuple[SpellingCorrector, SpellingCorrector]:
+        """Slips of product-type words, then of brand words: a word near both is read as the product,
+        which the query names far more often than a brand (on X5's labelled queries, 0.89 of the type
+        slips were right against 0.50 of the brand slips before types came first)."""
+        if self._correctors is None:
             catalog = self.catalog
-            targets: Counter[str] = Counter()
-            for entry in catalog.types.entries.values():
-                for form in {entry.key, *entry.aliases}:
-                    targets.update(dict.fromkeys(form.split(), max(entry.product_count, 1)))
             locale = catalog.attributes.locale
-            self._corrector = SpellingCorrector(
-                targets,
-                catalog_words(catalog),
-                language=language_words(locale.language) if locale.language else (),
-                stem=stemmer(locale.stemmer) if locale.stemmer else None,
-            )
-        return self._corrector
+            known = catalog_words(catalog)
+            language = language_words(locale.language) if locale.language else frozenset()
+            stem = stemmer(locale.stemmer) if locale.stemmer else None
+
+            def of(lexicon: Lexicon) -> SpellingCorrector:
+                targets: Counter[str] = Counter()
+                for entry in lexicon.entries.values():
+                    for form in {entry.key, *entry.aliases}:
+                        targets.update(dict.fromkeys(form.split(), max(entry.product_count, 1)))
+                return SpellingCorrector(targets, known, language=language, stem=stem)
+
+            self._correctors = (of(catalog.types), of(catalog.brands))
+        return self._correctors
+
+    def _correct(self, word: str, *, last: bool) -> str | None:
+        types, brands = self.correctors
+        return types.correct(word, last=last) or brands.correct(word, last=last)
 
     def _tag_corrected(self, normalized: str, words: list[re.Match[str]], fixes: dict[int, str]) -> list[Tag]:
         """Tags of the query with its slips replaced, on the shopper's own words (spans mapped back)."""

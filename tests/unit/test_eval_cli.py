@@ -175,6 +175,25 @@ def test_srl_on_character_span_bio_gold_writes_every_prediction_with_its_error_c
     assert report["predictions"]["spans"]["queries"] == 7
 
 
+def test_only_the_attribute_kinds_a_gold_set_labels_are_scored(
+    cli: Cli, student_catalog_dir: Path, tmp_path: Path
+) -> None:
+    # A set that labels sizes alone: "organic" is an attribute the engine rightly tags and the set leaves out.
+    gold = tmp_path / "gold.jsonl"
+    rows = [
+        {"text": "organic milk 16 oz", "labels": [[0, 7, "O"], [8, 12, "B-TYPE"], [13, 15, "B-VOL"], [16, 18, "I-VOL"]]}
+    ]
+    gold.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    args = ("eval", "srl", "--gold", gold, "--format", "spans", "--label-map", "TYPE=product,VOL=attribute")
+    every = run_json(cli, *args, "--catalog", student_catalog_dir, "--json")
+    assert (every["per_role"]["attribute"]["tp"], every["per_role"]["attribute"]["fp"]) == (1, 1)
+    sizes = run_json(cli, *args, "--gold-attribute-kinds", "size", "--catalog", student_catalog_dir, "--json")
+    assert (sizes["per_role"]["attribute"]["tp"], sizes["per_role"]["attribute"]["fp"]) == (1, 0)
+    assert sizes["left_out_attributes"] == {"claim": 1} and sizes["gold_attribute_kinds"] == ["size"]
+    wrong = cli(*args, "--gold-attribute-kinds", "volume", "--catalog", student_catalog_dir, "--json")
+    assert wrong.exit_code == 2 and "'volume' is not an attribute kind" in wrong.stderr
+
+
 def test_the_spans_format_and_its_label_map_go_together(cli: Cli, student_catalog_dir: Path, tmp_path: Path) -> None:
     gold = tmp_path / "gold.jsonl"
     gold.write_bytes(orjson.dumps({"text": "milk", "labels": [[0, 4, "B-TYPE"]]}) + b"\n")

@@ -137,8 +137,15 @@ class LexiconTagger:
         return self._correctors
 
     def _correct(self, word: str, *, last: bool) -> str | None:
+        # Slips of type words, then of brand words; only then another script, brands first (a name written in
+        # the other script is mostly a brand's: "сникерс", "umka").
         types, brands = self.correctors
-        return types.correct(word, last=last) or brands.correct(word, last=last)
+        return (
+            types.correct(word, last=last)
+            or brands.correct(word, last=last)
+            or brands.transliterated(word, last=last)
+            or types.transliterated(word, last=last)
+        )
 
     def _tag_corrected(self, normalized: str, words: list[re.Match[str]], fixes: dict[int, str]) -> list[Tag]:
         """Tags of the query with its slips replaced, on the shopper's own words (spans mapped back)."""

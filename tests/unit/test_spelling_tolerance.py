@@ -165,3 +165,12 @@ def test_a_word_of_the_language_is_read_only_as_another_form_of_itself() -> None
 def test_the_markets_own_words_and_stems_come_with_its_locale() -> None:
     assert "church" in language_words("en") and "молоко" in language_words("ru")
     assert stemmer("russian")("сметаны") == stemmer("russian")("сметана")
+
+
+def test_a_name_in_the_other_script_is_read_through_its_latin_letters() -> None:
+    brands = SpellingCorrector(Counter({"макфа": 3, "umka": 2}), (), language={"milk"})
+    assert brands.transliterated("makfa") == "макфа"
+    assert brands.transliterated("умка") == "umka"
+    assert brands.transliterated("макфы") is None  # no slips across scripts
+    assert brands.transliterated("milk") is None  # a word of the language is itself
+    assert brands.correct("makfa") is None  # a plain slip search stays in its own script

@@ -39,6 +39,7 @@ __all__ = ["FORM_LENGTH_DIFF", "SpellingCorrector", "language_words", "stemmer"]
 # Another number or case of a word is at most this many letters longer or shorter ("dresses"/"dress",
 # "молока"/"молоко"); a stem's other words are longer ("folding"/"fold", "fishing"/"fish").
 FORM_LENGTH_DIFF = 2
+REMEMBERED_WORDS = 1 << 16  # answers kept per corrector (a few MB)
 
 
 @functools.cache
@@ -116,12 +117,17 @@ class SpellingCorrector:
         for word in sorted(weight, key=lambda w: (-weight[w], w)):
             self._latin.setdefault(anyascii(word), word)
         self._other_scripts = any(latin != word for latin, word in self._latin.items())
+        # Shoppers repeat their words (and their misspellings): a search costs ~0.5 ms, a repeat nothing.
+        self._remembered = functools.lru_cache(maxsize=REMEMBERED_WORDS)(self._correct)
 
     def __len__(self) -> int:
         return len(self._words.weight)
 
     def correct(self, word: str, *, last: bool = False) -> str | None:
         """The catalog word ``word`` is a slip of, or None; ``last``: the query's last word (may be cut short)."""
+        return self._remembered(word, last)
+
+    def _correct(self, word: str, last: bool) -> str | None:
         if not self._slippable(word):
             return None
         found = self._words.slips(word, last=last)

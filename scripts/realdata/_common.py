@@ -7,13 +7,14 @@ Only the standard library is used.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
 import subprocess
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,3 +200,32 @@ def write_catalog(out_dir: Path, rows: Sequence[Sequence[str]], counts: Counts) 
     counts.notes.update(catalog_summary(rows))
     counts.notes["output"] = str(target)
     return target
+
+
+CatalogRows = list[tuple[str, str, str, str]]
+
+
+def catalog_main(
+    doc: str | None,
+    source_help: str,
+    title: str,
+    convert: Callable[[Source, argparse.Namespace], tuple[CatalogRows, Counts]],
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """A catalog converter's command line: SOURCE OUT_DIR [--commit C] (and its own options), the rows
+    converted and written atomically to OUT_DIR/catalog.csv, and the report printed under ``title``."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("source", type=Path, help=source_help)
+    parser.add_argument("out_dir", type=Path, help="folder to write catalog.csv into")
+    parser.add_argument("--commit", default="HEAD", help="commit to read in a git dir (default HEAD)")
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args()
+    source = Source(args.source, args.commit)
+    try:
+        rows, counts = convert(source, args)
+    finally:
+        source.close()
+    write_catalog(args.out_dir, rows, counts)
+    counts.notes["source commit"] = source.commit
+    counts.report(title)

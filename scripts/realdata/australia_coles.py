@@ -21,14 +21,12 @@ or without a hierarchy row are skipped and counted. The scraped weekly price is 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import re
 from datetime import datetime
-from pathlib import Path
 
-from _common import Counts, Source, category_path, clean_text, write_catalog
+from _common import Counts, Source, catalog_main, category_path, clean_text
 
 ROOT = "Coles"
 PAGE_FILE = re.compile(r"^Coles/(?P<week>\d\d-\d\d-\d{4})/(?P<dept>[^/]+)/(?P<page>\d+)_product\.csv$")
@@ -90,19 +88,12 @@ def convert(source: Source) -> tuple[list[tuple[str, str, str, str]], Counts]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="the fetched git dir of flynncrochon/AU-Grocery-Scraper")
-    parser.add_argument("out_dir", type=Path, help="folder to write catalog.csv into")
-    parser.add_argument("--commit", default="HEAD", help="commit to read in a git dir (default HEAD)")
-    args = parser.parse_args()
-    source = Source(args.source, args.commit)
-    try:
-        rows, counts = convert(source)
-    finally:
-        source.close()
-    write_catalog(args.out_dir, rows, counts)
-    counts.notes["source commit"] = source.commit
-    counts.report("australia-coles from Coles/<week>/<department>/<page>_{product,hier}.csv")
+    catalog_main(
+        __doc__,
+        "the fetched git dir of flynncrochon/AU-Grocery-Scraper",
+        "australia-coles from Coles/<week>/<department>/<page>_{product,hier}.csv",
+        lambda source, _: convert(source),
+    )
 
 
 if __name__ == "__main__":

@@ -24,9 +24,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
-from pathlib import Path
 
-from _common import Counts, Source, category_path, clean_text, write_catalog
+from _common import Counts, Source, catalog_main, category_path, clean_text
 
 DATA_FILE = re.compile(r"^DATA/uhtt_barcode_ref_\d{4}\.csv$")
 FOOD_ROOT = "Продукты питания"
@@ -95,21 +94,18 @@ def convert(source: Source, sample: int) -> tuple[list[tuple[str, str, str, str]
     return rows, counts
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="the fetched git dir of papyrussolution/UhttBarcodeReference")
-    parser.add_argument("out_dir", type=Path, help="folder to write catalog.csv into")
-    parser.add_argument("--commit", default="HEAD", help="commit to read in a git dir (default HEAD)")
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", type=int, default=8, help="keep one product in SAMPLE by sha1(ID) (1: all)")
-    args = parser.parse_args()
-    source = Source(args.source, args.commit)
-    try:
-        rows, counts = convert(source, args.sample)
-    finally:
-        source.close()
-    write_catalog(args.out_dir, rows, counts)
-    counts.notes["source commit"] = source.commit
-    counts.report("russia-uhtt from DATA/uhtt_barcode_ref_NNNN.csv")
+
+
+def main() -> None:
+    catalog_main(
+        __doc__,
+        "the fetched git dir of papyrussolution/UhttBarcodeReference",
+        "russia-uhtt from DATA/uhtt_barcode_ref_NNNN.csv",
+        lambda source, args: convert(source, args.sample),
+        add_arguments=_options,
+    )
 
 
 if __name__ == "__main__":

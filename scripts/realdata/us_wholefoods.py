@@ -18,12 +18,10 @@ category are skipped and counted.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-from pathlib import Path
 
-from _common import Counts, Source, category_path, clean_text, write_catalog
+from _common import Counts, Source, catalog_main, category_path, clean_text
 
 SOURCE_FILE = "wholefoods.csv"
 # The store's department names standing where a brand would be, for loose produce, counter meat and so on.
@@ -63,19 +61,12 @@ def convert(source: Source) -> tuple[list[tuple[str, str, str, str]], Counts]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="the fetched git dir of atehe/stores_scraper (or a checkout)")
-    parser.add_argument("out_dir", type=Path, help="folder to write catalog.csv into")
-    parser.add_argument("--commit", default="HEAD", help="commit to read in a git dir (default HEAD)")
-    args = parser.parse_args()
-    source = Source(args.source, args.commit)
-    try:
-        rows, counts = convert(source)
-    finally:
-        source.close()
-    write_catalog(args.out_dir, rows, counts)
-    counts.notes["source commit"] = source.commit
-    counts.report(f"us-wholefoods from {SOURCE_FILE}")
+    catalog_main(
+        __doc__,
+        "the fetched git dir of atehe/stores_scraper (or a checkout)",
+        f"us-wholefoods from {SOURCE_FILE}",
+        lambda source, _: convert(source),
+    )
 
 
 if __name__ == "__main__":

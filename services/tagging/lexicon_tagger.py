@@ -13,10 +13,12 @@ Precedence (the catalog import learns its types by other means, services/catalog
   left ("banana", "chocolate banana") names its product with its last flavour or form word
   when that word is a product type (:func:`services.catalog.lexicons.names_the_type` is the
   same rule for product names);
+* one product per query unless a conjunction joins two: the head where the catalog's word order
+  puts it ("coconut oil shampoo" names a shampoo);
 * a query word that no lexicon knows is read as the product-type word it is a slip of ("aata"
   as "atta", "колбаски" as "колбаса"; :mod:`services.tagging.spelling_correction`), else as the
-  brand word ("срикерс" as "сникерс"), and the query is tagged again with those words; the tags
-  keep the shopper's own spans.
+  attribute or brand word ("orgaic" as "organic", "срикерс" as "сникерс"), and the query is
+  tagged again with those words; the tags keep the shopper's own spans.
 """
 
 from __future__ import annotations
@@ -108,11 +110,6 @@ class LexiconTagger:
             and (fix := self._correct(word.group(), last=i == len(words) - 1)) is not None
         }
         return self._tag_corrected(normalized, words, fixes) if fixes else tags
-
-    @property
-    def corrector(self) -> SpellingCorrector:
-        """The slips index over the catalog's product-type words (every other lexicon word is known)."""
-        return self.correctors[0]
 
     @property
     def correctors(self) -> tuple[SpellingCorrector, ...]:

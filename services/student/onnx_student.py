@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,8 @@ class OnnxStudent:
                 f"the catalog's category vectors were made by {catalog.embeddings.model_id!r}, this student embeds "
                 f"queries with {self.manifest.embedding_model_id!r}: re-import the catalog or re-export the student"
             )
-        # The lexicon tagger is used only as the catalog's category index here; the student makes the tags.
+        # The lexicon tagger is the catalog's category index here and names what the student's spans are
+        # in the catalog; the student makes the tags.
         self.categories = LexiconTagger(catalog)
         self.tagger = OnnxTagger(
             version_dir / self.manifest.tagger,
@@ -195,9 +196,15 @@ class OnnxStudent:
             return []
         encodings = self.tagger.encode(queries)
         vectors = self._pool.submit(self.embedder.encode, encodings)
-        tags = self.tagger.tags(queries, encodings)
+        tags = [[self._catalog_value(t) for t in query_tags] for query_tags in self.tagger.tags(queries, encodings)]
         categories = self.categories.nearest_categories_batch(vectors.result(), TOP_CATEGORIES)
         return [Understanding(t, c, version=self.version) for t, c in zip(tags, categories, strict=True)]
+
+    def _catalog_value(self, tag: Tag) -> Tag:
+        """The tag with the catalog's canonical value of its span where the catalog has one: the student
+        learnt to tag "bananna" from a teacher that read it as "banana", and says the span, not the value."""
+        canonical = self.categories.canonical(tag.role, tag.text)
+        return replace(tag, canonical=canonical) if canonical is not None and canonical != tag.canonical else tag
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

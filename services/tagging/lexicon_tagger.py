@@ -138,6 +138,15 @@ class LexiconTagger:
             self._correctors = (of(entries(catalog.types)), of(attributes), of(entries(catalog.brands)))
         return self._correctors
 
+    def canonical(self, role: Role, span: str) -> str | None:
+        """The catalog's canonical value of a normalized span another model tagged with ``role``: the one
+        tag this tagger gives the whole span, slips read as the teacher reads them ("bananna" -> "banana"),
+        or None when the span alone is not one such tag."""
+        tags = self.tag(span)
+        if len(tags) == 1 and tags[0].role is role and (tags[0].start, tags[0].end) == (0, len(span)):
+            return tags[0].canonical
+        return None
+
     def _correct(self, word: str, *, last: bool) -> str | None:
         # Slips of type, attribute, then brand words; only then another script, brands first (a name written
         # in the other script is mostly a brand's: "makfa", "umka").

@@ -174,3 +174,12 @@ def test_a_name_in_the_other_script_is_read_through_its_latin_letters() -> None:
     assert brands.transliterated("макфы") is None  # no slips across scripts
     assert brands.transliterated("milk") is None  # a word of the language is itself
     assert brands.correct("makfa") is None  # a plain slip search stays in its own script
+
+
+def test_another_models_span_gets_the_catalogs_value(tagger: LexiconTagger) -> None:
+    # What the student says is the span; what is published is the catalog's entry it names.
+    assert tagger.canonical(Role.PRODUCT, "aata") == "atta"
+    assert tagger.canonical(Role.PRODUCT, "ice creem") == "ice cream"
+    assert tagger.canonical(Role.BRAND, "aata") is None  # not this role
+    assert tagger.canonical(Role.PRODUCT, "vanilla ice cream") is None  # not one tag
+    assert tagger.canonical(Role.PRODUCT, "quinoa") is None

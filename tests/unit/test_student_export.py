@@ -136,6 +136,13 @@ def test_the_onnx_student_answers_with_tags_categories_and_its_version(
         assert [(t.role, t.text) for t in answers[0].tags] == [
             (Role.BRAND, "happy farms"), (Role.ATTRIBUTE, "organic"), (Role.PRODUCT, "milk"),
         ]  # fmt: skip
+        # The student says the span; the value is the catalog's where the catalog names the span, else the span.
+        lexicon = LexiconTagger(load_catalog(student_catalog_dir))
+        values = {t.text: t.canonical for t in lexicon.tag(queries[0])}
+        assert [t.canonical for t in answers[0].tags] == [values.get(t.text, t.text) for t in answers[0].tags]
+        assert values == {"organic": "organic", "milk": "milk"}  # "happy farms" is no brand of this catalog
+        # A misspelt span the student learnt from the teacher is published as the entry the teacher read it as.
+        assert student._catalog_value(Tag(Role.PRODUCT, 0, 5, "millk", "millk")).canonical == "milk"
         # Categories as version 1 ranks them: the same paths as sentence-transformers' vectors give (int8 graph).
         expected = LexiconTagger(load_catalog(student_catalog_dir)).nearest_categories_batch(
             embedder.encode(queries), 3

@@ -253,6 +253,17 @@ class Settings(BaseSettings):
     teacher_max_retries: int = Field(
         default=5, ge=0, description="Retries of a teacher request after 429, 5xx or a transport error."
     )
+    teacher_retry_budget: int = Field(
+        default=20,
+        ge=0,
+        description="Retries a whole teacher run may spend (all requests together): a broken endpoint costs a few "
+        "requests per task, not hundreds.",
+    )
+    teacher_response_format: Literal["auto", "json_schema", "json_object_schema", "json_object", "text"] = Field(
+        default="auto",
+        description="Structured output asked of the teacher endpoint: auto negotiates from json_schema down to "
+        "plain text (the mode that works is named in the run summary); a mode pins it.",
+    )
     teacher_price_per_1k_prompt: float = Field(
         default=0.0, ge=0, description="USD per 1000 prompt tokens, for the run's cost figure (your contract's price)."
     )

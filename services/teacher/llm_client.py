@@ -2,12 +2,18 @@
 
 What it adds to a bare HTTP call, and why:
 
-* structured output: ``response_format`` ``json_schema`` (strict) with the task's schema; a server
-  that answers 400 to it gets ``json_object`` instead, from then on (logged once). The schema is
-  also in the system prompt, and every reply is validated here either way;
-* retries with exponential backoff and jitter on 429, 5xx and transport errors, honouring
-  ``Retry-After`` (capped at ``max_backoff_s`` so one answer never stalls a run); never on other
-  4xx, which a retry cannot fix;
+* structured output, negotiated: ``json_schema`` (strict) with the task's schema, else ``json_object``
+  carrying the schema (llama.cpp's form), else ``json_object``, else plain text with the schema in the
+  prompt and the one JSON object of the reply extracted strictly. A server that refuses a mode (a 400 or
+  422, or a 5xx whose body is a validation error about ``response_format``) is asked in the next, and
+  the mode that worked is kept for the run and named in its summary (``QU_TEACHER_RESPONSE_FORMAT``
+  pins one). The schema is also in the system prompt, and every reply is validated here either way;
+* retries with exponential backoff and jitter on 429, transient 5xx and connection errors, honouring
+  ``Retry-After`` (capped at ``max_backoff_s`` so one answer never stalls a run), within a budget per
+  run (``QU_TEACHER_RETRY_BUDGET``), so a broken endpoint costs a few requests, not hundreds. Never on
+  an error that will repeat (another 4xx, or a 5xx whose body says the request is invalid: llama.cpp
+  answers 500 to a field it does not take), nor on a read timeout: a slow server still works on the
+  request, and asking again only doubles its load;
 * a concurrency limit (an ``asyncio.Semaphore``) so a run does not trip the provider's rate limit;
 * token and cost accounting, in :attr:`OpenAIChatBackend.totals` for the run summary.
 
@@ -18,8 +24,10 @@ Server error text is scrubbed of it before it reaches a log or an exception (som
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -40,7 +48,25 @@ __all__ = ["OpenAIChatBackend", "TeacherRequestRejected", "TeacherUnavailable", 
 
 log = logging.getLogger(__name__)
 
-ResponseFormat = Literal["json_schema", "json_object"]
+ResponseFormat = Literal["json_schema", "json_object_schema", "json_object", "text"]
+# The order modes are tried in: the strictest the server takes wins.
+RESPONSE_FORMATS: tuple[ResponseFormat, ...] = ("json_schema", "json_object_schema", "json_object", "text")
+# A 5xx whose error says the request itself is wrong will fail the same way again (llama.cpp: HTTP 500
+# "response_format type must be one of ..."); a transient 5xx (overloaded, loading) says nothing of the kind.
+_REQUEST_INVALID = re.compile(
+    r"\b(validation|must be|must have|is not supported|not supported|unsupported|unknown field|"
+    r"unrecognized|extra fields? not permitted|invalid request|invalid value|expected one of)\b",
+    re.IGNORECASE,
+)
+_FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|\bschema\b", re.IGNORECASE)
+# Request fields an error may name, and the setting that changes each.
+_FIELD_SETTINGS = {
+    "response_format": "QU_TEACHER_RESPONSE_FORMAT",
+    "json_schema": "QU_TEACHER_RESPONSE_FORMAT",
+    "model": "QU_TEACHER_MODEL",
+    "messages": "the prompts (services/teacher/prompts)",
+    "temperature": "the backend's temperature",
+}
 _SNIPPET = 300
 _HINTS = {
     401: "check QU_TEACHER_API_KEY",
@@ -84,12 +110,14 @@ class OpenAIChatBackend:
         backoff_base_s: float = 0.5,
         max_backoff_s: float = 30.0,
         temperature: float = 0.0,
+        response_format: ResponseFormat | Literal["auto"] = "auto",
+        retry_budget: int = 20,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0:
+        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or retry_budget < 0:
             raise ValueError(
-                f"max_concurrency must be >= 1, max_retries >= 0 and timeout_s > 0 "
-                f"(got {max_concurrency}, {max_retries}, {timeout_s})"
+                f"max_concurrency must be >= 1, max_retries >= 0, retry_budget >= 0 and timeout_s > 0 "
+                f"(got {max_concurrency}, {max_retries}, {retry_budget}, {timeout_s})"
             )
         if api_key is not None and not isinstance(api_key, SecretStr):
             raise TypeError("api_key must be a pydantic SecretStr, so that it never prints")
@@ -106,7 +134,12 @@ class OpenAIChatBackend:
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(max_connections=max_concurrency), transport=transport
         )
-        self.response_format: ResponseFormat = "json_schema"
+        # "auto": negotiate from the strictest mode down; a pinned mode is the only one tried.
+        self._modes = RESPONSE_FORMATS if response_format == "auto" else (response_format,)
+        self.response_format: ResponseFormat = self._modes[0]
+        self._timeout_s = timeout_s
+        self._retries_left = retry_budget
+        self._retry_budget = retry_budget
         self.totals = UsageTotals()
 
     @classmethod
@@ -120,6 +153,8 @@ class OpenAIChatBackend:
             max_retries=settings.teacher_max_retries,
             price_per_1k_prompt=settings.teacher_price_per_1k_prompt,
             price_per_1k_completion=settings.teacher_price_per_1k_completion,
+            response_format=settings.teacher_response_format,
+            retry_budget=settings.teacher_retry_budget,
         )
 
     def __repr__(self) -> str:
@@ -162,43 +197,56 @@ class OpenAIChatBackend:
         return TeacherAnswer(task, data, reasoning, usage, cost, self.name, self.version)
 
     def _body(self, prompt: RenderedPrompt, fmt: ResponseFormat) -> dict[str, Any]:
-        response_format: dict[str, Any] = {"type": "json_object"}
+        body: dict[str, Any] = {"model": self.model, "messages": prompt.messages, "temperature": self._temperature}
         if fmt == "json_schema":
-            response_format = {
+            body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": f"qu_{prompt.task.value}", "schema": prompt.response_schema, "strict": True},
             }
-        return {
-            "model": self.model,
-            "messages": prompt.messages,
-            "temperature": self._temperature,
-            "response_format": response_format,
-        }
+        elif fmt == "json_object_schema":
+            body["response_format"] = {"type": "json_object", "schema": prompt.response_schema}
+        elif fmt == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        return body  # "text": no response_format; the schema is in the prompt
 
     async def _complete(self, task: TaskName, prompt: RenderedPrompt) -> tuple[str, Usage]:
-        fmt = self.response_format
-        response = await self._post(self._body(prompt, fmt))
-        if response.status_code == 400 and fmt == "json_schema":
-            refusal = self._error_text(response)
-            response = await self._post(self._body(prompt, "json_object"))
+        first = self._modes.index(self.response_format)
+        refusals: list[str] = []
+        for fmt in self._modes[first:]:
+            response = await self._post(self._body(prompt, fmt))
+            if response.is_success:
+                if fmt != self.response_format:
+                    log.warning(
+                        "the teacher at %s refused %s; using response_format %s from now on: the schema stays in "
+                        "the prompt and every answer is still validated here",
+                        _redact_url(self.base_url),
+                        "; ".join(refusals),
+                        fmt,
+                    )
+                    self.response_format = fmt
+                content, usage = self._decode(task, response)
+                return (_one_json_object(content) if fmt == "text" else content), usage
+            if not _refuses_the_format(response, self._error_text(response), first=not refusals):
+                break
             self.totals.fallbacks += 1
-            if response.is_success and self.response_format == "json_schema":
-                # Only once json_object works: a 400 for another reason would fail both ways.
-                self.response_format = "json_object"
-                log.warning(
-                    "the teacher at %s refused response_format json_schema (HTTP 400: %s); using json_object from "
-                    "now on: the schema stays in the prompt and every answer is still validated here",
-                    _redact_url(self.base_url),
-                    refusal,
-                )
-        if not response.is_success:
+            refusals.append(f"{fmt} (HTTP {response.status_code}: {self._error_text(response)})")
+        raise self._rejected(task, response, refusals)
+
+    def _rejected(self, task: TaskName, response: httpx.Response, refusals: list[str]) -> TeacherRequestRejected:
+        """Why the endpoint will keep refusing: its words, the request field it names and the setting to change."""
+        text = self._error_text(response)
+        field = next((f for f in _FIELD_SETTINGS if f in text), None)
+        if refusals and len(refusals) == len(self._modes):
+            hint = "it took no structured-output mode: set QU_TEACHER_RESPONSE_FORMAT=text, or use another server"
+        elif field is not None:
+            hint = f"the request's {field} is refused: change {_FIELD_SETTINGS[field]}"
+        else:
             hint = _HINTS.get(response.status_code, "the request was refused; a retry will not help")
-            raise TeacherRequestRejected(
-                response.status_code,
-                f"the teacher at {_redact_url(self.base_url)} answered HTTP {response.status_code} for a "
-                f"{task.value} request: {self._error_text(response)} ({hint})",
-            )
-        return self._decode(task, response)
+        return TeacherRequestRejected(
+            response.status_code,
+            f"the teacher at {_redact_url(self.base_url)} answered HTTP {response.status_code} for a "
+            f"{task.value} request: {text} ({hint})",
+        )
 
     async def _post(self, body: dict[str, Any]) -> httpx.Response:
         """POST with retries; the last response when it is a success or a 4xx other than 429."""
@@ -209,15 +257,29 @@ class OpenAIChatBackend:
             retry_after: float | None = None
             try:
                 response = await self._client.post(self._url, content=payload, headers=self._headers())
-            except httpx.TransportError as exc:  # connection refused or reset, timeouts
+            except httpx.ReadTimeout:
+                raise TeacherUnavailable(
+                    f"the teacher at {_redact_url(self.base_url)} did not answer within {self._timeout_s:g} s; a "
+                    "request is not sent again while the server may still work on it: raise QU_TEACHER_TIMEOUT_S "
+                    "for a slow (CPU) server, or lower QU_TEACHER_MAX_CONCURRENCY"
+                ) from None
+            except httpx.TransportError as exc:  # connection refused or reset, connect timeouts
                 problem = f"{type(exc).__name__}: {self._scrub(str(exc))}"
             else:
                 if response.status_code != 429 and response.status_code < 500:
                     return response
+                if response.status_code >= 500 and _REQUEST_INVALID.search(self._error_text(response)):
+                    return response  # the request itself is wrong: the same request fails the same way
                 problem = f"HTTP {response.status_code}: {self._error_text(response)}"
                 retry_after = _retry_after_s(response.headers.get("retry-after"))
             if attempt == self._max_retries:
                 break
+            if self._retries_left == 0:
+                raise TeacherUnavailable(
+                    f"the teacher at {_redact_url(self.base_url)} failed ({problem}) and this run's "
+                    f"{self._retry_budget} retries are spent: check the endpoint, or raise QU_TEACHER_RETRY_BUDGET"
+                )
+            self._retries_left -= 1
             delay = self._delay(attempt, retry_after)
             self.totals.retries += 1
             # On the caller's span (the pipeline's per-call span), so a trace shows what each retry waited for.
@@ -321,3 +383,31 @@ def _redact_url(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def _refuses_the_format(response: httpx.Response, text: str, first: bool) -> bool:
+    """Whether a failed response refuses the structured-output mode, so the next mode may work: a 400/422
+    or a validation 5xx that names the format, or a bare 400 to the first mode (many servers do not say
+    why); a 400 for another reason then fails the second mode too and is reported as it is."""
+    names_format = bool(_FORMAT_WORDS.search(text))
+    if response.status_code in (400, 422):
+        return names_format or (first and response.status_code == 400)
+    return response.status_code >= 500 and names_format and bool(_REQUEST_INVALID.search(text))
+
+
+def _one_json_object(content: str) -> str:
+    """The one JSON object of a plain-text reply (bare, or in a ```json fence, prose around it allowed);
+    the text as it is when there is none or more than one, so validation says what is wrong."""
+    start = content.find("{")
+    if start < 0:
+        return content
+    try:
+        _, end = _DECODER.raw_decode(content, start)
+    except json.JSONDecodeError:
+        return content
+    if "{" in content[end:]:
+        return content  # two objects: which one is the answer is a guess
+    return content[start:end]
+
+
+_DECODER = json.JSONDecoder()

@@ -162,10 +162,11 @@ def test_fallback_to_json_object_when_the_server_refuses_json_schema(
         return backend.response_format
 
     with caplog.at_level(logging.WARNING, logger="services.teacher.llm_client"):
-        assert with_backend(openai_server, use) == "json_object"
+        assert with_backend(openai_server, use) == "json_object_schema"
     formats = [r.body["response_format"] for r in openai_server.requests]
     assert [f["type"] for f in formats] == ["json_schema", "json_object", "json_object"]
-    assert "refused response_format json_schema" in caplog.text and "using json_object" in caplog.text
+    assert formats[1]["schema"] == formats[2]["schema"] == prompt().response_schema  # the schema goes along
+    assert "refused json_schema (HTTP 400" in caplog.text and "using response_format json_object_schema" in caplog.text
     assert len([r for r in caplog.records if "json_schema" in r.getMessage()]) == 1  # said once, not per request
 
 
@@ -251,3 +252,69 @@ def test_from_settings_uses_the_teacher_block(monkeypatch: pytest.MonkeyPatch, o
         run(main())
     [request] = openai_server.requests
     assert request.body["model"] == "local-model" and request.headers["authorization"] == f"Bearer {KEY}"
+
+
+LLAMA_CPP_REFUSAL = 'response_format type must be one of "text" or "json_object", but got: json_schema'
+
+
+def test_a_500_that_refuses_the_format_is_not_retried_the_next_mode_is_asked(openai_server: OpenAIServer) -> None:
+    # llama.cpp's server answers HTTP 500 with a validation error to json_schema and takes json_object + schema.
+    openai_server.script(error_reply(500, LLAMA_CPP_REFUSAL), chat_reply(GOOD), chat_reply(GOOD))
+
+    async def use(backend: OpenAIChatBackend) -> dict[str, Any]:
+        await backend.answer(TaskName.SRL, prompt())
+        await backend.answer(TaskName.SRL, prompt())
+        return backend.summary()
+
+    summary = with_backend(openai_server, use)
+    assert summary["response_format"] == "json_object_schema" and summary["retries"] == 0
+    bodies = [r.body["response_format"] for r in openai_server.requests]
+    assert [b["type"] for b in bodies] == ["json_schema", "json_object", "json_object"]
+    assert "schema" in bodies[1] and len(openai_server.requests) == 3  # the mode found is kept: no second refusal
+
+
+def test_plain_text_with_the_schema_in_the_prompt_when_no_structured_mode_is_taken(openai_server: OpenAIServer) -> None:
+    refusal = error_reply(500, "validation error: response_format is not supported")
+    reply = "Sure! Here is the answer:\n```json\n" + orjson.dumps(GOOD).decode() + "\n```\nHope it helps."
+    openai_server.script(refusal, refusal, refusal, chat_reply(reply))
+
+    async def use(backend: OpenAIChatBackend) -> tuple[dict[str, Any], str]:
+        answer = await backend.answer(TaskName.SRL, prompt())
+        return answer.data, backend.response_format
+
+    data, mode = with_backend(openai_server, use)
+    assert mode == "text" and [t["text"] for t in data["tags"]] == ["horizon organic", "2%", "milk"]
+    assert "response_format" not in openai_server.requests[-1].body
+
+
+def test_a_server_that_takes_no_mode_at_all_is_told_with_the_setting(openai_server: OpenAIServer) -> None:
+    openai_server.default = error_reply(500, "validation error: response_format is not supported")
+    with pytest.raises(TeacherRequestRejected, match="QU_TEACHER_RESPONSE_FORMAT") as caught:
+        with_backend(openai_server, lambda b: b.answer(TaskName.SRL, prompt()), response_format="json_object")
+    assert caught.value.status == 500 and len(openai_server.requests) == 1  # a pinned mode is the only one tried
+
+
+def test_a_500_that_says_the_request_is_invalid_is_not_retried_and_names_the_field(openai_server: OpenAIServer) -> None:
+    openai_server.default = error_reply(500, "messages: must be a non-empty list of chat messages")
+    with pytest.raises(TeacherRequestRejected, match=r"HTTP 500 .*messages.*change the prompts"):
+        with_backend(openai_server, lambda b: b.answer(TaskName.SRL, prompt()))
+    assert len(openai_server.requests) == 1
+
+
+def test_a_run_spends_at_most_its_retry_budget(openai_server: OpenAIServer) -> None:
+    openai_server.default = error_reply(503, "overloaded")
+
+    async def use(backend: OpenAIChatBackend) -> None:
+        for _ in range(3):
+            with pytest.raises(TeacherUnavailable, match=r"QU_TEACHER_RETRY_BUDGET|QU_TEACHER_MAX_RETRIES"):
+                await backend.answer(TaskName.SRL, prompt())
+
+    with_backend(openai_server, use, max_retries=5, retry_budget=2)
+    assert len(openai_server.requests) == 5  # 1 + 2 retries, then one attempt per later answer
+
+
+def test_a_slow_answer_is_not_asked_again(openai_server: OpenAIServer) -> None:
+    openai_server.script(chat_reply(GOOD, delay_s=1.5), chat_reply(GOOD))
+    with pytest.raises(TeacherUnavailable, match=r"did not answer within 0.5 s.*QU_TEACHER_TIMEOUT_S"):
+        with_backend(openai_server, lambda b: b.answer(TaskName.SRL, prompt()), timeout_s=0.5)
+    assert len(openai_server.requests) == 1

@@ -154,7 +154,8 @@ async def _run(
         pipeline = build_pipeline(
             settings, catalog, conversions, embedder, backend, tasks, tracer=tracer, metrics=metrics
         )
-        run_id = run_fingerprint(selected, pipeline, fingerprint_extra(settings, conversions))
+        endpoint = settings.teacher_base_url if backend_name == "openai" else None
+        run_id = run_fingerprint(selected, pipeline, fingerprint_extra(settings, conversions, endpoint=endpoint))
         curriculum = CurriculumRun(settings.resolved_curriculum_dir, run_id)
         with tqdm(total=len(selected), desc=f"teaching {run_id}", unit="q", disable=not progress or None) as bar:
 

@@ -4,11 +4,12 @@ Layout under the curriculum root (``STATE_DIR/curriculum``)::
 
     runs/<run_id>/part-00000.parquet, part-00001.parquet, ...   one part per chunk of taught queries
     runs/<run_id>/manifest.json                                 written when the run completes
-    current -> runs/<run_id>                                    the last completed run
+    current -> runs/<run_id>                                    the last completed run with a valid SRL answer
 
 One row per (query, task). A part is written to a temporary name, fsynced and renamed, so a run
-interrupted mid-chunk leaves whole parts only; resuming skips the queries those parts hold, and
-the row id (``sha256(run_id, query, task)``) makes duplicates detectable by any reader. The run
+interrupted mid-chunk leaves whole parts only; resuming skips the queries those parts hold a valid SRL
+answer for (a query whose answer was unavailable or invalid is taught again), and the row id
+(``sha256(run_id, query, task)``) lets a reader keep each query's latest record. The run
 id is derived from everything that shapes the answers (queries, teacher, templates, catalog,
 guardrail thresholds), so the same inputs resume the same run and a changed input starts a new one.
 """
@@ -164,10 +165,12 @@ class CurriculumRun:
             raise
         return path
 
-    def finish(self, manifest: dict[str, Any]) -> None:
-        """Write the manifest and point ``current`` at this run (both atomically)."""
+    def finish(self, manifest: dict[str, Any], *, activate: bool = True) -> None:
+        """Write the manifest and, when ``activate``, point ``current`` at this run (both atomically)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         _write_atomic(self.directory / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        if not activate:
+            return
         link = self.root / CURRENT
         tmp = self.root / f".{CURRENT}.{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)
@@ -190,21 +193,18 @@ def resolve_run_dir(path: Path) -> Path:
 
 
 def read_records(path: Path) -> list[CurriculumRecord]:
-    """Every record of a run (``path`` as :func:`resolve_run_dir` takes it), duplicates by record id dropped."""
+    """Every record of a run (``path`` as :func:`resolve_run_dir` takes it), one per record id: a later part's
+    record replaces an earlier one of the same id (a query taught again after its answer failed)."""
     directory = resolve_run_dir(path)
     parts = [path] if path.is_file() else sorted(directory.glob("part-*.parquet"))
     try:
         table = pq.read_table(parts, schema=SCHEMA)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(str(directory), f"not a curriculum of schema version {SCHEMA_VERSION}: {exc}") from None
-    seen: set[str] = set()
-    out = []
+    latest: dict[str, CurriculumRecord] = {}  # in order of first appearance, the last record of each id
     for row in table.to_pylist():
-        if row["record_id"] in seen:
-            continue
-        seen.add(row["record_id"])
-        out.append(CurriculumRecord(**row))
-    return out
+        latest[row["record_id"]] = CurriculumRecord(**row)
+    return list(latest.values())
 
 
 def read_srl_gold(path: Path) -> list[GoldQuery]:

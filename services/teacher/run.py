@@ -30,7 +30,7 @@ from services.domain import Understanding
 from services.teacher.context import ExamplePool
 from services.teacher.context_types import TaskName
 from services.teacher.curriculum import CurriculumRecord, CurriculumRun
-from services.teacher.pipeline import TeacherPipeline, publishable, understanding_from_records
+from services.teacher.pipeline import ANSWERED, TeacherPipeline, publishable, understanding_from_records
 from services.teacher.selection import Origin, SelectedQuery
 from services.telemetry import TRACER_NAME
 
@@ -111,7 +111,8 @@ class TeacherRun:
     async def _run(self, selected: Sequence[SelectedQuery]) -> dict[str, Any]:
         started = time.monotonic()
         existing = self.curriculum.records()
-        done = {r.query for r in existing}
+        # Only a valid answer is done: an unavailable or invalid one is asked again when the run resumes.
+        done = {r.query for r in existing if r.task == TaskName.SRL.value and r.status == ANSWERED}
         self._fill_pool(existing)
         todo = [s for s in selected if s.query not in done]
         resumed = len(selected) - len(todo)
@@ -143,7 +144,9 @@ class TeacherRun:
             ):
                 published = self.publisher(self.run_id, entries)
         summary = self._summary(selected, records, entries, rejected, published, resumed, time.monotonic() - started)
-        self.curriculum.finish(summary)
+        # A run that answered nothing never becomes the curriculum the student trains on.
+        summary["current"] = any(r.task == TaskName.SRL.value and r.status == ANSWERED for r in records)
+        self.curriculum.finish(summary, activate=summary["current"])
         return summary
 
     def _fill_pool(self, records: Sequence[CurriculumRecord]) -> None:

@@ -143,9 +143,13 @@ async def wait_for_activation(settings: Settings, run_id: str, timeout_s: float)
         await client.aclose()
 
 
-def fingerprint_extra(settings: Settings, conversions: ConversionHistory | None) -> dict[str, Any]:
-    """What besides the queries, teacher, templates and catalog shapes a run's answers."""
+def fingerprint_extra(
+    settings: Settings, conversions: ConversionHistory | None, *, endpoint: str | None = None
+) -> dict[str, Any]:
+    """What besides the queries, teacher, templates and catalog shapes a run's answers; ``endpoint``: the LLM
+    server answering (the same model name on another server is another teacher)."""
     return {
+        "endpoint": endpoint,
         "conversions": asdict(conversions.manifest) if conversions is not None else None,
         "guardrails": asdict(GuardrailThresholds.from_settings(settings)),
         "context_top_k": settings.teacher_context_top_k,

@@ -31,7 +31,7 @@ from services.teacher.pipeline import TeacherPipeline
 from services.teacher.prompts import RenderedPrompt, template_for
 from services.teacher.run import HeadEntry, RunOptions, TeacherRun, run_fingerprint
 from services.teacher.selection import Origin, SelectedQuery
-from tests.fixtures.openai_server import OpenAIServer, chat_reply
+from tests.fixtures.openai_server import OpenAIServer, chat_reply, error_reply
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -285,3 +285,37 @@ def test_a_backend_bug_on_one_query_is_recorded_and_the_run_goes_on(
     assert {q for q, _, _ in entries} == set(HEAD) - {"bread no gluten"}
     [failed] = [r for r in read_records(tmp_path) if r.status == "failed"]
     assert (failed.query, failed.task, failed.problem) == ("bread no gluten", "srl", "RuntimeError: index out of range")
+
+
+def test_only_valid_answers_are_done_and_a_run_that_answered_nothing_never_becomes_current(
+    demo: Catalog, embedder: SentenceEmbedder, tmp_path: Path, openai_server: OpenAIServer
+) -> None:
+    queries = ["milk", "bananas", "greek yogurt"]
+    good = {
+        q: {"reasoning": "the product", "answer": {"tags": [{"role": "product", "start": 0, "end": len(q),
+                                                               "text": q, "canonical": q}]}}
+        for q in queries
+    }  # fmt: skip
+
+    async def run_once() -> dict[str, object]:
+        async with OpenAIChatBackend(openai_server.base_url, "test-model", None, max_retries=0) as backend:
+            pipeline = pipeline_for(demo, embedder, backend, tasks=(TaskName.SRL,))
+            chosen = selected(queries)
+            run = TeacherRun(
+                pipeline, CurriculumRun(tmp_path, run_fingerprint(chosen, pipeline, {})), ExamplePool(embedder)
+            )
+            return await run.run(chosen)
+
+    openai_server.default = error_reply(503, "the model is loading")
+    failed = asyncio.run(run_once())
+    assert failed["current"] is False and not (tmp_path / "current").exists()
+    assert failed["tasks"] == {"srl": {"unavailable": 3}}
+
+    openai_server.default = None
+    openai_server.script(*(chat_reply(good[q]) for q in queries))
+    fixed = asyncio.run(run_once())  # the same run id: resumed, but nothing was done
+    assert (fixed["run_id"], fixed["taught_now"], fixed["resumed"]) == (failed["run_id"], 3, 0)
+    assert fixed["current"] is True and (tmp_path / "current").resolve().name == fixed["run_id"]
+    records = read_records(tmp_path)
+    assert sorted((r.query, r.status) for r in records) == [(q, "answered") for q in sorted(queries)]
+    assert len(openai_server.requests) == 3 + 3

@@ -259,6 +259,11 @@ class Settings(BaseSettings):
         description="Retries a whole teacher run may spend (all requests together): a broken endpoint costs a few "
         "requests per task, not hundreds.",
     )
+    teacher_save_every_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a teacher run keeps answers unsaved: an interrupted run loses at most this much work.",
+    )
     teacher_response_format: Literal["auto", "json_schema", "json_object_schema", "json_object", "text"] = Field(
         default="auto",
         description="Structured output asked of the teacher endpoint: auto negotiates from json_schema down to "

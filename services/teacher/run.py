@@ -44,8 +44,14 @@ class HeadTagPublisher(Protocol):
 
 @dataclass(slots=True)
 class RunOptions:
-    chunk_size: int = 64
+    chunk_size: int = 64  # queries between updates of the few-shot pool (and at most this many per saved part)
     pool_limit: int = 5000  # validated answers kept per task for few-shot retrieval
+    # Queries asked together inside a chunk, and how long answers may wait unsaved: a slow teacher (a CPU
+    # LLM, ~15 s a query) saves as its answers come instead of once per chunk, so an interrupted run
+    # loses at most this long's work. The pool still changes only between chunks, so timing never changes
+    # what an uninterrupted run asks.
+    batch_size: int | None = None  # None: the whole chunk at once
+    save_every_s: float = 30.0
     extra_fingerprint: dict[str, Any] = field(default_factory=dict)  # conversions, thresholds, ...
 
 
@@ -118,18 +124,28 @@ class TeacherRun:
         resumed = len(selected) - len(todo)
         if self.on_progress:
             self.on_progress(resumed, len(selected))
+        step = self.options.batch_size or self.options.chunk_size
         for i in range(0, len(todo), self.options.chunk_size):
             chunk = todo[i : i + self.options.chunk_size]
+            chunk_records: list[CurriculumRecord] = []
+            unsaved: list[CurriculumRecord] = []
+            saved_at = time.monotonic()
             with self.tracer.start_as_current_span(
                 "teacher chunk", attributes={"qu.chunk.first": resumed + i, "qu.chunk.queries": len(chunk)}
             ):
-                taught = await self.pipeline.teach(chunk, self.pool)
-            self.pipeline.metrics.taught(len(taught))
-            records = [r for t in taught for r in self.pipeline.records(t, self.run_id)]
-            self.curriculum.append(records)  # whole part or nothing: the resume point
-            self._fill_pool(records)
-            if self.on_progress:
-                self.on_progress(resumed + i + len(chunk), len(selected))
+                for j in range(0, len(chunk), step):
+                    taught = await self.pipeline.teach(chunk[j : j + step], self.pool)
+                    self.pipeline.metrics.taught(len(taught))
+                    records = [r for t in taught for r in self.pipeline.records(t, self.run_id)]
+                    chunk_records += records
+                    unsaved += records
+                    last = j + step >= len(chunk)
+                    if last or time.monotonic() - saved_at >= self.options.save_every_s:
+                        self.curriculum.append(unsaved)  # whole part or nothing: the resume point
+                        unsaved, saved_at = [], time.monotonic()
+                    if self.on_progress:
+                        self.on_progress(resumed + i + min(j + step, len(chunk)), len(selected))
+            self._fill_pool(chunk_records)
 
         records = self.curriculum.records()
         entries, rejected = self._head_set(selected, records)

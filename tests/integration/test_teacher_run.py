@@ -31,7 +31,7 @@ from services.teacher.pipeline import TeacherPipeline
 from services.teacher.prompts import RenderedPrompt, template_for
 from services.teacher.run import HeadEntry, RunOptions, TeacherRun, run_fingerprint
 from services.teacher.selection import Origin, SelectedQuery
-from tests.fixtures.openai_server import OpenAIServer, chat_reply, error_reply
+from tests.fixtures.openai_server import OpenAIServer, Reply, chat_reply, error_reply
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -319,3 +319,39 @@ def test_only_valid_answers_are_done_and_a_run_that_answered_nothing_never_becom
     records = read_records(tmp_path)
     assert sorted((r.query, r.status) for r in records) == [(q, "answered") for q in sorted(queries)]
     assert len(openai_server.requests) == 3 + 3
+
+
+def test_a_slow_teacher_saves_its_answers_as_they_come_and_an_interruption_loses_only_the_unsaved(
+    demo: Catalog, embedder: SentenceEmbedder, tmp_path: Path, openai_server: OpenAIServer
+) -> None:
+    queries = ["milk", "bananas", "greek yogurt", "bread", "eggs"]
+
+    def good(q: str) -> Reply:
+        tags = [{"role": "product", "start": 0, "end": len(q), "text": q, "canonical": q}]
+        return chat_reply({"reasoning": "the product", "answer": {"tags": tags}})
+
+    async def run_once(deadline_s: float | None = None) -> dict[str, object]:
+        async with OpenAIChatBackend(openai_server.base_url, "test-model", None, max_retries=0) as backend:
+            pipeline = pipeline_for(demo, embedder, backend, tasks=(TaskName.SRL,), concurrency=1)
+            chosen = selected(queries)
+            run = TeacherRun(
+                pipeline,
+                CurriculumRun(tmp_path, run_fingerprint(chosen, pipeline, {})),
+                ExamplePool(embedder),
+                options=RunOptions(chunk_size=64, batch_size=1, save_every_s=0.0),
+            )
+            return await asyncio.wait_for(run.run(chosen), deadline_s)
+
+    # Three answers come at once, the fourth takes longer than the run is given: the chunk of 64 never ends.
+    openai_server.script(good("milk"), good("bananas"), good("greek yogurt"), Reply(delay_s=30.0))
+    with pytest.raises(TimeoutError):
+        asyncio.run(run_once(deadline_s=3.0))
+    [run_dir] = (tmp_path / "runs").iterdir()
+    saved = read_records(run_dir)
+    assert sorted(r.query for r in saved) == ["bananas", "greek yogurt", "milk"]  # each saved as it came
+    assert not (tmp_path / "current").exists()
+
+    openai_server.script(good("bread"), good("eggs"))
+    summary = asyncio.run(run_once())
+    assert (summary["resumed"], summary["taught_now"], summary["current"]) == (3, 2, True)
+    assert sorted(r.query for r in read_records(tmp_path)) == sorted(queries)

@@ -198,6 +198,8 @@ class OpenAIChatBackend:
 
     def _body(self, prompt: RenderedPrompt, fmt: ResponseFormat) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": prompt.messages, "temperature": self._temperature}
+        if prompt.max_tokens:
+            body["max_tokens"] = prompt.max_tokens  # the longest valid answer: a rambling reply is cut, not waited for
         if fmt == "json_schema":
             body["response_format"] = {
                 "type": "json_schema",

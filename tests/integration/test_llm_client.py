@@ -268,6 +268,7 @@ def test_a_500_that_refuses_the_format_is_not_retried_the_next_mode_is_asked(ope
 
     summary = with_backend(openai_server, use)
     assert summary["response_format"] == "json_object_schema" and summary["retries"] == 0
+    assert {r.body["max_tokens"] for r in openai_server.requests} == {prompt().max_tokens}  # sized to the answer
     bodies = [r.body["response_format"] for r in openai_server.requests]
     assert [b["type"] for b in bodies] == ["json_schema", "json_object", "json_object"]
     assert "schema" in bodies[1] and len(openai_server.requests) == 3  # the mode found is kept: no second refusal

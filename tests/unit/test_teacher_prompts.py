@@ -251,3 +251,30 @@ def test_the_response_schema_is_strict_everywhere() -> None:
         for node in objects(schema):
             assert node["additionalProperties"] is False
             assert node["required"] == list(node["properties"])
+
+
+def test_the_token_budget_fits_the_longest_valid_answer_and_no_more() -> None:
+    from services.teacher.prompts.answers import MAX_CATEGORIES, MAX_REWRITES, REASONING_WORDS, answer_token_budget
+
+    query = "horizon organic reduced fat chocolate milk 64 oz"
+    words = query.split()
+    reasoning = " ".join(["because"] * REASONING_WORDS)
+    start, tags = 0, []
+    for word in words:  # a tag on every word, each value twice the span's length
+        tags.append(
+            {"role": "attribute", "start": start, "end": start + len(word), "text": word, "canonical": word * 2}
+        )
+        start += len(word) + 1
+    longest = {
+        TaskName.SRL: {"tags": tags},
+        TaskName.CATEGORY: {"categories": [{"path": ["a" * 30] * 5, "score": 0.123456} for _ in range(MAX_CATEGORIES)]},
+        TaskName.SYNONYMS: {"rewrites": [{"query": query * 3, "score": 0.123456} for _ in range(MAX_REWRITES)]},
+    }
+    for task, answer in longest.items():
+        text = json.dumps({"reasoning": reasoning, "answer": answer}, indent=1)
+        budget = answer_token_budget(task, query)
+        assert len(text) / 4 <= budget, task  # 4 characters a token, as BPE tokenizers give on such JSON
+        assert budget < 4 * len(text) / 3, task  # and not a blank cheque
+    rendered = template_for(TaskName.SRL).render("milk", TeacherContext("milk"))
+    assert rendered.max_tokens == answer_token_budget(TaskName.SRL, "milk")
+    assert f"under {REASONING_WORDS} words" in rendered.messages[0]["content"]

@@ -17,10 +17,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from services.normalize import normalize_query
 from services.teacher.context_types import TaskName
 
-__all__ = ["ANSWER_MODELS", "MAX_CATEGORIES", "MAX_REWRITES", "strict_json_schema"]
+__all__ = [
+    "ANSWER_MODELS",
+    "MAX_CATEGORIES",
+    "MAX_REWRITES",
+    "REASONING_WORDS",
+    "answer_token_budget",
+    "strict_json_schema",
+]
 
 MAX_CATEGORIES = 5
 MAX_REWRITES = 5
+# The answer's size, from its shape, is what a request's max_tokens allows: enough for the longest valid
+# answer, and no more, so a model that rambles is cut (and its answer rejected) instead of holding a CPU
+# server for minutes. The prompt asks for reasoning under REASONING_WORDS words.
+REASONING_WORDS = 60
+_TOKENS_PER_WORD = 2  # reasoning prose, generously
+_CHARS_PER_TOKEN = 3  # JSON with short words: BPE tokenizers give 3-4 characters a token; 3 errs long
+_ENVELOPE_TOKENS = 40  # {"reasoning": ..., "answer": {...}} and the model's whitespace
+_LEVEL_CHARS = 40  # one taxonomy level as the context names it
+_ITEM_CHARS = 80  # an item's keys, quotes, numbers and separators
 # Keywords every OpenAI-compatible structured-output implementation accepts; bounds such as
 # "minimum" or "maxItems" are enforced here, by pydantic, not trusted to the server.
 _SCHEMA_KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "enum", "description"}
@@ -173,3 +189,17 @@ def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
         return out
 
     return clean(raw)
+
+
+def answer_token_budget(task: TaskName, query: str) -> int:
+    """The most tokens a valid answer to ``task`` for ``query`` needs (the request's ``max_tokens``): the
+    reasoning asked for, plus the answer at its largest (a tag per word of the query, each naming a span
+    of it and a value up to twice as long; the most categories of five levels; the most rewrites, each
+    up to three times the query)."""
+    if task is TaskName.SRL:
+        answer_chars = len(query.split()) * (_ITEM_CHARS + 3 * len(query))
+    elif task is TaskName.CATEGORY:
+        answer_chars = MAX_CATEGORIES * (_ITEM_CHARS + 5 * _LEVEL_CHARS)
+    else:
+        answer_chars = MAX_REWRITES * (_ITEM_CHARS + 3 * len(query))
+    return _ENVELOPE_TOKENS + REASONING_WORDS * _TOKENS_PER_WORD + -(-answer_chars // _CHARS_PER_TOKEN)

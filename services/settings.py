@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -248,8 +249,18 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer key for the teacher endpoint (env QU_TEACHER_API_KEY); None sends no Authorization.",
     )
-    teacher_max_concurrency: int = Field(default=8, ge=1, description="Teacher requests in flight at once.")
-    teacher_timeout_s: float = Field(default=60.0, gt=0, description="One teacher request's timeout.")
+    teacher_max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Teacher requests in flight at once; default 1 for a server on this machine (loopback: a local "
+        "LLM answers one request at a time, more only queue and time out), 8 for a remote endpoint.",
+    )
+    teacher_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="One teacher request's timeout: fits a 135M model on 2 CPU cores (a 1,200-token prompt and the "
+        "answer's tokens take 15-25 s); a larger local model needs more.",
+    )
     teacher_max_retries: int = Field(
         default=5, ge=0, description="Retries of a teacher request after 429, 5xx or a transport error."
     )
@@ -330,6 +341,15 @@ class Settings(BaseSettings):
         if self.redis_password is not None:
             return self.redis_password
         return self.embedded_redis_password() if self.redis_url == self.embedded_redis_url else None
+
+    @property
+    def resolved_teacher_concurrency(self) -> int:
+        """``teacher_max_concurrency``, or its default for where ``teacher_base_url`` points."""
+        if self.teacher_max_concurrency is not None:
+            return self.teacher_max_concurrency
+        host = urlsplit(self.teacher_base_url).hostname or ""
+        local = host == "localhost" or host.startswith("127.") or host == "::1"
+        return 1 if local else 8
 
     @property
     def resolved_catalog_dir(self) -> Path:

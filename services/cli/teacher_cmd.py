@@ -169,7 +169,7 @@ async def _run(
                 options=RunOptions(
                     chunk_size=chunk_size,
                     # An LLM answers slowly: ask as many queries together as it takes at once, save by time.
-                    batch_size=settings.teacher_max_concurrency if backend_name == "openai" else None,
+                    batch_size=settings.resolved_teacher_concurrency if backend_name == "openai" else None,
                     save_every_s=settings.teacher_save_every_s,
                 ),
                 publisher=kafka_publisher(settings) if publish else None,

@@ -28,6 +28,7 @@ import json
 import logging
 import random
 import re
+import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -141,6 +142,7 @@ class OpenAIChatBackend:
         self._retries_left = retry_budget
         self._retry_budget = retry_budget
         self.totals = UsageTotals()
+        self._per_task: dict[str, tuple[int, int, int, float]] = {}  # requests, prompt, completion tokens, seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIChatBackend:
@@ -148,7 +150,7 @@ class OpenAIChatBackend:
             settings.teacher_base_url,
             settings.teacher_model,
             settings.teacher_api_key,
-            max_concurrency=settings.teacher_max_concurrency,
+            max_concurrency=settings.resolved_teacher_concurrency,
             timeout_s=settings.teacher_timeout_s,
             max_retries=settings.teacher_max_retries,
             price_per_1k_prompt=settings.teacher_price_per_1k_prompt,
@@ -170,20 +172,43 @@ class OpenAIChatBackend:
         await self._client.aclose()
 
     def summary(self) -> dict[str, Any]:
-        """Backend, endpoint (without credentials), the response format in use, and the totals."""
+        """Backend, endpoint (without credentials), the response format in use, the totals, and per task
+        what a request took: its prompt and answer tokens on average, seconds, and answer tokens a second."""
+        per_task = {
+            task: {
+                "requests": n,
+                "prompt_tokens_mean": round(prompt / n, 1),
+                "completion_tokens_mean": round(completion / n, 1),
+                "seconds_mean": round(seconds / n, 3),
+                "completion_tokens_per_s": round(completion / seconds, 2) if seconds > 0 else None,
+            }
+            for task, (n, prompt, completion, seconds) in sorted(self._per_task.items())
+        }
         return {
             "backend": self.name,
             "model": self.model,
             "base_url": _redact_url(self.base_url),
             "response_format": self.response_format,
             **self.totals.to_json(),
+            "per_task": per_task,
         }
+
+    def _timing(self, task: TaskName, usage: Usage, seconds: float) -> None:
+        n, prompt, completion, total = self._per_task.get(task.value, (0, 0, 0, 0.0))
+        self._per_task[task.value] = (
+            n + 1,
+            prompt + usage.prompt_tokens,
+            completion + usage.completion_tokens,
+            total + seconds,
+        )
 
     async def answer(self, task: TaskName, prompt: RenderedPrompt) -> TeacherAnswer:
         if prompt.task != task:
             raise ValueError(f"the prompt was rendered for {prompt.task.value}, not {task.value}")
         async with self._semaphore:
+            started = time.monotonic()
             content, usage = await self._complete(task, prompt)
+            self._timing(task, usage, time.monotonic() - started)
         cost = usage.prompt_tokens / 1000 * self._prices[0] + usage.completion_tokens / 1000 * self._prices[1]
         self.totals.prompt_tokens += usage.prompt_tokens
         self.totals.completion_tokens += usage.completion_tokens

@@ -238,4 +238,5 @@ class TeacherRun:
             },
             "curriculum": {"path": str(self.curriculum.directory), "records": len(records)},
             "elapsed_s": round(elapsed_s, 2),
+            "seconds_per_query": round(elapsed_s / taught, 3) if (taught := len(selected) - resumed) else None,
         }

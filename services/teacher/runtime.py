@@ -78,7 +78,7 @@ def build_pipeline(
         backend,
         guardrails,
         tasks=tasks,
-        concurrency=settings.teacher_max_concurrency,
+        concurrency=settings.resolved_teacher_concurrency,
         catalog_build=str(catalog.manifest.get("build", "")),
         tracer=tracer,
         metrics=metrics,

@@ -86,6 +86,11 @@ def test_a_good_answer_with_structured_output_usage_and_cost(openai_server: Open
     assert summary["answers"] == 1 and summary["attempts"] == 1 and summary["retries"] == 0
     assert (summary["prompt_tokens"], summary["completion_tokens"]) == (1200, 300)
     assert summary["cost_usd"] == pytest.approx(0.021) and summary["response_format"] == "json_schema"
+    srl = summary["per_task"]["srl"]
+    assert (srl["requests"], srl["prompt_tokens_mean"], srl["completion_tokens_mean"]) == (1, 1200.0, 300.0)
+    assert srl["seconds_mean"] > 0 and srl["completion_tokens_per_s"] == pytest.approx(
+        300 / srl["seconds_mean"], rel=0.01
+    )
 
 
 def test_429_is_retried_after_the_retry_after_it_names(openai_server: OpenAIServer) -> None:
@@ -319,3 +324,23 @@ def test_a_slow_answer_is_not_asked_again(openai_server: OpenAIServer) -> None:
     with pytest.raises(TeacherUnavailable, match=r"did not answer within 0.5 s.*QU_TEACHER_TIMEOUT_S"):
         with_backend(openai_server, lambda b: b.answer(TaskName.SRL, prompt()), timeout_s=0.5)
     assert len(openai_server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("base_url", "setting", "expected"),
+    [
+        ("http://127.0.0.1:8080/v1", None, 1),  # a local LLM answers one request at a time
+        ("http://localhost:8080/v1", None, 1),
+        ("https://api.openai.com/v1", None, 8),
+        ("http://127.0.0.1:8080/v1", "4", 4),  # what the operator says wins
+    ],
+)
+def test_concurrency_defaults_to_one_for_a_server_on_this_machine(
+    monkeypatch: pytest.MonkeyPatch, base_url: str, setting: str | None, expected: int
+) -> None:
+    monkeypatch.setenv("QU_TEACHER_BASE_URL", base_url)
+    if setting is not None:
+        monkeypatch.setenv("QU_TEACHER_MAX_CONCURRENCY", setting)
+    else:
+        monkeypatch.delenv("QU_TEACHER_MAX_CONCURRENCY", raising=False)
+    assert Settings().resolved_teacher_concurrency == expected

@@ -53,6 +53,9 @@ REWRITE_TASKS: dict[TaskName, RewriteType] = {
     TaskName.SYNONYMS: RewriteType.SYNONYM,
 }
 ANSWERED, INVALID, UNAVAILABLE, REJECTED, FAILED = "answered", "invalid", "unavailable", "rejected", "failed"
+# Answers of one task in a row that the endpoint could not give (after its retries) before the task stops.
+STOP_AFTER_UNAVAILABLE = 3
+_REFUSED = "the endpoint refused it:"
 _CONTEXT_BLOCK = re.compile(rf"<{CONTEXT_TAG}>\n(.*?)\n</{CONTEXT_TAG}>", re.S)
 
 
@@ -120,6 +123,10 @@ class TeacherPipeline:
         self.tasks = tuple(dict.fromkeys(tasks))
         self.catalog_build = catalog_build
         self._limit = asyncio.Semaphore(concurrency)
+        # A task the endpoint refuses in a way that will repeat, or that stays unavailable, is not asked again
+        # in this run: task -> why. Its queries are recorded with that problem (not done: a rerun asks them).
+        self.stopped: dict[str, str] = {}
+        self._unavailable_in_a_row: dict[TaskName, int] = {}
 
     @property
     def teacher_version(self) -> str:
@@ -183,18 +190,34 @@ class TeacherPipeline:
                 return outcome
 
     async def _answer(self, prompt: RenderedPrompt) -> TaskOutcome:
+        task = prompt.task
+        if task.value in self.stopped:
+            why = self.stopped[task.value]
+            status = REJECTED if why.startswith(_REFUSED) else UNAVAILABLE
+            return TaskOutcome(task, prompt, status, f"not asked: {why}")
         try:
-            answer = await self.backend.answer(prompt.task, prompt)
+            answer = await self.backend.answer(task, prompt)
         except TeacherAnswerInvalid as err:
-            return TaskOutcome(prompt.task, prompt, INVALID, err.problem)
+            self._unavailable_in_a_row[task] = 0
+            return TaskOutcome(task, prompt, INVALID, err.problem)
         except ServiceUnavailable as err:
-            return TaskOutcome(prompt.task, prompt, UNAVAILABLE, str(err))
-        except QuError as err:  # refused by the endpoint (4xx): the query is skipped for this task
-            return TaskOutcome(prompt.task, prompt, REJECTED, str(err))
+            self._unavailable_in_a_row[task] = self._unavailable_in_a_row.get(task, 0) + 1
+            if self._unavailable_in_a_row[task] >= STOP_AFTER_UNAVAILABLE:
+                self._stop(task, f"{STOP_AFTER_UNAVAILABLE} answers in a row unavailable, the last: {err}")
+            return TaskOutcome(task, prompt, UNAVAILABLE, str(err))
+        except QuError as err:  # refused by the endpoint (4xx, an invalid request): it will refuse the next too
+            self._stop(task, f"{_REFUSED} {err}")
+            return TaskOutcome(task, prompt, REJECTED, str(err))
         except Exception as err:  # a backend's bug on one prompt must not stop the run: recorded, not raised
             log.exception("the %s teacher failed on %s for %r", self.backend.name, prompt.task.value, prompt.query)
             return TaskOutcome(prompt.task, prompt, FAILED, f"{type(err).__name__}: {err}")
-        return TaskOutcome(prompt.task, prompt, ANSWERED, answer=answer)
+        self._unavailable_in_a_row[task] = 0
+        return TaskOutcome(task, prompt, ANSWERED, answer=answer)
+
+    def _stop(self, task: TaskName, why: str) -> None:
+        if task.value not in self.stopped:
+            self.stopped[task.value] = why
+            log.error("the %s task stops for this run: %s", task.value, why)
 
     def records(self, taught: TaughtQuery, run_id: str, *, now: datetime | None = None) -> list[CurriculumRecord]:
         """One curriculum record per task: the guardrailed answer and everything it came from."""

@@ -230,6 +230,8 @@ class TeacherRun:
             "rejected": dict(sorted(rejected.items())),
             "tasks": {task: dict(sorted(counts.items())) for task, counts in sorted(tasks.items())},
             "guardrails_dropped": dict(sorted(dropped.items())),
+            # Tasks not asked any more in this run, and why (the endpoint, the field and the setting to change).
+            "stopped_tasks": dict(self.pipeline.stopped),
             "teacher": {
                 "backend": backend.name,
                 "version": backend.version,

@@ -355,3 +355,39 @@ def test_a_slow_teacher_saves_its_answers_as_they_come_and_an_interruption_loses
     summary = asyncio.run(run_once())
     assert (summary["resumed"], summary["taught_now"], summary["current"]) == (3, 2, True)
     assert sorted(r.query for r in read_records(tmp_path)) == sorted(queries)
+
+
+@pytest.mark.parametrize(
+    ("reply", "requests", "says"),
+    [
+        (error_reply(401, "invalid api key"), 1, "QU_TEACHER_API_KEY"),  # refused: it will refuse every query
+        (error_reply(503, "overloaded"), 3, "3 answers in a row unavailable"),  # down: a few tries, then stop
+    ],
+)
+def test_a_broken_endpoint_costs_a_few_requests_and_the_summary_says_why(
+    demo: Catalog,
+    embedder: SentenceEmbedder,
+    tmp_path: Path,
+    openai_server: OpenAIServer,
+    reply: Reply,
+    requests: int,
+    says: str,
+) -> None:
+    queries = ["milk", "bananas", "greek yogurt", "bread", "eggs", "butter"]
+    openai_server.default = reply
+
+    async def go() -> dict[str, object]:
+        async with OpenAIChatBackend(openai_server.base_url, "test-model", None, max_retries=0) as backend:
+            pipeline = pipeline_for(demo, embedder, backend, tasks=(TaskName.SRL,), concurrency=1)
+            chosen = selected(queries)
+            run = TeacherRun(
+                pipeline, CurriculumRun(tmp_path, run_fingerprint(chosen, pipeline, {})), ExamplePool(embedder)
+            )
+            return await run.run(chosen)
+
+    summary = asyncio.run(go())
+    assert len(openai_server.requests) == requests
+    assert says in summary["stopped_tasks"]["srl"] and summary["current"] is False  # type: ignore[index]
+    [run_dir] = (tmp_path / "runs").iterdir()
+    not_asked = [r for r in read_records(run_dir) if r.problem.startswith("not asked")]
+    assert len(not_asked) == len(queries) - requests  # recorded, not done: a rerun asks them

@@ -270,6 +270,12 @@ class Settings(BaseSettings):
         description="Retries a whole teacher run may spend (all requests together): a broken endpoint costs a few "
         "requests per task, not hundreds.",
     )
+    teacher_context_max_tokens: int = Field(
+        default=512,
+        ge=64,
+        description="Cap on the context block of an LLM teacher's prompt (about 4 characters a token), its least "
+        "useful parts trimmed first: the demo's median SRL context is ~280 tokens, its largest ~620.",
+    )
     teacher_save_every_s: float = Field(
         default=30.0,
         gt=0,

@@ -112,6 +112,7 @@ class TeacherPipeline:
         catalog_build: str = "",
         tracer: Tracer | None = None,
         metrics: TeacherMetrics | None = None,
+        max_context_tokens: int | None = None,
     ) -> None:
         if TaskName.SRL not in tasks:
             raise ValueError("the SRL task cannot be left out: the cache and the curriculum are built on it")
@@ -123,6 +124,7 @@ class TeacherPipeline:
         self.tasks = tuple(dict.fromkeys(tasks))
         self.catalog_build = catalog_build
         self._limit = asyncio.Semaphore(concurrency)
+        self.max_context_tokens = max_context_tokens  # the prompt's context block capped (an LLM's prefill time)
         # A task the endpoint refuses in a way that will repeat, or that stays unavailable, is not asked again
         # in this run: task -> why. Its queries are recorded with that problem (not done: a rerun asks them).
         self.stopped: dict[str, str] = {}
@@ -146,7 +148,7 @@ class TeacherPipeline:
         )
         n = len(self.tasks)
         prompts = [
-            template_for(task).render(s.query, ctx)
+            template_for(task).render(s.query, ctx, max_context_tokens=self.max_context_tokens)
             for s, ctx in zip(selected, contexts, strict=True)
             for task in self.tasks
         ]

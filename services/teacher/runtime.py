@@ -82,6 +82,9 @@ def build_pipeline(
         catalog_build=str(catalog.manifest.get("build", "")),
         tracer=tracer,
         metrics=metrics,
+        # An LLM reads every prompt token before it answers (~115 tokens/s on 2 CPU cores): its context is
+        # capped. The catalog teacher reads the context as data, all of it.
+        max_context_tokens=settings.teacher_context_max_tokens if isinstance(backend, OpenAIChatBackend) else None,
     )
 
 
@@ -150,6 +153,7 @@ def fingerprint_extra(
     server answering (the same model name on another server is another teacher)."""
     return {
         "endpoint": endpoint,
+        "context_max_tokens": settings.teacher_context_max_tokens if endpoint is not None else None,
         "conversions": asdict(conversions.manifest) if conversions is not None else None,
         "guardrails": asdict(GuardrailThresholds.from_settings(settings)),
         "context_top_k": settings.teacher_context_top_k,

@@ -278,3 +278,23 @@ def test_the_token_budget_fits_the_longest_valid_answer_and_no_more() -> None:
     rendered = template_for(TaskName.SRL).render("milk", TeacherContext("milk"))
     assert rendered.max_tokens == answer_token_budget(TaskName.SRL, "milk")
     assert f"under {REASONING_WORDS} words" in rendered.messages[0]["content"]
+
+
+def test_the_context_block_is_capped_keeping_its_best_parts() -> None:
+    from services.teacher.prompts import as_data
+    from services.teacher.prompts.base import CHARS_PER_TOKEN, fit_context
+
+    blocks = {
+        "query_tokens": [{"text": "milk", "start": 0, "end": 4}],
+        "brand_candidates": [{"brand": f"brand {i}", "score": 1 - i / 100} for i in range(40)],
+        "product_type_candidates": [f"type {i}" for i in range(10)],
+        "validated_examples": [{"query": f"q{i}", "reply": {"reasoning": "x" * 300, "answer": {}}} for i in range(3)],
+    }
+    fitted = fit_context(blocks, 250)
+    assert len(as_data(fitted)) // CHARS_PER_TOKEN <= 250
+    assert fitted["query_tokens"] == blocks["query_tokens"]  # never trimmed
+    assert [e["query"] for e in fitted["validated_examples"]] == ["q0"]  # the best example stays
+    assert fitted["brand_candidates"] == blocks["brand_candidates"][: len(fitted["brand_candidates"])]  # best first
+    assert 0 < len(fitted["brand_candidates"]) < 40
+    assert fit_context(blocks, 10_000) == blocks  # under the cap: untouched
+    assert len(blocks["validated_examples"]) == 3  # the caller's blocks are not changed

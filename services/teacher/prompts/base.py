@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from services.teacher.context_types import FewShotExample, TaskName, TeacherContext
 from services.teacher.prompts.answers import REASONING_WORDS, answer_token_budget, strict_json_schema
 
-__all__ = ["ContextSlot", "PromptTemplate", "RenderedPrompt", "as_data"]
+__all__ = ["ContextSlot", "PromptTemplate", "RenderedPrompt", "as_data", "fit_context"]
 
 QUERY_TAG = "query"
 CONTEXT_TAG = "context"
@@ -159,8 +159,9 @@ class PromptTemplate:
             parts.append("Examples of good replies:\n" + shown)
         return "\n\n".join(parts)
 
-    def render(self, query: str, context: TeacherContext) -> RenderedPrompt:
-        """The messages for ``query`` (the normalized query ``context`` was built for)."""
+    def render(self, query: str, context: TeacherContext, *, max_context_tokens: int | None = None) -> RenderedPrompt:
+        """The messages for ``query`` (the normalized query ``context`` was built for); ``max_context_tokens``
+        caps the context block (:func:`fit_context`), for a server that reads prompts slowly."""
         if query != context.normalized_query:
             raise ValueError(
                 f"the context was built for {context.normalized_query!r}, not {query!r}: "
@@ -169,6 +170,8 @@ class PromptTemplate:
         blocks: dict[str, Any] = {slot.value: _SLOT_RENDERERS[slot](context) for slot in self.slots}
         retrieved = context.examples_for(self.task)[: self.max_retrieved_examples]
         blocks["validated_examples"] = [{"query": e.query, "reply": _envelope(e)} for e in retrieved]
+        if max_context_tokens is not None:
+            blocks = fit_context(blocks, max_context_tokens)
         user = _USER_LAYOUT.format(
             context_tag=CONTEXT_TAG, context=as_data(blocks), query_tag=QUERY_TAG, query=as_data(query)
         )
@@ -180,6 +183,33 @@ class PromptTemplate:
             query=query,
             max_tokens=answer_token_budget(self.task, query),
         )
+
+
+CHARS_PER_TOKEN = 4  # JSON of words and numbers, as BPE tokenizers count it: the estimate that sizes a prompt
+# Trimmed last: what the answer is about (the query's words) is never trimmed.
+_NEVER_TRIMMED = frozenset({ContextSlot.QUERY_TOKENS.value})
+
+
+def fit_context(blocks: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    """The context blocks within about ``max_tokens`` tokens, their most useful parts kept: every list is
+    ordered best first, so the longest list loses its last item until the whole fits (retrieved examples
+    first, down to one, as they are the longest items); the query's words are never trimmed."""
+    out = {key: list(value) if isinstance(value, list) else value for key, value in blocks.items()}
+
+    def size() -> int:
+        return len(as_data(out)) // CHARS_PER_TOKEN
+
+    while size() > max_tokens:
+        examples = out.get("validated_examples", [])
+        if len(examples) > 1:
+            examples.pop()
+            continue
+        lists = [k for k, v in out.items() if isinstance(v, list) and v and k not in _NEVER_TRIMMED]
+        if not lists:
+            break  # nothing left to trim: the query's own words are the floor
+        longest = max(lists, key=lambda k: len(as_data(out[k])))
+        out[longest].pop()
+    return out
 
 
 _USER_LAYOUT = (

@@ -81,7 +81,7 @@ def handler_for(
     return AnnotateHandler(
         cache=cache,
         student=student,
-        fallback=LexiconTagger(catalog),
+        fallback=LexiconTagger(catalog).warm(),
         guardrails=Guardrails.from_settings(catalog, settings),
         max_query_chars=settings.max_query_chars,
         max_event_bytes=settings.max_event_bytes,

@@ -111,6 +111,13 @@ class LexiconTagger:
         }
         return self._tag_corrected(normalized, words, fixes) if fixes else tags
 
+    def warm(self) -> LexiconTagger:
+        """Build the spelling indexes now (0.3-0.5 s for a 30,000-product catalog) rather than on the first
+        query a serving process answers, where they would spend that query's deadline."""
+        if self._spelling:
+            _ = self.correctors
+        return self
+
     @property
     def correctors(self) -> tuple[SpellingCorrector, ...]:
         """Slips of product-type words, then of attribute words, then of brand words: a word near a type

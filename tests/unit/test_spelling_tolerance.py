@@ -183,3 +183,10 @@ def test_another_models_span_gets_the_catalogs_value(tagger: LexiconTagger) -> N
     assert tagger.canonical(Role.BRAND, "aata") is None  # not this role
     assert tagger.canonical(Role.PRODUCT, "vanilla ice cream") is None  # not one tag
     assert tagger.canonical(Role.PRODUCT, "quinoa") is None
+
+
+def test_a_serving_process_builds_the_spelling_indexes_before_its_first_query(tagger: LexiconTagger) -> None:
+    fresh = LexiconTagger(tagger.catalog)
+    assert fresh._correctors is None  # constructing stays fast: nothing built yet
+    assert fresh.warm() is fresh and fresh._correctors is not None
+    assert LexiconTagger(tagger.catalog, spelling=False).warm()._correctors is None  # exact matching needs none

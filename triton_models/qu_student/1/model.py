@@ -79,7 +79,7 @@ class TritonPythonModel:
                 f"qu_student: the catalog's category vectors were made by {model_id!r}, the configured model is "
                 f"{expected!r}: re-import the catalog with that model or point embedding_model_path at {model_id}"
             )
-        self.tagger = LexiconTagger(catalog)
+        self.tagger = LexiconTagger(catalog).warm()  # its spelling indexes built before the first request
         self.embedder: OnnxTextEmbedder | SentenceEmbedder
         graph = str(parameters.get("embedding_graph", {}).get("string_value", "")).strip()
         if graph:

@@ -2,8 +2,9 @@
 
 Shoppers type "aata", "мороженное", "колбаски", "шокол": the exact-match tagger knows "atta",
 "мороженое", "колбаса", "шоколад". Before tagging, each query word that no lexicon knows (no brand,
-type or attribute form, no stopword) is replaced by the catalog's product-type word it is a slip
-of (:mod:`services.catalog.spelling`: a typo, another ending, or, for the last word, cut short),
+type or attribute form, no stopword) is replaced by the catalog word it is a slip of (one corrector
+per family, the tagger asks types, then attributes, then brands; :mod:`services.catalog.spelling`: a
+typo, another ending, or, for the last word, cut short),
 the nearest first, then the word the most products carry; a word in another script than the catalog's
 is compared in Latin letters (anyascii: "умка" finds "umka"). Words the catalog knows are never
 replaced, so a correction can only add a tag where the exact tagger had none. A word of the market's
@@ -11,8 +12,9 @@ language (pyspellchecker's word lists) is read only as a catalog word of the sam
 stemmer of the language: "shirts" as "shirt", "молока" as "молоко", "мороженное" as "мороженое"),
 never as another word ("spaces" is not "spices", "church" not "churro", "sold" not "hold").
 
-The index is built from the lexicons when the tagger first needs it: every type word once, kept by
-length for the edit search (rapidfuzz) and sorted for the prefix search (cut-short words, endings).
+Each index is built from the lexicons when the tagger is warmed or first needs it: every word of the
+family once, kept by length for the edit search (rapidfuzz) and sorted for the prefix search (cut-short
+words, endings).
 """
 
 from __future__ import annotations

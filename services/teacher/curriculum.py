@@ -98,6 +98,11 @@ class CurriculumRecord:
     schema_version: int = SCHEMA_VERSION
 
     @property
+    def valid_srl(self) -> bool:
+        """A valid SRL answer: what makes a query taught (resume skips it) and a run fit to be ``current``."""
+        return self.task == TaskName.SRL.value and self.status == "answered"
+
+    @property
     def validated(self) -> bool:
         """Answered and nothing dropped by a guardrail: fit to be a few-shot example for later queries."""
         return self.status == "answered" and self.guardrails_json in ("[]", "")
@@ -211,7 +216,7 @@ def read_srl_gold(path: Path) -> list[GoldQuery]:
     """The answered SRL records as gold queries (spans after the guardrails), for training and evaluation."""
     out = []
     for record in read_records(path):
-        if record.task != TaskName.SRL.value or record.status != "answered":
+        if not record.valid_srl:
             continue
         spans = tuple(sorted((Tag.from_json(t) for t in record.answer.get("tags", [])), key=lambda t: t.start))
         out.append(GoldQuery(record.query, spans, kind=record.origin, source=f"curriculum:{record.record_id[:12]}"))

@@ -30,7 +30,7 @@ from services.domain import Understanding
 from services.teacher.context import ExamplePool
 from services.teacher.context_types import TaskName
 from services.teacher.curriculum import CurriculumRecord, CurriculumRun
-from services.teacher.pipeline import ANSWERED, TeacherPipeline, publishable, understanding_from_records
+from services.teacher.pipeline import TeacherPipeline, publishable, understanding_from_records
 from services.teacher.selection import Origin, SelectedQuery
 from services.telemetry import TRACER_NAME
 
@@ -118,7 +118,7 @@ class TeacherRun:
         started = time.monotonic()
         existing = self.curriculum.records()
         # Only a valid answer is done: an unavailable or invalid one is asked again when the run resumes.
-        done = {r.query for r in existing if r.task == TaskName.SRL.value and r.status == ANSWERED}
+        done = {r.query for r in existing if r.valid_srl}
         self._fill_pool(existing)
         todo = [s for s in selected if s.query not in done]
         resumed = len(selected) - len(todo)
@@ -161,7 +161,7 @@ class TeacherRun:
                 published = self.publisher(self.run_id, entries)
         summary = self._summary(selected, records, entries, rejected, published, resumed, time.monotonic() - started)
         # A run that answered nothing never becomes the curriculum the student trains on.
-        summary["current"] = any(r.task == TaskName.SRL.value and r.status == ANSWERED for r in records)
+        summary["current"] = any(r.valid_srl for r in records)
         self.curriculum.finish(summary, activate=summary["current"])
         return summary
 

@@ -112,7 +112,8 @@ class SpellingCorrector:
         self._language = language
         self._stem = stem
         weight = {w: n for w, n in targets.items() if w.isalpha() and len(w) >= MIN_SLIP_LETTERS}
-        self._known = frozenset(known) | frozenset(weight)
+        # The catalog's words, shared by a tagger's correctors as they are (not copied into each).
+        self._known = known if isinstance(known, frozenset) else frozenset(known)
         self._words = _WordIndex(weight)
         # The same words in Latin letters ("умка" as "umka"): a shopper types a brand in the other script.
         self._latin: dict[str, str] = {}  # transliteration -> the catalog word of most products written so
@@ -154,7 +155,12 @@ class SpellingCorrector:
         return self._latin.get(latin)
 
     def _slippable(self, word: str) -> bool:
-        return word not in self._known and len(word) >= MIN_SLIP_LETTERS and word.isalpha()
+        return (
+            word not in self._known
+            and word not in self._words.weight
+            and len(word) >= MIN_SLIP_LETTERS
+            and word.isalpha()
+        )
 
     @staticmethod
     def _best(found: dict[str, int], weight: dict[str, int]) -> str | None:

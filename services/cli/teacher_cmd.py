@@ -25,6 +25,7 @@ from services.teacher.runtime import (
     BackendName,
     build_pipeline,
     fingerprint_extra,
+    hybrid_policy,
     kafka_publisher,
     load_conversions,
     open_backend,
@@ -57,7 +58,11 @@ def run(
     ] = True,
     min_misses: Annotated[int | None, typer.Option(min=1, help="Misses that promote a tail query.")] = None,
     backend: Annotated[
-        str | None, typer.Option(help="catalog (offline, deterministic) or openai; default QU_TEACHER_BACKEND.")
+        str | None,
+        typer.Option(
+            help="catalog (offline, deterministic), openai (the LLM endpoint), or hybrid (both: the LLM proposes, "
+            "the policy of `qu teacher choose` publishes); default QU_TEACHER_BACKEND."
+        ),
     ] = None,
     task: Annotated[
         list[TaskName] | None, typer.Option(help="Tasks to run (repeat); default all. srl is always run.")
@@ -74,15 +79,16 @@ def run(
     Interrupt it at any time: the same command resumes where the last whole curriculum part ended,
     and a finished run is not taught again.
     """
-    settings = settings_from(ctx)
+    # Beside a running stack: its trace store and, when it runs one, its local LLM teacher.
+    settings = EmbeddedStack(settings_from(ctx)).settings_for_clients()
     name = backend or settings.teacher_backend
-    if name not in ("catalog", "openai"):
-        raise typer.BadParameter(f"--backend must be catalog or openai, not {name!r}")
+    if name not in ("catalog", "openai", "hybrid"):
+        raise typer.BadParameter(f"--backend must be catalog, openai or hybrid, not {name!r}")
     logs = log if log else _default_logs(settings)
     with reported_errors():
         # An entrypoint: the run is one trace (no Prometheus endpoint for a job; OTLP, or the stack's trace store).
         # A run is rare and worth its trace whatever QU_TRACE_SAMPLE_RATIO says (that ratio is for search events).
-        traced = EmbeddedStack(settings).settings_for_clients().model_copy(update={"trace_sample_ratio": 1.0})
+        traced = settings.model_copy(update={"trace_sample_ratio": 1.0})
         telemetry = configure_telemetry(
             traced, "qu-teacher", metrics_port=0, instrument_redis=False, global_providers=False
         )
@@ -151,11 +157,13 @@ async def _run(
     embedder = settings.embedder()
     async with AsyncExitStack() as stack:
         backend = await open_backend(backend_name, settings, catalog, stack)
+        policy = hybrid_policy(settings) if backend_name == "hybrid" else None
         pipeline = build_pipeline(
-            settings, catalog, conversions, embedder, backend, tasks, tracer=tracer, metrics=metrics
+            settings, catalog, conversions, embedder, backend, tasks, tracer=tracer, metrics=metrics, hybrid=policy
         )
-        endpoint = settings.teacher_base_url if backend_name == "openai" else None
-        run_id = run_fingerprint(selected, pipeline, fingerprint_extra(settings, conversions, endpoint=endpoint))
+        endpoint = settings.teacher_base_url if backend_name != "catalog" else None
+        extra = fingerprint_extra(settings, conversions, endpoint=endpoint, policy=policy)
+        run_id = run_fingerprint(selected, pipeline, extra)
         curriculum = CurriculumRun(settings.resolved_curriculum_dir, run_id)
         with tqdm(total=len(selected), desc=f"teaching {run_id}", unit="q", disable=not progress or None) as bar:
 
@@ -169,7 +177,7 @@ async def _run(
                 options=RunOptions(
                     chunk_size=chunk_size,
                     # An LLM answers slowly: ask as many queries together as it takes at once, save by time.
-                    batch_size=settings.resolved_teacher_concurrency if backend_name == "openai" else None,
+                    batch_size=settings.resolved_teacher_concurrency if backend_name != "catalog" else None,
                     save_every_s=settings.teacher_save_every_s,
                 ),
                 publisher=kafka_publisher(settings) if publish else None,

@@ -1,7 +1,8 @@
 """``qu up`` / ``qu status`` / ``qu down``: the whole engine on one machine, under one state directory.
 
 Started in order — the tansu broker, its topics, Redis, Triton (serving the model repository
-materialized with this machine's paths), the head-tag refresher and the Faust worker(s) —
+materialized with this machine's paths), the head-tag refresher, the local LLM teacher when
+``QU_TEACHER_LOCAL_MODEL`` names one, and the Faust worker(s) —
 each recorded in STATE_DIR/stack/state.json as soon as it runs, so ``qu down`` can stop
 exactly what ``qu up`` started even when ``qu up`` failed half way.
 """
@@ -24,6 +25,7 @@ from services.catalog.artifacts import CatalogNotFoundError, resolve_build
 from services.settings import Settings
 from services.stack.figures import read_figures
 from services.stack.keeper import KeeperStatus
+from services.stack.llm_server import LocalLLMServer, served_model
 from services.stack.ports import port_in_use
 from services.stack.redis_server import RedisServer
 from services.stack.student_repository import prepare_student_repository
@@ -35,7 +37,7 @@ from services.telemetry.span_store import READY as SPAN_STORE_READY
 
 Report = Callable[[str], None]
 # The trace store last: it receives the spans the others export while they stop.
-STOP_ORDER = ("worker", "recorder", "refresher", "triton", "redis", "kafka", "traces")
+STOP_ORDER = ("worker", "recorder", "llm", "refresher", "triton", "redis", "kafka", "traces")
 
 
 class AlreadyRunning(StackError):
@@ -114,7 +116,12 @@ class EmbeddedStack:
                 {"metrics_triton": f"http://127.0.0.1:{s.triton_metrics_port}/metrics"} if s.triton_metrics_port else {}
             ),
             **({"traces": self.span_store_url} if self.keeps_traces else {}),
+            **({"teacher_llm": self.local_llm_url} if s.teacher_local_model else {}),
         }
+
+    @property
+    def local_llm_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.teacher_local_port}/v1"
 
     def _ports(self) -> list[PortSetting]:
         s = self.settings
@@ -134,6 +141,8 @@ class EmbeddedStack:
             ports.append(
                 PortSetting(s.span_store_json_port, "QU_SPAN_STORE_JSON_PORT", "the trace store (OTLP/JSON, Triton's)")
             )
+        if s.teacher_local_model:
+            ports.append(PortSetting(s.teacher_local_port, "QU_TEACHER_LOCAL_PORT", "the local LLM teacher"))
         if s.metrics_port:
             ports += [
                 PortSetting(port, "QU_METRICS_PORT", f"the Prometheus endpoint of {name}")
@@ -238,12 +247,19 @@ class EmbeddedStack:
         state.save(self.state_dir)
 
     def settings_for_clients(self) -> Settings:
-        """The settings a command run beside the stack (`qu teacher run`) traces with: its spans go to the
-        stack's trace store while the stack runs one, as the stack's own processes' do."""
+        """The settings of a command run beside the stack (`qu teacher run`): its spans go to the stack's trace
+        store while the stack runs one, as the stack's own processes' do; and while the stack runs a local LLM,
+        the teacher asks it (its URL and the model name it answers to), unless QU_TEACHER_BASE_URL was given."""
         state = self.state()
-        if not self.keeps_traces or state is None or "traces" not in {p.name for p in state.processes}:
-            return self.settings
-        return self.settings.model_copy(update={"otlp_traces_endpoint": self.span_store_url})
+        running = {p.name for p in state.processes if p.alive} if state is not None else set()
+        update: dict[str, object] = {}
+        if self.keeps_traces and "traces" in running:
+            update["otlp_traces_endpoint"] = self.span_store_url
+        if state is not None and "llm" in running and "teacher_base_url" not in self.settings.model_fields_set:
+            update["teacher_base_url"] = state.endpoints.get("teacher_llm", self.local_llm_url)
+            if "teacher_model" not in self.settings.model_fields_set and state.endpoints.get("teacher_llm_model"):
+                update["teacher_model"] = state.endpoints["teacher_llm_model"]
+        return self.settings.model_copy(update=update) if update else self.settings
 
     @property
     def triton_trace_url(self) -> str | None:
@@ -266,6 +282,8 @@ class EmbeddedStack:
         # The trace store first: every other process sends its spans there from its first one.
         for name in (("traces",) if self.keeps_traces else ()) + ("kafka", "redis", "triton", "refresher"):
             self._start(state, name)
+        if self.settings.teacher_local_model:
+            self._start(state, "llm")
         if self.settings.record_traffic:
             self._start(state, "recorder")
         for i in range(self.settings.workers):
@@ -332,6 +350,8 @@ class EmbeddedStack:
             command = [sys.executable, "-m", "services.cli.main", "refresher"]
             record = self._spawn("refresher", command, self._with_metrics_port("refresher"))
             self._record(state, record)
+        elif name == "llm":
+            record = self._start_local_llm(state)
         elif name == "recorder":
             command = [sys.executable, "-m", "services.cli.main", "record"]
             record = self._spawn("recorder", command, self.child_environment())
@@ -363,7 +383,7 @@ class EmbeddedStack:
             if wait:
                 self._wait_for_log(record, HANDLER_READY, timeout=90)
         else:
-            raise StackError(f"no service named {name!r}: traces, kafka, redis, triton, refresher or worker-N")
+            raise StackError(f"no service named {name!r}: traces, kafka, redis, triton, refresher, llm or worker-N")
         return record
 
     def _with_metrics_port(self, name: str) -> dict[str, str]:
@@ -393,6 +413,28 @@ class EmbeddedStack:
         record = ProcessRecord.of("triton", _pid(triton.pid), [], triton.log_file)
         self._record(state, record)
         self.report(f"triton on grpc {triton.grpc_url}, http {triton.http_url}")
+        return record
+
+    def _start_local_llm(self, state: StackState) -> ProcessRecord:
+        s = self.settings
+        assert s.teacher_local_model is not None
+        server = LocalLLMServer(
+            s.teacher_local_model,
+            s.teacher_local_port,
+            self.logs / "llm.log",
+            python=s.teacher_local_python,
+            n_ctx=s.teacher_local_context,
+            threads=s.teacher_local_threads,
+            extra_buffers=s.teacher_local_extra_buffers,
+        )
+        self.report(f"local LLM teacher: loading {s.teacher_local_model}")
+        server.start()
+        record = ProcessRecord.of("llm", _pid(server.pid), server.command(), server.log_file)
+        state.endpoints["teacher_llm"] = server.base_url
+        self._record(state, record)  # recorded first: `qu down` stops it even if what follows fails
+        state.endpoints["teacher_llm_model"] = served_model(server.base_url)
+        state.save(self.state_dir)
+        self.report(f"local LLM teacher {state.endpoints['teacher_llm_model']} on {server.base_url}")
         return record
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> ProcessRecord:

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+from services.domain import RewriteType
+
 __all__ = [
+    "REWRITE_TASKS",
     "AttributeCandidate",
     "BrandCandidate",
     "BrandSource",
@@ -32,6 +35,13 @@ class TaskName(StrEnum):
     BROADER = "broader"
     SYNONYMS = "synonyms"
 
+
+# The rewrite tasks and the type of rewrite each writes.
+REWRITE_TASKS: dict[TaskName, RewriteType] = {
+    TaskName.SUBSTITUTES: RewriteType.SUBSTITUTE,
+    TaskName.BROADER: RewriteType.BROADER,
+    TaskName.SYNONYMS: RewriteType.SYNONYM,
+}
 
 BrandSource = Literal["embedding", "string", "conversions"]
 

@@ -36,7 +36,7 @@ from services.teacher.context_types import TaskName
 RUNS = "runs"
 CURRENT = "current"
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: choice and alternative_json (a hybrid run); a version 1 part reads them as empty
 
 SCHEMA = pa.schema(
     [
@@ -63,6 +63,9 @@ SCHEMA = pa.schema(
         pa.field("cost_usd", pa.float64(), nullable=False),
         pa.field("created_at", pa.string(), nullable=False),  # ISO 8601 UTC
         pa.field("schema_version", pa.int32(), nullable=False),
+        # A hybrid run: which teacher's answer this row publishes and why, and the other teacher's answer.
+        pa.field("choice", pa.string(), nullable=True),
+        pa.field("alternative_json", pa.string(), nullable=True),
     ]
 )
 
@@ -96,6 +99,8 @@ class CurriculumRecord:
     cost_usd: float
     created_at: str
     schema_version: int = SCHEMA_VERSION
+    choice: str = ""  # a hybrid run: "<llm|catalog>: why this teacher's answer is the one published"
+    alternative_json: str = "{}"  # a hybrid run: the other teacher's answer, status and guardrail decisions
 
     @property
     def valid_srl(self) -> bool:
@@ -114,6 +119,10 @@ class CurriculumRecord:
     @property
     def teacher_answer(self) -> dict[str, Any]:
         return _object(self.teacher_answer_json)
+
+    @property
+    def alternative(self) -> dict[str, Any]:
+        return _object(self.alternative_json)
 
 
 def _object(text: str) -> dict[str, Any]:
@@ -208,6 +217,9 @@ def read_records(path: Path) -> list[CurriculumRecord]:
         raise InputError(str(directory), f"not a curriculum of schema version {SCHEMA_VERSION}: {exc}") from None
     latest: dict[str, CurriculumRecord] = {}  # in order of first appearance, the last record of each id
     for row in table.to_pylist():
+        # Columns a version 1 part lacks come back null.
+        row["choice"] = row["choice"] or ""
+        row["alternative_json"] = row["alternative_json"] or "{}"
         latest[row["record_id"]] = CurriculumRecord(**row)
     return list(latest.values())
 

@@ -28,7 +28,6 @@ from services.domain import (
     CategoryScore,
     GuardrailDecision,
     Rewrite,
-    RewriteType,
     Role,
     Tag,
     Understanding,
@@ -37,8 +36,9 @@ from services.errors import QuError, ServiceUnavailable
 from services.guardrails import Guardrails
 from services.teacher.backend import TeacherAnswer, TeacherAnswerInvalid, TeacherBackend
 from services.teacher.context import ContextBuilder, ExamplePool
-from services.teacher.context_types import TaskName, TeacherContext
+from services.teacher.context_types import REWRITE_TASKS, TaskName, TeacherContext
 from services.teacher.curriculum import CurriculumRecord, record_id
+from services.teacher.hybrid import CATALOG, LLM, HybridPolicy, SourceAnswer, choose, kept_items
 from services.teacher.metrics import TeacherMetrics
 from services.teacher.prompts import RenderedPrompt, template_for
 from services.teacher.prompts.base import CONTEXT_TAG
@@ -47,11 +47,6 @@ from services.telemetry import TRACER_NAME
 
 log = logging.getLogger(__name__)
 
-REWRITE_TASKS: dict[TaskName, RewriteType] = {
-    TaskName.SUBSTITUTES: RewriteType.SUBSTITUTE,
-    TaskName.BROADER: RewriteType.BROADER,
-    TaskName.SYNONYMS: RewriteType.SYNONYM,
-}
 ANSWERED, INVALID, UNAVAILABLE, REJECTED, FAILED = "answered", "invalid", "unavailable", "rejected", "failed"
 # Answers of one task in a row that the endpoint could not give (after its retries) before the task stops.
 STOP_AFTER_UNAVAILABLE = 3
@@ -69,12 +64,24 @@ class TaskOutcome:
 
 
 @dataclass(slots=True)
+class SourceView:
+    """One teacher's answers of one query, after the guardrails (a hybrid run keeps both teachers')."""
+
+    outcomes: dict[TaskName, TaskOutcome]
+    understanding: Understanding
+    decisions: list[GuardrailDecision]
+
+
+@dataclass(slots=True)
 class TaughtQuery:
     selected: SelectedQuery
     context: TeacherContext
-    outcomes: dict[TaskName, TaskOutcome]
+    outcomes: dict[TaskName, TaskOutcome]  # per task, the answer published (a hybrid run's chosen one)
     understanding: Understanding  # after the guardrails
     decisions: list[GuardrailDecision] = field(default_factory=list)
+    # A hybrid run only: each teacher's view ("llm", "catalog") and, per task, the source published and why.
+    sources: dict[str, SourceView] = field(default_factory=dict)
+    choices: dict[TaskName, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def query(self) -> str:
@@ -113,6 +120,8 @@ class TeacherPipeline:
         tracer: Tracer | None = None,
         metrics: TeacherMetrics | None = None,
         max_context_tokens: int | None = None,
+        fallback: TeacherBackend | None = None,
+        policy: HybridPolicy | None = None,
     ) -> None:
         if TaskName.SRL not in tasks:
             raise ValueError("the SRL task cannot be left out: the cache and the curriculum are built on it")
@@ -125,6 +134,10 @@ class TeacherPipeline:
         self.catalog_build = catalog_build
         self._limit = asyncio.Semaphore(concurrency)
         self.max_context_tokens = max_context_tokens  # the prompt's context block capped (an LLM's prefill time)
+        # A hybrid run: ``backend`` is the LLM, ``fallback`` the catalog teacher asked the same tasks, ``policy``
+        # which answer is published (services/teacher/hybrid.py).
+        self.fallback = fallback
+        self.policy = policy or HybridPolicy.catalog_only()
         # A task the endpoint refuses in a way that will repeat, or that stays unavailable, is not asked again
         # in this run: task -> why. Its queries are recorded with that problem (not done: a rerun asks them).
         self.stopped: dict[str, str] = {}
@@ -132,7 +145,8 @@ class TeacherPipeline:
 
     @property
     def teacher_version(self) -> str:
-        return f"{self.backend.name}/{self.backend.version}"
+        own = f"{self.backend.name}/{self.backend.version}"
+        return f"hybrid/{own}+{self.fallback.name}/{self.fallback.version}" if self.fallback else own
 
     def template_hashes(self) -> dict[str, str]:
         return {task.value: template_for(task).template_hash for task in self.tasks}
@@ -154,6 +168,8 @@ class TeacherPipeline:
         ]
         outcomes = await asyncio.gather(*(self._ask(p) for p in prompts))
         per_query = [dict(zip(self.tasks, outcomes[i * n : (i + 1) * n], strict=True)) for i in range(len(selected))]
+        if self.fallback is not None:
+            return await self._teach_hybrid(selected, contexts, per_query)
         proposed = [_understanding(o, self.teacher_version) for o in per_query]
         checked = self.guardrails.check_many([(u, s.query) for u, s in zip(proposed, selected, strict=True)])
         for _understanding_kept, decisions in checked:
@@ -162,6 +178,62 @@ class TeacherPipeline:
             TaughtQuery(s, ctx, o, understanding, decisions)
             for s, ctx, o, (understanding, decisions) in zip(selected, contexts, per_query, checked, strict=True)
         ]
+
+    async def _teach_hybrid(
+        self,
+        selected: Sequence[SelectedQuery],
+        contexts: Sequence[TeacherContext],
+        llm_outcomes: Sequence[dict[TaskName, TaskOutcome]],
+    ) -> list[TaughtQuery]:
+        """Ask the catalog teacher the same tasks (its prompts uncapped: it reads the context as data), guardrail
+        both teachers' answers, and publish per task the answer the policy chooses."""
+        assert self.fallback is not None
+        catalog_outcomes: list[dict[TaskName, TaskOutcome]] = []
+        for s, ctx in zip(selected, contexts, strict=True):
+            prompts = [template_for(task).render(s.query, ctx) for task in self.tasks]
+            answers = await asyncio.gather(*(self._ask_fallback(p) for p in prompts))
+            catalog_outcomes.append(dict(zip(self.tasks, answers, strict=True)))
+        proposed = [_understanding(o, self.teacher_version) for o in [*llm_outcomes, *catalog_outcomes]]
+        queries = [s.query for s in selected] * 2
+        checked = self.guardrails.check_many(list(zip(proposed, queries, strict=True)))
+        taught = []
+        for i, (s, ctx) in enumerate(zip(selected, contexts, strict=True)):
+            views = {
+                LLM: SourceView(llm_outcomes[i], *checked[i]),
+                CATALOG: SourceView(catalog_outcomes[i], *checked[len(selected) + i]),
+            }
+            choices = {task: self._choose(task, views) for task in self.tasks}
+            # Only the published answers' decisions count, as in a run with one teacher.
+            decisions = [
+                d
+                for task, (source, _why) in choices.items()
+                for d in views[source].decisions
+                if _decision_task(d) is task
+            ]
+            self.metrics.guardrails(decisions)
+            understanding = _merged({task: views[source].understanding for task, (source, _) in choices.items()})
+            outcomes = {task: views[source].outcomes[task] for task, (source, _) in choices.items()}
+            taught.append(TaughtQuery(s, ctx, outcomes, understanding, decisions, views, choices))
+        return taught
+
+    def _choose(self, task: TaskName, views: dict[str, SourceView]) -> tuple[str, str]:
+        def answer(source: str) -> SourceAnswer:
+            view = views[source]
+            status = view.outcomes[task].status
+            return SourceAnswer(status, status == ANSWERED and kept_items(task, view.understanding))
+
+        return choose(self.policy.preference(task), answer(LLM), answer(CATALOG))
+
+    async def _ask_fallback(self, prompt: RenderedPrompt) -> TaskOutcome:
+        assert self.fallback is not None
+        try:
+            answer = await self.fallback.answer(prompt.task, prompt)
+        except TeacherAnswerInvalid as err:
+            return TaskOutcome(prompt.task, prompt, INVALID, err.problem)
+        except Exception as err:  # recorded, not raised: the LLM's answer may still stand
+            log.exception("the %s teacher failed on %s for %r", self.fallback.name, prompt.task.value, prompt.query)
+            return TaskOutcome(prompt.task, prompt, FAILED, f"{type(err).__name__}: {err}")
+        return TaskOutcome(prompt.task, prompt, ANSWERED, answer=answer)
 
     async def _ask(self, prompt: RenderedPrompt) -> TaskOutcome:
         async with self._limit:
@@ -228,6 +300,14 @@ class TeacherPipeline:
         for task, outcome in taught.outcomes.items():
             context_json = _context_json(outcome.prompt)
             answer = outcome.answer
+            choice, alternative, paid = "", None, [answer]
+            if task in taught.choices:  # a hybrid run: the other teacher's answer is kept beside the published one
+                source, why = taught.choices[task]
+                other = CATALOG if source == LLM else LLM
+                view = taught.sources[other]
+                alternative = _alternative(task, other, view)
+                choice = f"{source}: {why}"
+                paid = [answer, view.outcomes[task].answer]  # both answers' tokens (the catalog's cost nothing)
             out.append(
                 CurriculumRecord(
                     record_id=record_id(run_id, taught.query, task),
@@ -248,10 +328,12 @@ class TeacherPipeline:
                     context_json=context_json,
                     context_sha256=hashlib.sha256(context_json.encode()).hexdigest(),
                     catalog_build=self.catalog_build,
-                    prompt_tokens=answer.usage.prompt_tokens if answer else 0,
-                    completion_tokens=answer.usage.completion_tokens if answer else 0,
-                    cost_usd=answer.cost_usd if answer else 0.0,
+                    prompt_tokens=sum(a.usage.prompt_tokens for a in paid if a),
+                    completion_tokens=sum(a.usage.completion_tokens for a in paid if a),
+                    cost_usd=sum(a.cost_usd for a in paid if a),
                     created_at=created,
+                    choice=choice,
+                    alternative_json=_dumps(alternative) if alternative else "{}",
                 )
             )
         return out
@@ -288,6 +370,35 @@ def _understanding(outcomes: dict[TaskName, TaskOutcome], version: str) -> Under
         else:
             rewrites += [Rewrite(REWRITE_TASKS[task], r["query"]) for r in data["rewrites"]]
     return Understanding(tags, categories, rewrites, version)
+
+
+def _alternative(task: TaskName, source: str, view: SourceView) -> dict[str, Any]:
+    """The answer a hybrid run did not publish, as its curriculum column keeps it."""
+    outcome = view.outcomes[task]
+    answer = outcome.answer
+    return {
+        "source": source,
+        "status": outcome.status,
+        "problem": outcome.problem,
+        "backend": answer.backend if answer else "",
+        "version": answer.version if answer else "",
+        "teacher_answer": answer.data if answer else {},
+        "answer": _task_answer(task, view.understanding) if answer else {},
+        "reasoning": answer.reasoning if answer else "",
+        "guardrails": [d.to_json() for d in view.decisions if _decision_task(d) is task],
+    }
+
+
+def _merged(by_task: dict[TaskName, Understanding]) -> Understanding:
+    """One understanding of each task's items taken from its own (guardrailed) understanding."""
+    srl, category = by_task.get(TaskName.SRL), by_task.get(TaskName.CATEGORY)
+    rewrites = [
+        r for task, kind in REWRITE_TASKS.items() if task in by_task for r in by_task[task].rewrites if r.type is kind
+    ]
+    version = next(iter(by_task.values())).version if by_task else ""
+    return Understanding(
+        list(srl.tags) if srl else [], list(category.categories) if category else [], rewrites, version
+    )
 
 
 def _task_answer(task: TaskName, understanding: Understanding) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from services.domain import Understanding
 from services.teacher.context import ExamplePool
 from services.teacher.context_types import TaskName
 from services.teacher.curriculum import CurriculumRecord, CurriculumRun
+from services.teacher.hybrid import LLM
 from services.teacher.pipeline import TeacherPipeline, publishable, understanding_from_records
 from services.teacher.selection import Origin, SelectedQuery
 from services.telemetry import TRACER_NAME
@@ -219,7 +220,7 @@ class TeacherRun:
             "cost_usd": round(sum(r.cost_usd for r in records), 6),
         }
         session = getattr(backend, "summary", None)
-        return {
+        summary = {
             "run_id": self.run_id,
             "queries": len(selected),
             "origins": {o.value: origins.get(o.value, 0) for o in Origin},
@@ -241,4 +242,25 @@ class TeacherRun:
             "curriculum": {"path": str(self.curriculum.directory), "records": len(records)},
             "elapsed_s": round(elapsed_s, 2),
             "seconds_per_query": round(elapsed_s / taught, 3) if (taught := len(selected) - resumed) else None,
+        }
+        if self.pipeline.fallback is not None:
+            summary["hybrid"] = self._hybrid_summary(records)
+        return summary
+
+    def _hybrid_summary(self, records: Sequence[CurriculumRecord]) -> dict[str, Any]:
+        """Per task, whose answers were published, and how the LLM answered (published or not)."""
+        published_from: dict[str, Counter[str]] = defaultdict(Counter)
+        llm_status: dict[str, Counter[str]] = defaultdict(Counter)
+        for record in records:
+            if not record.choice:
+                continue
+            source = record.choice.split(":", 1)[0]
+            published_from[record.task][source] += 1
+            llm_status[record.task][record.status if source == LLM else record.alternative.get("status", "")] += 1
+        policy = self.pipeline.policy
+        return {
+            "policy": policy.fingerprint(),
+            "policy_chosen_on": dict(policy.chosen_on) or None,
+            "published_from": {task: dict(sorted(c.items())) for task, c in sorted(published_from.items())},
+            "llm_status": {task: dict(sorted(c.items())) for task, c in sorted(llm_status.items())},
         }

@@ -30,6 +30,7 @@ from services.teacher.backend import TeacherBackend
 from services.teacher.catalog_teacher import CatalogTeacher
 from services.teacher.context import ContextBuilder
 from services.teacher.context_types import TaskName
+from services.teacher.hybrid import POLICY_FILE, HybridPolicy
 from services.teacher.llm_client import OpenAIChatBackend
 from services.teacher.metrics import TeacherMetrics
 from services.teacher.pipeline import TeacherPipeline
@@ -38,7 +39,7 @@ from services.teacher.selection import QueryLog, SelectedQuery, count_misses, pr
 from services.topics import CACHE_MISSES, HEAD_TAGS
 
 log = logging.getLogger(__name__)
-BackendName = Literal["catalog", "openai"]
+BackendName = Literal["catalog", "openai", "hybrid"]
 
 
 def load_conversions(settings: Settings) -> ConversionHistory | None:
@@ -56,9 +57,16 @@ def load_conversions(settings: Settings) -> ConversionHistory | None:
 async def open_backend(
     name: BackendName, settings: Settings, catalog: Catalog, stack: AsyncExitStack
 ) -> TeacherBackend:
-    if name == "openai":
+    """The teacher that answers first: the LLM for ``openai`` and ``hybrid`` (whose catalog teacher
+    :func:`build_pipeline` adds), else the catalog teacher."""
+    if name in ("openai", "hybrid"):
         return await stack.enter_async_context(OpenAIChatBackend.from_settings(settings))
     return CatalogTeacher(catalog)
+
+
+def hybrid_policy(settings: Settings) -> HybridPolicy:
+    """The policy `qu teacher choose` saved under the state dir, or the catalog-only default."""
+    return HybridPolicy.load(settings.state_dir / POLICY_FILE)
 
 
 def build_pipeline(
@@ -70,7 +78,11 @@ def build_pipeline(
     tasks: Sequence[TaskName] = tuple(TaskName),
     tracer: Tracer | None = None,
     metrics: TeacherMetrics | None = None,
+    *,
+    hybrid: HybridPolicy | None = None,
 ) -> TeacherPipeline:
+    """The pipeline around ``backend``; with ``hybrid``, the catalog teacher answers beside it and the policy
+    chooses what is published (services/teacher/hybrid.py)."""
     builder = ContextBuilder(catalog, conversions, embedder, top_k=settings.teacher_context_top_k)
     guardrails = Guardrails.from_settings(catalog, settings, embedder=embedder)
     return TeacherPipeline(
@@ -85,6 +97,8 @@ def build_pipeline(
         # An LLM reads every prompt token before it answers (~115 tokens/s on 2 CPU cores): its context is
         # capped. The catalog teacher reads the context as data, all of it.
         max_context_tokens=settings.teacher_context_max_tokens if isinstance(backend, OpenAIChatBackend) else None,
+        fallback=CatalogTeacher(catalog) if hybrid is not None else None,
+        policy=hybrid,
     )
 
 
@@ -147,11 +161,16 @@ async def wait_for_activation(settings: Settings, run_id: str, timeout_s: float)
 
 
 def fingerprint_extra(
-    settings: Settings, conversions: ConversionHistory | None, *, endpoint: str | None = None
+    settings: Settings,
+    conversions: ConversionHistory | None,
+    *,
+    endpoint: str | None = None,
+    policy: HybridPolicy | None = None,
 ) -> dict[str, Any]:
     """What besides the queries, teacher, templates and catalog shapes a run's answers; ``endpoint``: the LLM
-    server answering (the same model name on another server is another teacher)."""
+    server answering (the same model name on another server is another teacher); ``policy``: a hybrid run's."""
     return {
+        **({"hybrid_policy": policy.fingerprint()} if policy is not None else {}),
         "endpoint": endpoint,
         "context_max_tokens": settings.teacher_context_max_tokens if endpoint is not None else None,
         "conversions": asdict(conversions.manifest) if conversions is not None else None,

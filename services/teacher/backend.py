@@ -8,6 +8,7 @@ rendered prompt into a :class:`TeacherAnswer`. Whatever produced the reply, it g
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -19,18 +20,33 @@ from services.teacher.context_types import TaskName
 from services.teacher.prompts.answers import ANSWER_MODELS
 from services.teacher.prompts.base import RenderedPrompt
 
-__all__ = ["TeacherAnswer", "TeacherAnswerInvalid", "TeacherBackend", "Usage", "UsageTotals", "parse_answer"]
+__all__ = [
+    "TeacherAnswer",
+    "TeacherAnswerInvalid",
+    "TeacherBackend",
+    "Usage",
+    "UsageTotals",
+    "copied_example",
+    "parse_answer",
+]
 
 _MAX_PROBLEMS = 5
+# A key of the schema: a model's invented key (any text) is named as such, never quoted into the problem.
+_SCHEMA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
 
 class TeacherAnswerInvalid(QuError):
     """A teacher's reply does not fit its task's answer schema; the query is rejected for this task, not stored."""
 
-    def __init__(self, task: TaskName, problem: str, *, backend: str = "") -> None:
+    def __init__(
+        self, task: TaskName, problem: str, *, backend: str = "", usage: Usage | None = None, cost_usd: float = 0.0
+    ) -> None:
         self.task = task
         self.problem = problem
         self.backend = backend
+        # What the reply cost all the same (an LLM's invalid answer is paid for): recorded in the curriculum.
+        self.usage = usage or Usage()
+        self.cost_usd = cost_usd
         by = f" from {backend}" if backend else ""
         super().__init__(
             f"the {task.value} answer{by} is invalid: {problem}. The query is skipped for this task; "
@@ -116,10 +132,38 @@ def parse_answer(
     return dict(dumped["answer"]), str(dumped["reasoning"])
 
 
+def _loc_part(part: str | int) -> str:
+    return str(part) if isinstance(part, int) or _SCHEMA_KEY.fullmatch(part) else "(a key not in the schema)"
+
+
+def copied_example(task: TaskName, data: dict[str, Any], prompt: RenderedPrompt) -> str:
+    """The query of an example the answer repeats whole, though the example is about another query ("" if none).
+
+    A small model copies its examples: the same "2% milk", "skim milk" substitutes for every query. A copy of
+    an example about another query says nothing about this one, whatever a guardrail makes of it. SRL is
+    left out: its spans are checked against the query itself.
+    """
+    if task is TaskName.SRL:
+        return ""
+    mine = _answer_items(task, data)
+    if not mine:
+        return ""
+    for query, answer in prompt.example_answers:
+        if query != prompt.query and _answer_items(task, answer) == mine:
+            return query
+    return ""
+
+
+def _answer_items(task: TaskName, answer: dict[str, Any]) -> frozenset[str]:
+    if task is TaskName.CATEGORY:
+        return frozenset(" > ".join(c.get("path", [])) for c in answer.get("categories", []) if isinstance(c, dict))
+    return frozenset(str(r.get("query", "")).strip().lower() for r in answer.get("rewrites", []) if isinstance(r, dict))
+
+
 def _summarize(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_url=False, include_input=False)[:_MAX_PROBLEMS]:
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        where = ".".join(_loc_part(part) for part in error["loc"]) or "(top level)"
         problems.append(f"{where}: {error['msg']}")
     more = exc.error_count() - len(problems)
     return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")

@@ -41,7 +41,14 @@ from pydantic import SecretStr
 
 from services.errors import QuError, ServiceUnavailable
 from services.settings import Settings
-from services.teacher.backend import TeacherAnswer, TeacherAnswerInvalid, Usage, UsageTotals, parse_answer
+from services.teacher.backend import (
+    TeacherAnswer,
+    TeacherAnswerInvalid,
+    Usage,
+    UsageTotals,
+    copied_example,
+    parse_answer,
+)
 from services.teacher.context_types import TaskName
 from services.teacher.prompts.base import RenderedPrompt
 
@@ -207,19 +214,35 @@ class OpenAIChatBackend:
             raise ValueError(f"the prompt was rendered for {prompt.task.value}, not {task.value}")
         async with self._semaphore:
             started = time.monotonic()
-            content, usage = await self._complete(task, prompt)
+            try:
+                content, usage = await self._complete(task, prompt)
+            except TeacherAnswerInvalid as exc:  # a reply that is no answer is paid for all the same
+                self._timing(task, exc.usage, time.monotonic() - started)
+                raise self._invalid(task, exc.problem, exc.usage) from None
             self._timing(task, usage, time.monotonic() - started)
+        try:
+            data, reasoning = parse_answer(task, content, prompt)
+        except TeacherAnswerInvalid as exc:
+            raise self._invalid(task, exc.problem, usage) from None
+        copied = copied_example(task, data, prompt)
+        if copied:
+            raise self._invalid(task, f"the answer repeats the example of {copied!r}, another query", usage)
+        cost = self._pay(usage)
+        self.totals.answers += 1
+        return TeacherAnswer(task, data, reasoning, usage, cost, self.name, self.version)
+
+    def _pay(self, usage: Usage) -> float:
+        """Count a reply's tokens and cost in the run's totals (every reply: valid, invalid or copied)."""
         cost = usage.prompt_tokens / 1000 * self._prices[0] + usage.completion_tokens / 1000 * self._prices[1]
         self.totals.prompt_tokens += usage.prompt_tokens
         self.totals.completion_tokens += usage.completion_tokens
         self.totals.cost_usd += cost
-        try:
-            data, reasoning = parse_answer(task, content, prompt)
-        except TeacherAnswerInvalid as exc:
-            self.totals.invalid += 1
-            raise TeacherAnswerInvalid(task, exc.problem, backend=f"{self.name} {self.model}") from None
-        self.totals.answers += 1
-        return TeacherAnswer(task, data, reasoning, usage, cost, self.name, self.version)
+        return cost
+
+    def _invalid(self, task: TaskName, problem: str, usage: Usage) -> TeacherAnswerInvalid:
+        self.totals.invalid += 1
+        cost = self._pay(usage)
+        return TeacherAnswerInvalid(task, problem, backend=f"{self.name} {self.model}", usage=usage, cost_usd=cost)
 
     def _body(self, prompt: RenderedPrompt, fmt: ResponseFormat) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": prompt.messages, "temperature": self._temperature}
@@ -371,7 +394,6 @@ class OpenAIChatBackend:
             raw_usage = body.get("usage") or {}
             usage = Usage(int(raw_usage.get("prompt_tokens", 0)), int(raw_usage.get("completion_tokens", 0)))
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            self.totals.invalid += 1
             raise TeacherAnswerInvalid(
                 task,
                 f"the server's HTTP {response.status_code} body is not a chat completion "
@@ -380,10 +402,9 @@ class OpenAIChatBackend:
             ) from None
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, str):
-            self.totals.invalid += 1
             refusal = message.get("refusal") if isinstance(message, dict) else None
             why = f"the model refused: {refusal}" if refusal else "the reply has no text content"
-            raise TeacherAnswerInvalid(task, why, backend=f"{self.name} {self.model}")
+            raise TeacherAnswerInvalid(task, why, backend=f"{self.name} {self.model}", usage=usage)
         if choice.get("finish_reason") == "length":
             log.warning("a %s reply was cut at the token limit; it will likely fail validation", task.value)
         return content, usage

@@ -34,7 +34,7 @@ from services.domain import (
 )
 from services.errors import QuError, ServiceUnavailable
 from services.guardrails import Guardrails
-from services.teacher.backend import TeacherAnswer, TeacherAnswerInvalid, TeacherBackend
+from services.teacher.backend import TeacherAnswer, TeacherAnswerInvalid, TeacherBackend, Usage
 from services.teacher.context import ContextBuilder, ExamplePool
 from services.teacher.context_types import REWRITE_TASKS, TaskName, TeacherContext
 from services.teacher.curriculum import CurriculumRecord, record_id
@@ -61,6 +61,8 @@ class TaskOutcome:
     status: str
     problem: str = ""
     answer: TeacherAnswer | None = None
+    paid: Usage = field(default_factory=Usage)  # every reply's tokens, an invalid one's too
+    cost_usd: float = 0.0
 
 
 @dataclass(slots=True)
@@ -229,11 +231,11 @@ class TeacherPipeline:
         try:
             answer = await self.fallback.answer(prompt.task, prompt)
         except TeacherAnswerInvalid as err:
-            return TaskOutcome(prompt.task, prompt, INVALID, err.problem)
+            return TaskOutcome(prompt.task, prompt, INVALID, err.problem, paid=err.usage, cost_usd=err.cost_usd)
         except Exception as err:  # recorded, not raised: the LLM's answer may still stand
             log.exception("the %s teacher failed on %s for %r", self.fallback.name, prompt.task.value, prompt.query)
             return TaskOutcome(prompt.task, prompt, FAILED, f"{type(err).__name__}: {err}")
-        return TaskOutcome(prompt.task, prompt, ANSWERED, answer=answer)
+        return TaskOutcome(prompt.task, prompt, ANSWERED, answer=answer, paid=answer.usage, cost_usd=answer.cost_usd)
 
     async def _ask(self, prompt: RenderedPrompt) -> TaskOutcome:
         async with self._limit:
@@ -273,7 +275,7 @@ class TeacherPipeline:
             answer = await self.backend.answer(task, prompt)
         except TeacherAnswerInvalid as err:
             self._unavailable_in_a_row[task] = 0
-            return TaskOutcome(task, prompt, INVALID, err.problem)
+            return TaskOutcome(task, prompt, INVALID, err.problem, paid=err.usage, cost_usd=err.cost_usd)
         except ServiceUnavailable as err:
             self._unavailable_in_a_row[task] = self._unavailable_in_a_row.get(task, 0) + 1
             if self._unavailable_in_a_row[task] >= STOP_AFTER_UNAVAILABLE:
@@ -286,7 +288,7 @@ class TeacherPipeline:
             log.exception("the %s teacher failed on %s for %r", self.backend.name, prompt.task.value, prompt.query)
             return TaskOutcome(prompt.task, prompt, FAILED, f"{type(err).__name__}: {err}")
         self._unavailable_in_a_row[task] = 0
-        return TaskOutcome(task, prompt, ANSWERED, answer=answer)
+        return TaskOutcome(task, prompt, ANSWERED, answer=answer, paid=answer.usage, cost_usd=answer.cost_usd)
 
     def _stop(self, task: TaskName, why: str) -> None:
         if task.value not in self.stopped:
@@ -300,14 +302,14 @@ class TeacherPipeline:
         for task, outcome in taught.outcomes.items():
             context_json = _context_json(outcome.prompt)
             answer = outcome.answer
-            choice, alternative, paid = "", None, [answer]
+            choice, alternative, paid = "", None, [outcome]
             if task in taught.choices:  # a hybrid run: the other teacher's answer is kept beside the published one
                 source, why = taught.choices[task]
                 other = CATALOG if source == LLM else LLM
                 view = taught.sources[other]
                 alternative = _alternative(task, other, view)
                 choice = f"{source}: {why}"
-                paid = [answer, view.outcomes[task].answer]  # both answers' tokens (the catalog's cost nothing)
+                paid = [outcome, view.outcomes[task]]  # both teachers' tokens (the catalog's cost nothing)
             out.append(
                 CurriculumRecord(
                     record_id=record_id(run_id, taught.query, task),
@@ -328,9 +330,9 @@ class TeacherPipeline:
                     context_json=context_json,
                     context_sha256=hashlib.sha256(context_json.encode()).hexdigest(),
                     catalog_build=self.catalog_build,
-                    prompt_tokens=sum(a.usage.prompt_tokens for a in paid if a),
-                    completion_tokens=sum(a.usage.completion_tokens for a in paid if a),
-                    cost_usd=sum(a.cost_usd for a in paid if a),
+                    prompt_tokens=sum(o.paid.prompt_tokens for o in paid),
+                    completion_tokens=sum(o.paid.completion_tokens for o in paid),
+                    cost_usd=sum(o.cost_usd for o in paid),
                     created_at=created,
                     choice=choice,
                     alternative_json=_dumps(alternative) if alternative else "{}",

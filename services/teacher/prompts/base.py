@@ -89,6 +89,9 @@ class RenderedPrompt:
     task: TaskName
     query: str  # the normalized query the answer is about: validation checks spans and rewrites against it
     max_tokens: int = 0  # the longest valid answer (answer_token_budget); 0: no limit asked
+    # The examples the prompt shows (fixed and retrieved): (query, answer). An answer that repeats one about
+    # another query is a copy, not an answer (services/teacher/backend.py, copied_example).
+    example_answers: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,10 @@ class PromptTemplate:
             task=self.task,
             query=query,
             max_tokens=answer_token_budget(self.task, query),
+            example_answers=tuple(
+                [(e.query, e.answer) for e in self.examples]
+                + [(e["query"], e["reply"]["answer"]) for e in blocks.get("validated_examples", [])]
+            ),
         )
 
 

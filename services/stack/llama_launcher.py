@@ -54,7 +54,7 @@ def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
         return False
-    flags = {word for line in text.splitlines() if line.startswith("flags") for word in line.split(":", 1)[1].split()}
+    flags = {word for line in text.splitlines() if line.startswith("flags") for word in line.partition(":")[2].split()}
     return any(flag in flags for flag in _AMX_FLAGS)
 
 

@@ -14,11 +14,18 @@ from tqdm import tqdm
 
 from services.catalog.artifacts import load_catalog
 from services.cli.context import err_console, print_json, reported_errors, settings_from
+from services.conversions.store import ConversionHistory
+from services.evaluation.hybrid_choice import choose_policy
+from services.evaluation.registry import PredictorEnv
+from services.evaluation.run import GoldFormat, load_gold
+from services.gold.model import GoldQuery
 from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
 from services.teacher.context import ExamplePool
 from services.teacher.context_types import TaskName
 from services.teacher.curriculum import CurriculumRun
+from services.teacher.hybrid import POLICY_FILE, HybridPolicy
+from services.teacher.llm_client import OpenAIChatBackend
 from services.teacher.metrics import METER_NAME, TeacherMetrics
 from services.teacher.run import RunOptions, TeacherRun, run_fingerprint
 from services.teacher.runtime import (
@@ -123,6 +130,66 @@ def run(
         f"{summary['published']} published, rejected {summary['rejected'] or 'none'}; "
         f"curriculum {summary['curriculum']['path']} ({summary['curriculum']['records']} records)"
     )
+
+
+@app.command("choose")
+def choose(
+    ctx: typer.Context,
+    labels: Annotated[
+        Path, typer.Option(help="Labelled queries (qu traffic writes EVENTS.labels.jsonl beside EVENTS).")
+    ],
+    conversions: Annotated[
+        Path | None,
+        typer.Option(help="Conversion history for rewrite precision (`qu conversions build`); default STATE_DIR's."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Labelled queries to teach (an LLM takes seconds each).")] = 50,
+    batch_size: Annotated[int, typer.Option(min=1, help="Queries taught together.")] = 8,
+    save: Annotated[
+        bool, typer.Option(help="Save the policy where `qu teacher run --backend hybrid` reads it.")
+    ] = True,
+    json: Annotated[bool, typer.Option("--json", help="Print the policy and its figures as JSON.")] = False,
+) -> None:
+    """Choose the hybrid teacher's policy on labelled queries: both teachers answer each, every way of combining
+    them is scored per task (SRL F1, category top-1, rewrite coverage at no loss of precision), the best is saved."""
+    settings = EmbeddedStack(settings_from(ctx)).settings_for_clients()
+    with reported_errors():
+        gold = load_gold(labels, GoldFormat.QU, limit=limit)
+        history_dir = conversions or settings.resolved_conversions_dir
+        history = ConversionHistory.load(history_dir) if history_dir.is_dir() else None
+        if history is None:
+            err_console.print(f"no conversion history in {history_dir}: rewrite precision is not measured")
+        policy, session = asyncio.run(_choose(settings, gold, history, labels, batch_size, progress=not json))
+        path = settings.state_dir / POLICY_FILE
+        if save:
+            policy.save(path)
+    result = {**policy.to_json(), "saved": str(path) if save else None, "llm": session}
+    if json:
+        print_json(result)
+        return
+    err_console.print(f"hybrid policy on {len(gold)} labelled queries: {policy.fingerprint()}")
+    for task, figures in policy.scores.items():
+        err_console.print(f"  {task}: " + "; ".join(f"{variant} {values}" for variant, values in figures.items()))
+    if save:
+        err_console.print(f"saved to {path}: `qu teacher run --backend hybrid` publishes by it")
+
+
+async def _choose(
+    settings: Settings,
+    gold: list[GoldQuery],
+    history: ConversionHistory | None,
+    labels: Path,
+    batch_size: int,
+    *,
+    progress: bool,
+) -> tuple[HybridPolicy, dict[str, Any]]:
+    env = PredictorEnv(settings)
+    chosen_on = {"labels": str(labels), "endpoint": settings.teacher_base_url, "model": settings.teacher_model}
+    async with OpenAIChatBackend.from_settings(settings) as llm:
+        with tqdm(total=len(gold), desc="both teachers", unit="q", disable=not progress or None) as bar:
+            policy = await choose_policy(
+                env, llm, gold, history, chosen_on=chosen_on, batch_size=batch_size, progress=bar.update
+            )
+        return policy, llm.summary()
 
 
 def _default_logs(settings: Settings) -> list[Path]:

@@ -213,7 +213,9 @@ class TeacherPipeline:
                 if _decision_task(d) is task
             ]
             self.metrics.guardrails(decisions)
-            understanding = _merged({task: views[source].understanding for task, (source, _) in choices.items()})
+            understanding = merged_understanding(
+                {task: views[source].understanding for task, (source, _) in choices.items()}
+            )
             outcomes = {task: views[source].outcomes[task] for task, (source, _) in choices.items()}
             taught.append(TaughtQuery(s, ctx, outcomes, understanding, decisions, views, choices))
         return taught
@@ -391,7 +393,7 @@ def _alternative(task: TaskName, source: str, view: SourceView) -> dict[str, Any
     }
 
 
-def _merged(by_task: dict[TaskName, Understanding]) -> Understanding:
+def merged_understanding(by_task: dict[TaskName, Understanding]) -> Understanding:
     """One understanding of each task's items taken from its own (guardrailed) understanding."""
     srl, category = by_task.get(TaskName.SRL), by_task.get(TaskName.CATEGORY)
     rewrites = [

@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.fixtures.triton",
     "tests.fixtures.stack",
     "tests.fixtures.openai_server",
+    "tests.fixtures.local_llm",
     "tests.fixtures.student",
 ]
 

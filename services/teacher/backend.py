@@ -83,6 +83,8 @@ class UsageTotals:
 
     answers: int = 0  # replies that passed validation
     invalid: int = 0  # replies that did not (paid for all the same)
+    schema_valid: int = 0  # replies that are a JSON object matching the answer's JSON schema (before the checks
+    # against the query and the examples): what structured output alone gets right
     attempts: int = 0  # HTTP requests sent
     retries: int = 0
     fallbacks: int = 0  # requests that went out again as json_object after a 400 to json_schema

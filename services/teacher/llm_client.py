@@ -24,6 +24,7 @@ Server error text is scrubbed of it before it reaches a log or an exception (som
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -36,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
+from jsonschema import Draft202012Validator
 from opentelemetry import trace
 from pydantic import SecretStr
 
@@ -220,6 +222,7 @@ class OpenAIChatBackend:
                 self._timing(task, exc.usage, time.monotonic() - started)
                 raise self._invalid(task, exc.problem, exc.usage) from None
             self._timing(task, usage, time.monotonic() - started)
+        self.totals.schema_valid += matches_schema(content, prompt.response_schema)
         try:
             data, reasoning = parse_answer(task, content, prompt)
         except TeacherAnswerInvalid as exc:
@@ -262,13 +265,12 @@ class OpenAIChatBackend:
     async def _complete(self, task: TaskName, prompt: RenderedPrompt) -> tuple[str, Usage]:
         first = self._modes.index(self.response_format)
         refusals: list[str] = []
-        for fmt in self._modes[first:]:
+        for i, fmt in enumerate(self._modes[first:], start=first):
             response = await self._post(self._body(prompt, fmt))
             if response.is_success:
-                if fmt != self.response_format:
+                if fmt != self.response_format:  # a bare 400 refused the last mode: this one works, keep it
                     log.warning(
-                        "the teacher at %s refused %s; using response_format %s from now on: the schema stays in "
-                        "the prompt and every answer is still validated here",
+                        "the teacher at %s refused %s; using response_format %s from now on",
                         _redact_url(self.base_url),
                         "; ".join(refusals),
                         fmt,
@@ -280,6 +282,18 @@ class OpenAIChatBackend:
                 break
             self.totals.fallbacks += 1
             refusals.append(f"{fmt} (HTTP {response.status_code}: {self._error_text(response)})")
+            certain = bool(_FORMAT_WORDS.search(self._error_text(response)))  # not a bare 400: it names the format
+            if certain and i + 1 < len(self._modes) and self.response_format == fmt:
+                # Remembered at once, not after the next mode's first success: a slow server may time that
+                # request out, and the next request must not ask for the refused mode again.
+                self.response_format = self._modes[i + 1]
+                log.warning(
+                    "the teacher at %s refused %s; using response_format %s from now on: the schema stays in "
+                    "the prompt and every answer is still validated here",
+                    _redact_url(self.base_url),
+                    refusals[-1],
+                    self.response_format,
+                )
         raise self._rejected(task, response, refusals)
 
     def _rejected(self, task: TaskName, response: httpx.Response, refusals: list[str]) -> TeacherRequestRejected:
@@ -408,6 +422,25 @@ class OpenAIChatBackend:
         if choice.get("finish_reason") == "length":
             log.warning("a %s reply was cut at the token limit; it will likely fail validation", task.value)
         return content, usage
+
+
+def matches_schema(content: str, schema: dict[str, Any]) -> bool:
+    """Whether a reply is one JSON object valid against the answer's JSON schema (structure only: offsets inside
+    the query, values the context supports and copied examples are parse_answer's and copied_example's checks)."""
+    try:
+        value = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and not any(_validator(schema).iter_errors(value))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_validator(schema_json: str) -> Draft202012Validator:
+    return Draft202012Validator(orjson.loads(schema_json))
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    return _cached_validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode())
 
 
 def _retry_after_s(value: str | None) -> float | None:

@@ -177,6 +177,27 @@ def test_fallback_to_json_object_when_the_server_refuses_json_schema(
     assert len([r for r in caplog.records if "json_schema" in r.getMessage()]) == 1  # said once, not per request
 
 
+def test_a_refused_mode_is_not_asked_again_when_the_next_mode_times_out(openai_server: OpenAIServer) -> None:
+    """A slow server (a CPU LLM) refuses json_schema, then times out on json_object: the next request must not
+    start over with json_schema (found against llama.cpp: three refusals in a ten-request run)."""
+    openai_server.reject_json_schema = True
+    openai_server.script(Reply(delay_s=1.0), chat_reply(GOOD))
+
+    async def use(backend: OpenAIChatBackend) -> str:
+        with pytest.raises(TeacherUnavailable):
+            await backend.answer(TaskName.SRL, prompt())
+        await backend.answer(TaskName.SRL, prompt())
+        return backend.response_format
+
+    assert with_backend(openai_server, use, timeout_s=0.3, max_retries=0) == "json_object_schema"
+    openai_server.wait_idle()
+    assert [r.body["response_format"]["type"] for r in openai_server.requests] == [
+        "json_schema",
+        "json_object",
+        "json_object",
+    ]
+
+
 def test_the_concurrency_limit_holds_at_the_server(openai_server: OpenAIServer) -> None:
     openai_server.default = chat_reply(GOOD, prompt_tokens=10, completion_tokens=2, delay_s=0.05)
 

@@ -31,8 +31,11 @@ def test_status_names_the_endpoints_and_the_processes(embedded_stack: EmbeddedSt
     assert endpoints["kafka"] == f"127.0.0.1:{stack_settings.kafka_port}"
     assert endpoints["redis"].startswith("redis://127.0.0.1:")
     assert {"triton_grpc", "triton_http"} <= set(endpoints)
+    assert endpoints["teacher_llm"] == f"http://127.0.0.1:{stack_settings.teacher_local_port}/v1"
+    assert endpoints["teacher_llm_model"] == "SmolLM2-135M-Instruct.Q4_1"  # the name the server answers to
     names = {p["name"] for p in status["processes"]}
-    assert names == {"traces", "kafka", "redis", "triton", "refresher", "recorder", "worker-0"}  # the tests record
+    # The tests record traffic and run the local LLM teacher.
+    assert names == {"traces", "kafka", "redis", "triton", "refresher", "llm", "recorder", "worker-0"}
     metrics = {k for k in endpoints if k.startswith("metrics_")}
     assert metrics == {"metrics_refresher", "metrics_worker-0", "metrics_triton"} and "traces" in endpoints
     assert all(p["alive"] for p in status["processes"])
@@ -113,6 +116,7 @@ def test_every_listening_socket_of_the_stack_is_on_loopback(embedded_stack: Embe
         ("worker-0", settings.worker_web_port),
         ("traces", settings.span_store_port),
         ("traces", settings.span_store_json_port),
+        ("llm", settings.teacher_local_port),
         *embedded_stack.metrics_ports().items(),  # each worker's and the refresher's Prometheus endpoint
     ]
     for name, port in expected:

@@ -18,6 +18,7 @@ from services.telemetry.span_store import StoredSpan, read_spans
 from services.topics import CACHE_MISSES
 from tests.conftest import Cli, CliFactory
 from tests.fixtures.openai_server import OpenAIServer, chat_reply
+from tests.fixtures.stack import settings_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -130,3 +131,30 @@ def test_an_obeying_llm_teacher_cannot_put_an_outside_brand_into_redis(
     annotation = json.loads(stack_cli("annotate", query, "--json").stdout)
     assert annotation["source"] == "cache"
     assert [(t["role"], t["canonical"]) for t in annotation["tags"]] == [("product", "milk")]
+
+
+def test_qu_teacher_run_beside_a_stack_with_a_local_llm_asks_it(
+    embedded_stack: EmbeddedStack, stack_settings: Settings, cli_with_env: CliFactory, tmp_path: Path
+) -> None:
+    """`QU_TEACHER_LOCAL_MODEL=... qu up`, then `qu teacher run --backend openai` in the same state dir: the run
+    asks the stack's llama.cpp server, under the name it answers to, with no endpoint given."""
+    endpoints = embedded_stack.endpoints()
+    state = embedded_stack.state()
+    assert state is not None and [p.alive for p in state.processes if p.name == "llm"] == [True]
+    cli = cli_with_env(settings_env(stack_settings))  # the operator's own shell: the stack's settings, nothing more
+    queries = tmp_path / "queries.txt"
+    queries.write_text("milk\n")
+    result = cli(
+        "teacher", "run", "--backend", "openai", "--queries", queries, "--task", "srl", "--no-publish", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    session = json.loads(result.stdout)["teacher"]["this_session"]
+    assert session["base_url"] == endpoints["teacher_llm"] == state.endpoints["teacher_llm"]
+    assert session["model"] == state.endpoints["teacher_llm_model"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert session["answers"] + session["invalid"] == 1 and session["response_format"] == "json_object_schema"
+
+    # `qu down` stops it with the rest (STOP_ORDER); one process of the stack can also be stopped and started again.
+    assert embedded_stack.stop("llm")
+    assert not any(p["alive"] for p in embedded_stack.status()["processes"] if p["name"] == "llm")
+    embedded_stack.restart("llm")
+    assert all(p["alive"] for p in embedded_stack.status()["processes"] if p["name"] == "llm")

@@ -105,6 +105,24 @@ def _teacher(env: PredictorEnv) -> Predictor:
     return env.wrap("teacher", answer, guarded=False)
 
 
+def _teacher_llm(hybrid: bool) -> PredictorFactory:
+    """The LLM teacher (QU_TEACHER_BASE_URL, QU_TEACHER_MODEL) through the same pipeline; ``hybrid``: with the
+    catalog teacher behind it and the policy `qu teacher choose` saved (catalog-only without one)."""
+
+    def build(env: PredictorEnv) -> Predictor:
+        from services.evaluation.teacher_predictor import TeacherAnswer
+        from services.teacher.llm_client import OpenAIChatBackend
+        from services.teacher.runtime import hybrid_policy
+
+        backend = OpenAIChatBackend.from_settings(env.settings)
+        policy = hybrid_policy(env.settings) if hybrid else None
+        answer = TeacherAnswer(env.settings, env.catalog, env.embedder, backend, hybrid=policy)
+        name = "teacher-hybrid" if hybrid else "teacher-llm"
+        return env.wrap(name, answer, guarded=False, close=backend.aclose)
+
+    return build
+
+
 def _onnx(where: str) -> PredictorFactory:
     """An exported student version in-process: ``onnx:N`` (version N of STATE_DIR's published store) or
     ``onnx:DIR`` (a version directory)."""
@@ -145,6 +163,9 @@ PREDICTOR_FACTORIES: dict[str, PredictorFactory] = {
     "student": _triton(""),
     # The deterministic catalog-grounded teacher through the teacher's pipeline (context, prompts, guardrails).
     "teacher": _teacher,
+    # The LLM teacher alone, and the hybrid (the LLM proposes, the catalog teacher stands behind it).
+    "teacher-llm": _teacher_llm(hybrid=False),
+    "teacher-hybrid": _teacher_llm(hybrid=True),
     # "onnx:N" / "onnx:DIR": an exported student version, in-process (build_predictor below).
 }
 

@@ -16,6 +16,7 @@ from services.settings import Settings
 from services.teacher.backend import TeacherBackend
 from services.teacher.context import ExamplePool
 from services.teacher.context_types import TaskName
+from services.teacher.hybrid import HybridPolicy
 from services.teacher.pipeline import TeacherPipeline
 from services.teacher.runtime import build_pipeline, load_conversions
 from services.teacher.selection import Origin, SelectedQuery
@@ -27,12 +28,18 @@ class TeacherAnswer:
     """``await answer(normalized_queries)``: the teacher's guardrailed understanding of each."""
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, embedder: SentenceEmbedder, backend: TeacherBackend
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        embedder: SentenceEmbedder,
+        backend: TeacherBackend,
+        *,
+        hybrid: HybridPolicy | None = None,
     ) -> None:
         self.backend = backend
         self.embedder = embedder
         self.pipeline: TeacherPipeline = build_pipeline(
-            settings, catalog, load_conversions(settings), embedder, backend
+            settings, catalog, load_conversions(settings), embedder, backend, hybrid=hybrid
         )
         # Few-shot examples come from the validated answers of earlier batches, as in a run.
         self.pool = ExamplePool(embedder)

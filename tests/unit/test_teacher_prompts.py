@@ -24,6 +24,7 @@ from services.teacher import (
     parse_answer,
     template_for,
 )
+from services.teacher.backend import copied_example
 from services.teacher.prompts import as_data
 
 QUERY = "horizon organic 2% milk"
@@ -298,3 +299,26 @@ def test_the_context_block_is_capped_keeping_its_best_parts() -> None:
     assert 0 < len(fitted["brand_candidates"]) < 40
     assert fit_context(blocks, 10_000) == blocks  # under the cap: untouched
     assert len(blocks["validated_examples"]) == 3  # the caller's blocks are not changed
+
+
+def test_an_answer_that_repeats_an_example_about_another_query_is_a_copy() -> None:
+    """A small model answers every query with its examples' rewrites: such an answer says nothing about the query."""
+    template = template_for(TaskName.SUBSTITUTES)
+    [example, *_] = template.examples
+    prompt = template.render("yogurt", full_context("yogurt"))
+    assert (example.query, example.answer) in prompt.example_answers  # the fixed examples, and the retrieved ones
+    copy = {"rewrites": [{**r, "query": r["query"].upper()} for r in example.answer["rewrites"]]}
+    assert copied_example(TaskName.SUBSTITUTES, copy, prompt) == example.query
+    own = {"rewrites": [{"query": "greek yogurt", "score": 0.8}]}
+    assert copied_example(TaskName.SUBSTITUTES, own, prompt) == ""
+    # About the example's own query, the example's answer is an answer; SRL is checked against the query itself.
+    same = template.render(example.query, full_context(example.query))
+    assert copied_example(TaskName.SUBSTITUTES, example.answer, same) == ""
+    assert copied_example(TaskName.SRL, {"tags": []}, srl_prompt()) == ""
+
+
+def test_a_key_the_model_invented_is_named_not_quoted() -> None:
+    invented = {"reasoning": "r", "answer": {"tags": [], "which allows you to use different tags": 1}}
+    with pytest.raises(TeacherAnswerInvalid) as caught:
+        parse_answer(TaskName.SRL, invented, srl_prompt())
+    assert "which allows" not in caught.value.problem and "a key not in the schema" in caught.value.problem

@@ -8,8 +8,11 @@ RUN_DIR ?= .qu
 DEMO_EVENTS ?= 20000
 STREAM_EVENTS ?= 300
 TEACH_TOP ?= 1000
+# `make run-llm`: the local LLM teacher (a built-in name or a .gguf file) and how many head queries it teaches.
+LLM_MODEL ?= smollm2-135m
+LLM_TOP ?= 10
 
-.PHONY: venv llm system-deps test-deps run test lint typecheck unit clean demo-derive protos protos-check
+.PHONY: venv llm system-deps test-deps demo-data run run-llm test lint typecheck unit clean demo-derive protos protos-check
 
 venv: $(STAMP)
 
@@ -49,10 +52,12 @@ system-deps:
 test-deps:
 	@sh scripts/install-system-deps.sh redis-server=redis-server chromium=chromium
 
-run: venv system-deps
+demo-data: venv
 	$(BIN)/qu --state-dir $(RUN_DIR) catalog import --demo
 	$(BIN)/qu --state-dir $(RUN_DIR) traffic --events $(DEMO_EVENTS) --seed 1 --out $(RUN_DIR)/traffic/events.jsonl
 	$(BIN)/qu --state-dir $(RUN_DIR) conversions build $(RUN_DIR)/traffic/events.conversions.jsonl
+
+run: venv system-deps demo-data
 	$(BIN)/qu --state-dir $(RUN_DIR) catalog stats
 	# The real-time path: start the embedded stack; the offline teacher teaches the head of the traffic log and
 	# fills the head-tag cache through the refresher; stream generated events through it (every one traced: `qu trace
@@ -62,6 +67,14 @@ run: venv system-deps
 	  $(BIN)/qu --state-dir $(RUN_DIR) teacher run --top $(TEACH_TOP) && \
 	  $(BIN)/qu --state-dir $(RUN_DIR) demo --events $(STREAM_EVENTS) && \
 	  sleep 2 && $(BIN)/qu --state-dir $(RUN_DIR) trace --slowest 5
+
+# The same stack with a local LLM teacher (llama.cpp on this machine's CPU): the hybrid teacher teaches the
+# head (the LLM proposes, the catalog teacher stands behind it; both answers land in the curriculum), then
+# prints the run's summary. A 135M model takes ~40 s a query on 2 cores: LLM_TOP is small.
+run-llm: venv llm system-deps demo-data
+	trap '$(BIN)/qu --state-dir $(RUN_DIR) down' EXIT; \
+	  QU_TEACHER_LOCAL_MODEL=$(LLM_MODEL) $(BIN)/qu --state-dir $(RUN_DIR) up && \
+	  $(BIN)/qu --state-dir $(RUN_DIR) teacher run --backend hybrid --top $(LLM_TOP) --json
 
 lint: venv
 	$(BIN)/ruff check services streams tests triton_models scripts
@@ -87,4 +100,4 @@ demo-derive: venv
 	$(BIN)/python -m services.catalog.demo_derive --data-dir ../shared/data --out services/data/demo
 
 clean:
-	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LLM_VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache

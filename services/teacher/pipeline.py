@@ -15,7 +15,8 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -150,11 +151,25 @@ class TeacherPipeline:
         own = f"{self.backend.name}/{self.backend.version}"
         return f"hybrid/{own}+{self.fallback.name}/{self.fallback.version}" if self.fallback else own
 
+    def tasks_to_ask(self, query: str, done: Mapping[str, AbstractSet[TaskName]] | None) -> tuple[TaskName, ...]:
+        held = done.get(query, frozenset()) if done else frozenset()
+        return tuple(task for task in self.tasks if task not in held)
+
     def template_hashes(self) -> dict[str, str]:
         return {task.value: template_for(task).template_hash for task in self.tasks}
 
-    async def teach(self, selected: Sequence[SelectedQuery], pool: ExamplePool | None = None) -> list[TaughtQuery]:
-        """Teach every query of the batch; never raises for one query's or one task's failure."""
+    async def teach(
+        self,
+        selected: Sequence[SelectedQuery],
+        pool: ExamplePool | None = None,
+        *,
+        done: Mapping[str, AbstractSet[TaskName]] | None = None,
+    ) -> list[TaughtQuery]:
+        """Teach every query of the batch; never raises for one query's or one task's failure.
+
+        ``done``: per query, the tasks a resumed run already holds a valid answer for; only the others are asked
+        (and only they are in the query's outcomes and records).
+        """
         if not selected:
             return []
         contexts = self.builder.build_many(
@@ -162,14 +177,14 @@ class TeacherPipeline:
             session_followups={s.query: s.followups for s in selected},
             examples_pool=pool,
         )
-        n = len(self.tasks)
+        asked = [self.tasks_to_ask(s.query, done) for s in selected]
         prompts = [
             template_for(task).render(s.query, ctx, max_context_tokens=self.max_context_tokens)
-            for s, ctx in zip(selected, contexts, strict=True)
-            for task in self.tasks
+            for s, ctx, tasks in zip(selected, contexts, asked, strict=True)
+            for task in tasks
         ]
-        outcomes = await asyncio.gather(*(self._ask(p) for p in prompts))
-        per_query = [dict(zip(self.tasks, outcomes[i * n : (i + 1) * n], strict=True)) for i in range(len(selected))]
+        outcomes = iter(await asyncio.gather(*(self._ask(p) for p in prompts)))
+        per_query = [{task: next(outcomes) for task in tasks} for tasks in asked]
         if self.fallback is not None:
             return await self._teach_hybrid(selected, contexts, per_query)
         proposed = [_understanding(o, self.teacher_version) for o in per_query]
@@ -191,10 +206,10 @@ class TeacherPipeline:
         both teachers' answers, and publish per task the answer the policy chooses."""
         assert self.fallback is not None
         catalog_outcomes: list[dict[TaskName, TaskOutcome]] = []
-        for s, ctx in zip(selected, contexts, strict=True):
-            prompts = [template_for(task).render(s.query, ctx) for task in self.tasks]
+        for s, ctx, asked in zip(selected, contexts, llm_outcomes, strict=True):
+            prompts = [template_for(task).render(s.query, ctx) for task in asked]
             answers = await asyncio.gather(*(self._ask_fallback(p) for p in prompts))
-            catalog_outcomes.append(dict(zip(self.tasks, answers, strict=True)))
+            catalog_outcomes.append(dict(zip(asked, answers, strict=True)))
         proposed = [_understanding(o, self.teacher_version) for o in [*llm_outcomes, *catalog_outcomes]]
         queries = [s.query for s in selected] * 2
         checked = self.guardrails.check_many(list(zip(proposed, queries, strict=True)))
@@ -204,7 +219,7 @@ class TeacherPipeline:
                 LLM: SourceView(llm_outcomes[i], *checked[i]),
                 CATALOG: SourceView(catalog_outcomes[i], *checked[len(selected) + i]),
             }
-            choices = {task: self._choose(task, views) for task in self.tasks}
+            choices = {task: self._choose(task, views) for task in llm_outcomes[i]}
             # Only the published answers' decisions count, as in a run with one teacher.
             decisions = [
                 d

@@ -31,7 +31,7 @@ from services.teacher.context import ExamplePool
 from services.teacher.context_types import TaskName
 from services.teacher.curriculum import CurriculumRecord, CurriculumRun
 from services.teacher.hybrid import LLM
-from services.teacher.pipeline import TeacherPipeline, publishable, understanding_from_records
+from services.teacher.pipeline import ANSWERED, TeacherPipeline, publishable, understanding_from_records
 from services.teacher.selection import Origin, SelectedQuery
 from services.telemetry import TRACER_NAME
 
@@ -118,10 +118,14 @@ class TeacherRun:
     async def _run(self, selected: Sequence[SelectedQuery]) -> dict[str, Any]:
         started = time.monotonic()
         existing = self.curriculum.records()
-        # Only a valid answer is done: an unavailable or invalid one is asked again when the run resumes.
-        done = {r.query for r in existing if r.valid_srl}
+        # Only a valid answer is done, task by task: an unavailable or invalid one is asked again when the run
+        # resumes (the query's other tasks are not); a query is done when all its tasks are.
+        done: dict[str, set[TaskName]] = defaultdict(set)
+        for record in existing:
+            if record.status == ANSWERED:
+                done[record.query].add(TaskName(record.task))
         self._fill_pool(existing)
-        todo = [s for s in selected if s.query not in done]
+        todo = [s for s in selected if self.pipeline.tasks_to_ask(s.query, done)]
         resumed = len(selected) - len(todo)
         if self.on_progress:
             self.on_progress(resumed, len(selected))
@@ -135,7 +139,7 @@ class TeacherRun:
                 "teacher chunk", attributes={"qu.chunk.first": resumed + i, "qu.chunk.queries": len(chunk)}
             ):
                 for j in range(0, len(chunk), step):
-                    taught = await self.pipeline.teach(chunk[j : j + step], self.pool)
+                    taught = await self.pipeline.teach(chunk[j : j + step], self.pool, done=done)
                     self.pipeline.metrics.taught(len(taught))
                     records = [r for t in taught for r in self.pipeline.records(t, self.run_id)]
                     chunk_records += records

@@ -321,6 +321,53 @@ def test_only_valid_answers_are_done_and_a_run_that_answered_nothing_never_becom
     assert len(openai_server.requests) == 3 + 3
 
 
+def test_a_resumed_run_asks_again_only_the_tasks_whose_answer_was_not_valid(
+    demo: Catalog, embedder: SentenceEmbedder, tmp_path: Path, openai_server: OpenAIServer
+) -> None:
+    """Done is per task: a query whose spans were answered but whose category was unavailable is asked its
+    category again on resume, and its spans are not asked (nor paid for) twice."""
+    queries = ["milk", "bananas"]
+    spans = {
+        q: chat_reply({"reasoning": "the product", "answer": {"tags": [{"role": "product", "start": 0,
+                       "end": len(q), "text": q, "canonical": q}]}})
+        for q in queries
+    }  # fmt: skip
+    category = chat_reply({"reasoning": "dairy", "answer": {"categories": [{"path": ["dairy eggs"], "score": 0.9}]}})
+    answers: dict[str, Reply] = {}
+
+    def by_task(body: Any) -> Reply | None:
+        user = body["messages"][-1]["content"]
+        query = next(q for q in queries if f'<query>\n"{q}"\n</query>' in user)
+        task = body["response_format"]["json_schema"]["name"].removeprefix("qu_")
+        return spans[query] if task == "srl" else answers.get(task)
+
+    openai_server.responder = by_task
+
+    async def run_once() -> dict[str, Any]:
+        async with OpenAIChatBackend(openai_server.base_url, "test-model", None, max_retries=0) as backend:
+            pipeline = pipeline_for(demo, embedder, backend, tasks=(TaskName.SRL, TaskName.CATEGORY))
+            chosen = selected(queries)
+            run = TeacherRun(
+                pipeline, CurriculumRun(tmp_path, run_fingerprint(chosen, pipeline, {})), ExamplePool(embedder)
+            )
+            return await run.run(chosen)
+
+    openai_server.default = error_reply(503, "overloaded")
+    first = asyncio.run(run_once())
+    assert first["tasks"] == {"category": {"unavailable": 2}, "srl": {"answered": 2}}
+    asked_first = len(openai_server.requests)
+
+    answers["category"] = category
+    again = asyncio.run(run_once())
+    assert (again["run_id"], again["taught_now"], again["resumed"]) == (first["run_id"], 2, 0)
+    assert again["tasks"] == {"category": {"answered": 2}, "srl": {"answered": 2}}
+    later = openai_server.requests[asked_first:]
+    assert [r.body["response_format"]["json_schema"]["name"] for r in later] == ["qu_category"] * 2
+
+    third = asyncio.run(run_once())  # all done: nothing asked
+    assert (third["taught_now"], third["resumed"]) == (0, 2) and len(openai_server.requests) == asked_first + 2
+
+
 def test_a_slow_teacher_saves_its_answers_as_they_come_and_an_interruption_loses_only_the_unsaved(
     demo: Catalog, embedder: SentenceEmbedder, tmp_path: Path, openai_server: OpenAIServer
 ) -> None:

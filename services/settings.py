@@ -299,6 +299,15 @@ class Settings(BaseSettings):
         "published (env QU_TEACHER_BACKEND).",
     )
     teacher_context_top_k: int = Field(default=5, ge=1, description="Categories and brands retrieved per query.")
+    teacher_llm_rewrite_min_similarity: float = Field(
+        default=0.449,
+        ge=-1,
+        le=1,
+        description="The rewrite guardrail's similarity bar for an LLM teacher's rewrites (ungrounded proposals: "
+        "SmolLM2's 'strawberries' -> 'chickpeas' scored 0.410). Calibrated at precision 0.95 on the demo's "
+        "labelled pairs (`qu guardrails calibrate --target-precision 0.95`); the higher of this and "
+        "QU_REWRITE_MIN_SIMILARITY applies.",
+    )
     teacher_local_model: str | None = Field(
         default=None,
         description="A local LLM for the teacher, started by `qu up` on loopback (llama-cpp-python's OpenAI-compatible "

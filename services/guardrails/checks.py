@@ -111,10 +111,13 @@ class Guardrails:
         *,
         embedder: TextEncoder | EmbeddingCache | None = None,
         record_kept: bool = False,
+        llm: bool = False,
     ) -> Guardrails:
         """The guardrails every process builds (worker, teacher, ``qu eval``): every ``QU_`` guardrail setting
-        applies through :meth:`GuardrailThresholds.from_settings`, so none can be honoured by one and not another."""
-        return cls(catalog, GuardrailThresholds.from_settings(settings), embedder=embedder, record_kept=record_kept)
+        applies through :meth:`GuardrailThresholds.from_settings`, so none can be honoured by one and not another.
+        ``llm``: for an LLM teacher's answers (a higher bar for its rewrites)."""
+        thresholds = GuardrailThresholds.from_settings(settings, llm=llm)
+        return cls(catalog, thresholds, embedder=embedder, record_kept=record_kept)
 
     # --- the entry points -----------------------------------------------------------------------
 

@@ -34,11 +34,16 @@ class GuardrailThresholds:
     substitute_category_level: CategoryLevel = DEFAULT_SUBSTITUTE_CATEGORY_LEVEL
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> GuardrailThresholds:
+    def from_settings(cls, settings: Settings, *, llm: bool = False) -> GuardrailThresholds:
+        """The thresholds the settings name; ``llm``: for an LLM teacher's answers, whose rewrites must clear
+        the higher bar of QU_TEACHER_LLM_REWRITE_MIN_SIMILARITY as well."""
+        rewrite = settings.rewrite_min_similarity
+        if llm:
+            rewrite = max(rewrite, settings.teacher_llm_rewrite_min_similarity)
         return cls(
             category_min_similarity=settings.category_min_similarity,
             max_categories=settings.guardrail_max_categories,
-            rewrite_min_similarity=settings.rewrite_min_similarity,
+            rewrite_min_similarity=rewrite,
             substitute_category_top_k=settings.substitute_category_top_k,
             substitute_category_level=settings.substitute_category_level,
         )

@@ -125,6 +125,7 @@ class TeacherPipeline:
         max_context_tokens: int | None = None,
         fallback: TeacherBackend | None = None,
         policy: HybridPolicy | None = None,
+        llm_guardrails: Guardrails | None = None,
     ) -> None:
         if TaskName.SRL not in tasks:
             raise ValueError("the SRL task cannot be left out: the cache and the curriculum are built on it")
@@ -141,6 +142,7 @@ class TeacherPipeline:
         # which answer is published (services/teacher/hybrid.py).
         self.fallback = fallback
         self.policy = policy or HybridPolicy.catalog_only()
+        self.llm_guardrails = llm_guardrails or guardrails  # a hybrid's LLM answers: a higher bar for rewrites
         # A task the endpoint refuses in a way that will repeat, or that stays unavailable, is not asked again
         # in this run: task -> why. Its queries are recorded with that problem (not done: a rerun asks them).
         self.stopped: dict[str, str] = {}
@@ -210,9 +212,14 @@ class TeacherPipeline:
             prompts = [template_for(task).render(s.query, ctx) for task in asked]
             answers = await asyncio.gather(*(self._ask_fallback(p) for p in prompts))
             catalog_outcomes.append(dict(zip(asked, answers, strict=True)))
-        proposed = [_understanding(o, self.teacher_version) for o in [*llm_outcomes, *catalog_outcomes]]
-        queries = [s.query for s in selected] * 2
-        checked = self.guardrails.check_many(list(zip(proposed, queries, strict=True)))
+        queries = [s.query for s in selected]
+        llm_checked = self.llm_guardrails.check_many(
+            [(_understanding(o, self.teacher_version), q) for o, q in zip(llm_outcomes, queries, strict=True)]
+        )
+        catalog_checked = self.guardrails.check_many(
+            [(_understanding(o, self.teacher_version), q) for o, q in zip(catalog_outcomes, queries, strict=True)]
+        )
+        checked = [*llm_checked, *catalog_checked]
         taught = []
         for i, (s, ctx) in enumerate(zip(selected, contexts, strict=True)):
             views = {

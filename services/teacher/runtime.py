@@ -22,7 +22,7 @@ from services.cache.publish import publish_head_tags
 from services.catalog.artifacts import Catalog, load_catalog
 from services.conversions.store import ConversionHistory, ConversionsNotFoundError
 from services.embeddings import SentenceEmbedder
-from services.guardrails import Guardrails, GuardrailThresholds
+from services.guardrails import EmbeddingCache, Guardrails, GuardrailThresholds
 from services.kafka_clients import producer, read_to_end
 from services.kafka_security import KafkaSecurity
 from services.settings import Settings
@@ -84,7 +84,11 @@ def build_pipeline(
     """The pipeline around ``backend``; with ``hybrid``, the catalog teacher answers beside it and the policy
     chooses what is published (services/teacher/hybrid.py)."""
     builder = ContextBuilder(catalog, conversions, embedder, top_k=settings.teacher_context_top_k)
-    guardrails = Guardrails.from_settings(catalog, settings, embedder=embedder)
+    embeddings = EmbeddingCache(embedder)  # one cache for both teachers' guardrails
+    llm = isinstance(backend, OpenAIChatBackend)
+    # An LLM's answers meet the LLM bar (QU_TEACHER_LLM_REWRITE_MIN_SIMILARITY), the catalog teacher's the usual.
+    guardrails = Guardrails.from_settings(catalog, settings, embedder=embeddings, llm=llm and hybrid is None)
+    llm_guardrails = Guardrails.from_settings(catalog, settings, embedder=embeddings, llm=True) if llm else None
     return TeacherPipeline(
         builder,
         backend,
@@ -99,6 +103,7 @@ def build_pipeline(
         max_context_tokens=settings.teacher_context_max_tokens if isinstance(backend, OpenAIChatBackend) else None,
         fallback=CatalogTeacher(catalog) if hybrid is not None else None,
         policy=hybrid,
+        llm_guardrails=llm_guardrails if hybrid is not None else None,
     )
 
 
@@ -175,6 +180,7 @@ def fingerprint_extra(
         "context_max_tokens": settings.teacher_context_max_tokens if endpoint is not None else None,
         "conversions": asdict(conversions.manifest) if conversions is not None else None,
         "guardrails": asdict(GuardrailThresholds.from_settings(settings)),
+        **({"llm_guardrails": asdict(GuardrailThresholds.from_settings(settings, llm=True))} if endpoint else {}),
         "context_top_k": settings.teacher_context_top_k,
     }
 

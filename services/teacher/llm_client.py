@@ -217,7 +217,7 @@ class OpenAIChatBackend:
         async with self._semaphore:
             started = time.monotonic()
             try:
-                content, usage = await self._complete(task, prompt)
+                content, usage, cut = await self._complete(task, prompt)
             except TeacherAnswerInvalid as exc:  # a reply that is no answer is paid for all the same
                 self._timing(task, exc.usage, time.monotonic() - started)
                 raise self._invalid(task, exc.problem, exc.usage) from None
@@ -226,6 +226,9 @@ class OpenAIChatBackend:
         try:
             data, reasoning = parse_answer(task, content, prompt)
         except TeacherAnswerInvalid as exc:
+            if cut:  # the reason it is invalid, said first: the answer was not finished
+                problem = f"the reply was cut at max_tokens {prompt.max_tokens} before the answer ended ({exc.problem})"
+                raise self._invalid(task, problem, usage) from None
             raise self._invalid(task, exc.problem, usage) from None
         copied = copied_example(task, data, prompt)
         if copied:
@@ -262,7 +265,9 @@ class OpenAIChatBackend:
             body["response_format"] = {"type": "json_object"}
         return body  # "text": no response_format; the schema is in the prompt
 
-    async def _complete(self, task: TaskName, prompt: RenderedPrompt) -> tuple[str, Usage]:
+    async def _complete(self, task: TaskName, prompt: RenderedPrompt) -> tuple[str, Usage, bool]:
+        """The reply's text (the one JSON object of a plain-text reply), its usage, and whether it was cut at
+        the token limit."""
         first = self._modes.index(self.response_format)
         refusals: list[str] = []
         for i, fmt in enumerate(self._modes[first:], start=first):
@@ -276,8 +281,8 @@ class OpenAIChatBackend:
                         fmt,
                     )
                     self.response_format = fmt
-                content, usage = self._decode(task, response)
-                return (_one_json_object(content) if fmt == "text" else content), usage
+                content, usage, cut = self._decode(task, response)
+                return (_one_json_object(content) if fmt == "text" else content), usage, cut
             if not _refuses_the_format(response, self._error_text(response), first=not refusals):
                 break
             self.totals.fallbacks += 1
@@ -399,7 +404,7 @@ class OpenAIChatBackend:
         text = " ".join(self._scrub(text).split())
         return text[:_SNIPPET] + ("..." if len(text) > _SNIPPET else "") if text else "(empty body)"
 
-    def _decode(self, task: TaskName, response: httpx.Response) -> tuple[str, Usage]:
+    def _decode(self, task: TaskName, response: httpx.Response) -> tuple[str, Usage, bool]:
         """The reply's content and token usage; a body that is not a chat completion is an invalid answer."""
         try:
             body = orjson.loads(response.content)
@@ -419,9 +424,7 @@ class OpenAIChatBackend:
             refusal = message.get("refusal") if isinstance(message, dict) else None
             why = f"the model refused: {refusal}" if refusal else "the reply has no text content"
             raise TeacherAnswerInvalid(task, why, backend=f"{self.name} {self.model}", usage=usage)
-        if choice.get("finish_reason") == "length":
-            log.warning("a %s reply was cut at the token limit; it will likely fail validation", task.value)
-        return content, usage
+        return content, usage, choice.get("finish_reason") == "length"
 
 
 def matches_schema(content: str, schema: dict[str, Any]) -> bool:

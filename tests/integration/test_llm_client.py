@@ -198,6 +198,23 @@ def test_a_refused_mode_is_not_asked_again_when_the_next_mode_times_out(openai_s
     ]
 
 
+def test_a_reply_cut_at_the_token_limit_is_invalid_says_so_and_is_not_asked_again(
+    openai_server: OpenAIServer,
+) -> None:
+    rendered = prompt()
+    cut = '{"reasoning": "The shopper names milk and the context lists it as a product type, so'
+    openai_server.script(chat_reply(cut, completion_tokens=rendered.max_tokens, finish_reason="length"))
+
+    async def use(backend: OpenAIChatBackend) -> dict[str, Any]:
+        with pytest.raises(TeacherAnswerInvalid, match=f"cut at max_tokens {rendered.max_tokens}"):
+            await backend.answer(TaskName.SRL, rendered)
+        return backend.summary()
+
+    summary = with_backend(openai_server, use)
+    assert (summary["attempts"], summary["retries"], summary["invalid"], summary["schema_valid"]) == (1, 0, 1, 0)
+    assert summary["completion_tokens"] == rendered.max_tokens  # paid for all the same
+
+
 def test_the_concurrency_limit_holds_at_the_server(openai_server: OpenAIServer) -> None:
     openai_server.default = chat_reply(GOOD, prompt_tokens=10, completion_tokens=2, delay_s=0.05)
 

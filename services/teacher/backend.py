@@ -39,7 +39,14 @@ class TeacherAnswerInvalid(QuError):
     """A teacher's reply does not fit its task's answer schema; the query is rejected for this task, not stored."""
 
     def __init__(
-        self, task: TaskName, problem: str, *, backend: str = "", usage: Usage | None = None, cost_usd: float = 0.0
+        self,
+        task: TaskName,
+        problem: str,
+        *,
+        backend: str = "",
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
+        raw: str = "",
     ) -> None:
         self.task = task
         self.problem = problem
@@ -47,6 +54,7 @@ class TeacherAnswerInvalid(QuError):
         # What the reply cost all the same (an LLM's invalid answer is paid for): recorded in the curriculum.
         self.usage = usage or Usage()
         self.cost_usd = cost_usd
+        self.raw = raw  # the reply as the model wrote it: the curriculum's raw_reply, never the problem text
         by = f" from {backend}" if backend else ""
         super().__init__(
             f"the {task.value} answer{by} is invalid: {problem}. The query is skipped for this task; "
@@ -75,6 +83,7 @@ class TeacherAnswer:
     cost_usd: float
     backend: str
     version: str
+    raw: str = ""  # an LLM's reply as written (the curriculum's raw_reply); "" for the catalog teacher
 
 
 @dataclass(slots=True)

@@ -36,7 +36,7 @@ from services.teacher.context_types import TaskName
 RUNS = "runs"
 CURRENT = "current"
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 2  # 2: choice and alternative_json (a hybrid run); a version 1 part reads them as empty
+SCHEMA_VERSION = 2  # 2: choice, alternative_json (a hybrid run) and raw_reply; a version 1 part reads them empty
 
 SCHEMA = pa.schema(
     [
@@ -66,6 +66,7 @@ SCHEMA = pa.schema(
         # A hybrid run: which teacher's answer this row publishes and why, and the other teacher's answer.
         pa.field("choice", pa.string(), nullable=True),
         pa.field("alternative_json", pa.string(), nullable=True),
+        pa.field("raw_reply", pa.string(), nullable=True),  # an LLM's reply as written, valid or not
     ]
 )
 
@@ -101,6 +102,7 @@ class CurriculumRecord:
     schema_version: int = SCHEMA_VERSION
     choice: str = ""  # a hybrid run: "<llm|catalog>: why this teacher's answer is the one published"
     alternative_json: str = "{}"  # a hybrid run: the other teacher's answer, status and guardrail decisions
+    raw_reply: str = ""  # an LLM's reply as the model wrote it, valid or not ("" for the catalog teacher)
 
     @property
     def valid_srl(self) -> bool:
@@ -220,6 +222,7 @@ def read_records(path: Path) -> list[CurriculumRecord]:
         # Columns a version 1 part lacks come back null.
         row["choice"] = row["choice"] or ""
         row["alternative_json"] = row["alternative_json"] or "{}"
+        row["raw_reply"] = row["raw_reply"] or ""
         latest[row["record_id"]] = CurriculumRecord(**row)
     return list(latest.values())
 

@@ -220,7 +220,7 @@ class OpenAIChatBackend:
                 content, usage, cut = await self._complete(task, prompt)
             except TeacherAnswerInvalid as exc:  # a reply that is no answer is paid for all the same
                 self._timing(task, exc.usage, time.monotonic() - started)
-                raise self._invalid(task, exc.problem, exc.usage) from None
+                raise self._invalid(task, exc.problem, exc.usage, exc.raw) from None
             self._timing(task, usage, time.monotonic() - started)
         self.totals.schema_valid += matches_schema(content, prompt.response_schema)
         try:
@@ -228,14 +228,14 @@ class OpenAIChatBackend:
         except TeacherAnswerInvalid as exc:
             if cut:  # the reason it is invalid, said first: the answer was not finished
                 problem = f"the reply was cut at max_tokens {prompt.max_tokens} before the answer ended ({exc.problem})"
-                raise self._invalid(task, problem, usage) from None
-            raise self._invalid(task, exc.problem, usage) from None
+                raise self._invalid(task, problem, usage, content) from None
+            raise self._invalid(task, exc.problem, usage, content) from None
         copied = copied_example(task, data, prompt)
         if copied:
-            raise self._invalid(task, f"the answer repeats the example of {copied!r}, another query", usage)
+            raise self._invalid(task, f"the answer repeats the example of {copied!r}, another query", usage, content)
         cost = self._pay(usage)
         self.totals.answers += 1
-        return TeacherAnswer(task, data, reasoning, usage, cost, self.name, self.version)
+        return TeacherAnswer(task, data, reasoning, usage, cost, self.name, self.version, raw=content)
 
     def _pay(self, usage: Usage) -> float:
         """Count a reply's tokens and cost in the run's totals (every reply: valid, invalid or copied)."""
@@ -245,10 +245,11 @@ class OpenAIChatBackend:
         self.totals.cost_usd += cost
         return cost
 
-    def _invalid(self, task: TaskName, problem: str, usage: Usage) -> TeacherAnswerInvalid:
+    def _invalid(self, task: TaskName, problem: str, usage: Usage, raw: str = "") -> TeacherAnswerInvalid:
         self.totals.invalid += 1
         cost = self._pay(usage)
-        return TeacherAnswerInvalid(task, problem, backend=f"{self.name} {self.model}", usage=usage, cost_usd=cost)
+        backend = f"{self.name} {self.model}"
+        return TeacherAnswerInvalid(task, problem, backend=backend, usage=usage, cost_usd=cost, raw=raw)
 
     def _body(self, prompt: RenderedPrompt, fmt: ResponseFormat) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": prompt.messages, "temperature": self._temperature}
@@ -422,8 +423,9 @@ class OpenAIChatBackend:
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, str):
             refusal = message.get("refusal") if isinstance(message, dict) else None
-            why = f"the model refused: {refusal}" if refusal else "the reply has no text content"
-            raise TeacherAnswerInvalid(task, why, backend=f"{self.name} {self.model}", usage=usage)
+            why = "the model refused" if refusal else "the reply has no text content"
+            raw = str(refusal or "")  # the model's words stay out of the problem
+            raise TeacherAnswerInvalid(task, why, backend=f"{self.name} {self.model}", usage=usage, raw=raw)
         return content, usage, choice.get("finish_reason") == "length"
 
 

@@ -64,6 +64,7 @@ class TaskOutcome:
     answer: TeacherAnswer | None = None
     paid: Usage = field(default_factory=Usage)  # every reply's tokens, an invalid one's too
     cost_usd: float = 0.0
+    raw: str = ""  # the reply as the model wrote it (an LLM's)
 
 
 @dataclass(slots=True)
@@ -299,7 +300,7 @@ class TeacherPipeline:
             answer = await self.backend.answer(task, prompt)
         except TeacherAnswerInvalid as err:
             self._unavailable_in_a_row[task] = 0
-            return TaskOutcome(task, prompt, INVALID, err.problem, paid=err.usage, cost_usd=err.cost_usd)
+            return TaskOutcome(task, prompt, INVALID, err.problem, paid=err.usage, cost_usd=err.cost_usd, raw=err.raw)
         except ServiceUnavailable as err:
             self._unavailable_in_a_row[task] = self._unavailable_in_a_row.get(task, 0) + 1
             if self._unavailable_in_a_row[task] >= STOP_AFTER_UNAVAILABLE:
@@ -312,7 +313,9 @@ class TeacherPipeline:
             log.exception("the %s teacher failed on %s for %r", self.backend.name, prompt.task.value, prompt.query)
             return TaskOutcome(prompt.task, prompt, FAILED, f"{type(err).__name__}: {err}")
         self._unavailable_in_a_row[task] = 0
-        return TaskOutcome(task, prompt, ANSWERED, answer=answer, paid=answer.usage, cost_usd=answer.cost_usd)
+        return TaskOutcome(
+            task, prompt, ANSWERED, answer=answer, paid=answer.usage, cost_usd=answer.cost_usd, raw=answer.raw
+        )
 
     def _stop(self, task: TaskName, why: str) -> None:
         if task.value not in self.stopped:
@@ -360,6 +363,7 @@ class TeacherPipeline:
                     created_at=created,
                     choice=choice,
                     alternative_json=_dumps(alternative) if alternative else "{}",
+                    raw_reply=outcome.raw,
                 )
             )
         return out
@@ -411,6 +415,7 @@ def _alternative(task: TaskName, source: str, view: SourceView) -> dict[str, Any
         "teacher_answer": answer.data if answer else {},
         "answer": _task_answer(task, view.understanding) if answer else {},
         "reasoning": answer.reasoning if answer else "",
+        "raw_reply": outcome.raw,
         "guardrails": [d.to_json() for d in view.decisions if _decision_task(d) is task],
     }
 

@@ -78,6 +78,7 @@ def test_the_teacher_runs_all_five_tasks_against_the_real_local_server(
     for record in records:
         if record.status == "invalid":
             assert record.problem and not record.teacher_answer  # why, and no half-answer kept
+            assert record.raw_reply  # what the model wrote, kept apart from the problem text
     # Per task, what a request took (the summary's timing is what docs/BENCHMARKS.md quotes).
     assert set(session["per_task"]) == {task.value for task in TaskName}
     assert all(row["requests"] == len(QUERIES) for row in session["per_task"].values())

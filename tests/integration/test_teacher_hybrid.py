@@ -94,6 +94,8 @@ def test_an_invalid_or_dropped_llm_answer_leaves_the_catalog_answer_standing_and
     assert bananas.choice == "catalog: llm_first: the LLM's answer was invalid"
     assert bananas.alternative["source"] == "llm" and bananas.alternative["status"] == "invalid"
     assert "tags.0" in bananas.alternative["problem"]
+    assert '"end":40' in bananas.alternative["raw_reply"].replace(" ", "")  # the reply as written, for analysis
+    assert milk.raw_reply and not bananas.raw_reply  # the LLM's reply; the catalog teacher writes none
     assert bananas.prompt_tokens == 100  # the LLM's invalid reply was paid for: its tokens are recorded
 
     substitutes = records[("milk", "substitutes")]

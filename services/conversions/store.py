@@ -19,11 +19,8 @@ history readable and no partial file behind, and a reader never sees half of eit
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -32,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from services.atomic_files import write_bytes_atomic
 from services.catalog.model import CategoryPath
 from services.conversions.history import BrandCount, CategoryCount, QueryConversions
 from services.errors import InputError, QuError
@@ -126,10 +124,10 @@ class ConversionHistory:
         data_path = directory / data_name
         # The same content saved again has the same name: then the file is the live one, keep it.
         fresh = not data_path.exists()
-        _write_atomic(data_path, data)
+        write_bytes_atomic(data_path, data)
         manifest_path = directory / MANIFEST_FILE
         try:
-            _write_atomic(manifest_path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+            write_bytes_atomic(manifest_path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         except BaseException:
             if fresh:  # no manifest names it: it would only be left lying there
                 data_path.unlink(missing_ok=True)
@@ -229,26 +227,3 @@ def _parse_json(source: str, data: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as err:
         raise InputError(source, f"invalid JSON: {err}") from err
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.chmod(0o644)  # mkstemp makes it private; the history is for every reader
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    # Make the rename itself durable; not every platform can open a directory, hence best effort.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

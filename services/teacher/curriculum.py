@@ -28,6 +28,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from services.atomic_files import write_bytes_atomic
 from services.domain import Tag
 from services.errors import InputError, QuError
 from services.gold.model import GoldQuery
@@ -184,7 +185,7 @@ class CurriculumRun:
     def finish(self, manifest: dict[str, Any], *, activate: bool = True) -> None:
         """Write the manifest and, when ``activate``, point ``current`` at this run (both atomically)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.directory / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        write_bytes_atomic(self.directory / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         if not activate:
             return
         link = self.root / CURRENT
@@ -236,16 +237,3 @@ def read_srl_gold(path: Path) -> list[GoldQuery]:
         spans = tuple(sorted((Tag.from_json(t) for t in record.answer.get("tags", [])), key=lambda t: t.start))
         out.append(GoldQuery(record.query, spans, kind=record.origin, source=f"curriculum:{record.record_id[:12]}"))
     return out
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

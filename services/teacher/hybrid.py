@@ -18,8 +18,6 @@ catalog teacher, by construction.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -28,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from services.atomic_files import write_bytes_atomic
 from services.domain import Understanding
 from services.errors import InputError
 from services.teacher.context_types import REWRITE_TASKS, TaskName
@@ -145,17 +144,7 @@ class HybridPolicy:
         return cls.from_json(data, where=str(path))
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomic(path, orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
 
 
 def choose_preference(task: TaskName, figures: Mapping[Preference, Mapping[str, float | None]]) -> Preference:

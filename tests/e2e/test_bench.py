@@ -187,7 +187,7 @@ def test_a_short_soak_answers_every_event_and_samples_every_process(
 
     # Every process of the stack, the worker as the keeper's child beside the keeper, and Triton's student stub.
     processes = {"traces", "kafka", "redis", "triton", "triton/qu_student", "refresher", "recorder"}
-    processes |= {"worker-0", "worker-0.keeper"}
+    processes |= {"worker-0", "worker-0.keeper", "llm"}  # the session's stack runs the local LLM teacher
     assert set(result["rss"]) == processes
     worker = embedded_stack.keeper_status("worker-0")
     assert worker is not None and result["rss"]["worker-0"]["pid"] == worker.child_pid

@@ -68,7 +68,7 @@ def test_the_teacher_runs_all_five_tasks_against_the_real_local_server(
         task.value: len(QUERIES) for task in TaskName
     }
 
-    records = read_records(tmp_path)
+    records = read_records(Path(summary["curriculum"]["path"]))  # the run's directory: `current` only if SRL was valid
     assert len(records) == requests
     assert {r.status for r in records} <= {"answered", "invalid"}
     # Every reply's tokens are in its record, an invalid one's too; the totals are the records' sum.

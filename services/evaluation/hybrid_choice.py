@@ -28,16 +28,12 @@ from services.teacher.backend import TeacherBackend
 from services.teacher.context import ExamplePool
 from services.teacher.context_types import REWRITE_TASKS, TaskName
 from services.teacher.hybrid import (
-    CATALOG,
     LLM,
     HybridPolicy,
     Preference,
-    SourceAnswer,
-    choose,
     choose_preference,
-    kept_items,
 )
-from services.teacher.pipeline import ANSWERED, SourceView, TaughtQuery, TeacherPipeline, merged_understanding
+from services.teacher.pipeline import TaughtQuery, TeacherPipeline, choose_source, merged_understanding
 from services.teacher.runtime import build_pipeline, load_conversions
 from services.teacher.selection import Origin, SelectedQuery
 
@@ -88,14 +84,9 @@ def combined(taught: TaughtQuery, variant: str) -> Understanding:
     preference = Preference(variant)
     chosen: dict[TaskName, Understanding] = {}
     for task in taught.outcomes:
-        source, _why = choose(preference, _source(views[LLM], task), _source(views[CATALOG], task))
+        source, _why = choose_source(preference, task, views)
         chosen[task] = views[source].understanding
     return merged_understanding(chosen)
-
-
-def _source(view: SourceView, task: TaskName) -> SourceAnswer:
-    status = view.outcomes[task].status
-    return SourceAnswer(status, status == ANSWERED and kept_items(task, view.understanding))
 
 
 def task_figures(

@@ -39,7 +39,7 @@ from services.teacher.backend import TeacherAnswer, TeacherAnswerInvalid, Teache
 from services.teacher.context import ContextBuilder, ExamplePool
 from services.teacher.context_types import REWRITE_TASKS, TaskName, TeacherContext
 from services.teacher.curriculum import CurriculumRecord, record_id
-from services.teacher.hybrid import CATALOG, LLM, HybridPolicy, SourceAnswer, choose, kept_items
+from services.teacher.hybrid import CATALOG, LLM, HybridPolicy, Preference, SourceAnswer, choose, kept_items
 from services.teacher.metrics import TeacherMetrics
 from services.teacher.prompts import RenderedPrompt, template_for
 from services.teacher.prompts.base import CONTEXT_TAG
@@ -74,6 +74,16 @@ class SourceView:
     outcomes: dict[TaskName, TaskOutcome]
     understanding: Understanding
     decisions: list[GuardrailDecision]
+
+    def answer_of(self, task: TaskName) -> SourceAnswer:
+        """What the hybrid's choice looks at: the task's status, and whether the guardrails left it anything."""
+        status = self.outcomes[task].status
+        return SourceAnswer(status, status == ANSWERED and kept_items(task, self.understanding))
+
+
+def choose_source(preference: Preference, task: TaskName, views: Mapping[str, SourceView]) -> tuple[str, str]:
+    """Which teacher's answer of ``task`` is published under ``preference``, and why (a run and `qu teacher choose`)."""
+    return choose(preference, views[LLM].answer_of(task), views[CATALOG].answer_of(task))
 
 
 @dataclass(slots=True)
@@ -244,12 +254,7 @@ class TeacherPipeline:
         return taught
 
     def _choose(self, task: TaskName, views: dict[str, SourceView]) -> tuple[str, str]:
-        def answer(source: str) -> SourceAnswer:
-            view = views[source]
-            status = view.outcomes[task].status
-            return SourceAnswer(status, status == ANSWERED and kept_items(task, view.understanding))
-
-        return choose(self.policy.preference(task), answer(LLM), answer(CATALOG))
+        return choose_source(self.policy.preference(task), task, views)
 
     async def _ask_fallback(self, prompt: RenderedPrompt) -> TaskOutcome:
         assert self.fallback is not None

@@ -156,29 +156,39 @@ def test_qu_trace_shows_the_events_spans_from_the_stacks_trace_store(
 def test_a_traced_miss_shows_tritons_own_request_queue_and_compute_spans(
     embedded_stack: EmbeddedStack, stack_settings: Settings
 ) -> None:
-    event_id = f"miss-{uuid.uuid4().hex[:8]}"
-    trace_id = uuid.uuid4().hex
+    # Three traced misses, not one: Triton's gRPC frontend reads the traceparent past its end now and then
+    # (its GrpcServerCarrier turns gRPC's unterminated metadata value into a C string) and starts no trace
+    # for that request: about 3-10% of traced requests here (docs/OBSERVABILITY.md). One lost is Triton's
+    # bug; all three lost is ours.
+    event_ids = [f"miss-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     client = KafkaProducer(bootstrap_servers=bootstrap(embedded_stack))
-    client.send(  # a query no head-tag run holds: the student answers it
-        SEARCH_EVENTS,
-        value=json.dumps({"event_id": event_id, "query": f"zqvx {uuid.uuid4().hex[:6]} oat milk"}).encode(),
-        headers=[("traceparent", f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01".encode())],
-    )
+    for event_id in event_ids:
+        client.send(  # a query no head-tag run holds: the student answers it
+            SEARCH_EVENTS,
+            value=json.dumps({"event_id": event_id, "query": f"zqvx {uuid.uuid4().hex[:6]} oat milk"}).encode(),
+            headers=[("traceparent", f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01".encode())],
+        )
     client.flush(30)
     client.close()
     env = settings_env(stack_settings)
+    traces: dict[str, list[dict[str, Any]]] = {}
     deadline = time.monotonic() + 60
     while True:  # Triton exports within half a second of the request (bsp_schedule_delay)
-        result = CliRunner().invoke(app, ["trace", event_id, "--json"], env=env)
-        rows = orjson.loads(result.stdout) if result.exit_code == 0 else []
-        if {"InferRequest", "compute"} <= {r["name"] for r in rows} or time.monotonic() > deadline:
+        for event_id in event_ids:
+            result = CliRunner().invoke(app, ["trace", event_id, "--json"], env=env)
+            traces[event_id] = orjson.loads(result.stdout) if result.exit_code == 0 else []
+        joined = [e for e in event_ids if {"InferRequest", "compute"} <= {r["name"] for r in traces[e]}]
+        if joined or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert result.exit_code == 0, result.output
-    by_name = {r["name"]: r for r in rows}
-    assert by_name[f"process {SEARCH_EVENTS}"]["attributes"]["qu.source"] == "student"
+    for event_id in event_ids:
+        assert traces[event_id], f"no trace of {event_id} in the trace store"
+        by_name = {r["name"]: r for r in traces[event_id]}
+        assert by_name[f"process {SEARCH_EVENTS}"]["attributes"]["qu.source"] == "student"
+        assert "inference.GRPCInferenceService/ModelInfer" in by_name
+    assert joined, triton_export_diagnosis(embedded_stack, [r for e in event_ids for r in traces[e]])
+    by_name = {r["name"]: r for r in traces[joined[0]]}
     grpc = by_name["inference.GRPCInferenceService/ModelInfer"]
-    assert {"InferRequest", "qu_student", "compute"} <= by_name.keys(), triton_export_diagnosis(embedded_stack, rows)
     request, model, compute = by_name["InferRequest"], by_name["qu_student"], by_name["compute"]
     # Triton's spans hang under the worker's gRPC client span, as Triton's own service.
     assert request["parent_span_id"] == grpc["span_id"] and request["depth"] == grpc["depth"] + 1
@@ -205,7 +215,7 @@ def triton_export_diagnosis(stack: EmbeddedStack, rows: list[dict[str, Any]]) ->
     except OSError as err:
         settings = f"(GET {url} failed: {err})"
     return (
-        f"Triton's spans are missing from the trace; its spans: {[(r['name'], r['service']) for r in rows]}; "
+        f"Triton's spans are missing from every trace; their spans: {[(r['name'], r['service']) for r in rows]}; "
         f"spans from qu-triton in the store: {exported}; Triton's trace settings: {settings}"
         f"\n--- traces.log ---\n{tail('traces.log')}\n--- triton.log ---\n{tail('triton.log')}"
     )

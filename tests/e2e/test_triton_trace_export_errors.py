@@ -23,18 +23,20 @@ EXPORT_ERROR = "[OTLP HTTP Client]"
 
 
 def test_a_failed_span_export_is_in_tritons_log_while_it_runs(triton_server_factory: ServerFactory) -> None:
-    import tritonclient.grpc as grpcclient
+    # Over HTTP: Triton's gRPC frontend drops a few propagated contexts (docs/OBSERVABILITY.md), and an
+    # untraced request exports nothing to fail.
+    import tritonclient.http as httpclient
 
     assert line_buffered_stdout(), "coreutils' stdbuf is missing: Triton's exporter errors would stay unlogged"
     server = triton_server_factory()
     server.trace_url = f"http://127.0.0.1:{free_port()}/v1/traces"  # nothing listens there: every export fails
     server.start()
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    query = grpcclient.InferInput("QUERY", [1, 1], "BYTES")
+    client = httpclient.InferenceServerClient(server.http_url)
+    query = httpclient.InferInput("QUERY", [1, 1], "BYTES")
     query.set_data_from_numpy(np.array([[b"oat milk"]], dtype=np.object_))
     traceparent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
     try:
-        client.infer("qu_student", [query], headers={"traceparent": traceparent}, client_timeout=60)
+        client.infer("qu_student", [query], headers={"traceparent": traceparent})
     finally:
         client.close()
     deadline = time.monotonic() + 20  # the exporter tries within bsp_schedule_delay (0.5 s); a refused connect is fast

@@ -66,6 +66,16 @@ def bench(
             "100%, in one process without the broker (uses --events, --hit-ratio, --seed).",
         ),
     ] = False,
+    tracing_through_stack: Annotated[
+        bool,
+        typer.Option(
+            "--tracing-through-stack",
+            help="Instead of the phases: worker-0 restarted at sampling 0%, 1% and 100%, the same events unthrottled "
+            "through the stack at each, interleaved over --rounds rounds; events/s and the worker's CPU per event "
+            "(uses --events, --hit-ratio, --seed, --timeout).",
+        ),
+    ] = False,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds of --tracing-through-stack (best of each kept).")] = 2,
     faust_floor: Annotated[
         bool,
         typer.Option(
@@ -83,6 +93,9 @@ def bench(
     settings = settings_from(ctx)
     if tracing_overhead:
         _tracing_overhead(events, hit_ratio, seed, json)
+        return
+    if tracing_through_stack:
+        _tracing_through_stack(settings, events, hit_ratio, seed, timeout, rounds, json)
         return
     if faust_floor:
         _faust_floor(settings, events, timeout, json)
@@ -169,6 +182,44 @@ def _tracing_overhead(events: int, hit_ratio: float, seed: int, json: bool) -> N
             str(row["events_per_cpu_s"]),
             f"{row['cpu_vs_no_sdk']}x",
             str(row["spans_exported"]),
+        )
+    Console().print(table)
+
+
+def _tracing_through_stack(
+    settings: Settings, events: int, hit_ratio: float, seed: int, timeout: float, rounds: int, json: bool
+) -> None:
+    from services.bench.tracing_stack import run_tracing_through_stack
+
+    with reported_errors():
+        result = run_tracing_through_stack(
+            settings,
+            events=events,
+            hit_ratio=hit_ratio,
+            seed=seed,
+            timeout_s=timeout,
+            rounds=rounds,
+            report=lambda message: err_console.print(message),
+        )
+    if json:
+        typer.echo(orjson.dumps(result).decode())
+        return
+    table = Table(
+        "sampling",
+        "events/s",
+        "vs 0%",
+        "worker CPU µs/event",
+        "vs 0%",
+        title=f"tracing through the stack (best of {rounds})",
+    )
+    for row in result["best"]:
+        table.add_row(
+            f"{row['ratio']:.0%}",
+            f"{row['events_per_s']:,.0f}",
+            f"{row['events_per_s_vs_0']}x",
+            f"{row['worker_cpu_us_per_event']:.1f}",
+            f"{row['worker_cpu_vs_0']}x",
+            "—" if row["traced_share"] is None else f"{row['traced_share']:.1%}",
         )
     Console().print(table)
 

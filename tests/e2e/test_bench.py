@@ -229,3 +229,27 @@ def test_qu_bench_profile_reports_where_the_workers_main_thread_spends_its_time(
     assert embedded_stack.status()["running"]
     after = embedded_stack.keeper_status("worker-0")
     assert before is not None and after is not None and after.child_pid != before.child_pid
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_qu_bench_tracing_through_stack_restarts_the_worker_at_each_ratio_and_counts_what_it_traced(
+    embedded_stack: EmbeddedStack, stack_settings: Settings
+) -> None:
+    before = embedded_stack.keeper_status("worker-0")
+    _done, result = bench(
+        stack_settings,
+        *("--tracing-through-stack", "--events", "120", "--rounds", "1", "--timeout", "60"),
+        all_settings=True,
+    )
+    assert [row["ratio"] for row in result["best"]] == [0.0, 0.01, 1.0]
+    assert all(m["answered"] == m["events"] == 120 for m in result["measured"])
+    assert all(row["events_per_s"] > 0 and row["worker_cpu_us_per_event"] > 0 for row in result["best"])
+    shares = {row["ratio"]: row["traced_share"] for row in result["best"]}
+    # The ratio each worker ran with is the one asked: nothing traced at 0, every event at 100%.
+    assert shares[0.0] == 0.0 and shares[1.0] == 1.0 and 0.0 <= shares[0.01] <= 0.1
+    assert result["best"][0]["events_per_s_vs_0"] == 1.0
+    # The stack is as it was: worker-0 runs again, with the stack's own settings.
+    assert embedded_stack.status()["running"]
+    after = embedded_stack.keeper_status("worker-0")
+    assert before is not None and after is not None and after.child_pid != before.child_pid

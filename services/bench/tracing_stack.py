@@ -1,0 +1,199 @@
+"""What tracing costs through the stack: worker-0 restarted at each sampling ratio, the same events through it.
+
+``qu bench --tracing-overhead`` measures the worker's own code in one process, without the broker. This is
+the same question asked of the running stack: for each ``QU_TRACE_SAMPLE_RATIO`` (0, 1% and 100%) worker-0
+is restarted with that ratio, a warm-up goes through it, then the workload unthrottled; the figures are the
+answered events per second and the worker's CPU per event (its own process, the span exporter's thread
+included). The embedded broker slows as the topics it holds grow (docs/BENCHMARKS.md), so the ratios are
+interleaved over ``rounds`` rounds and the best round of each is kept: a later ratio is never the only one
+measured on a fuller broker. Events are plain (no ``traceparent``): the ratio alone decides what is traced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from services.bench.probe import AnswerReader, EventSender, decode_answer, decode_dead_letter, run_phase
+from services.bench.resources import StackProcesses, cpu_per_event
+from services.bench.workload import BenchError, plan_workload, publish_seed, wait_for_run
+from services.catalog.artifacts import load_catalog
+from services.errors import QuError
+from services.kafka_clients import producer
+from services.settings import Settings
+from services.stack.embedded import EmbeddedStack
+from services.telemetry.span_store import read_spans
+from services.topics import DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS
+
+Report = Callable[[str], None]
+RATIOS = (0.0, 0.01, 1.0)
+WORKER = "worker-0"
+
+
+@dataclass(frozen=True, slots=True)
+class RatioRound:
+    ratio: float
+    round: int
+    events: int
+    answered: int
+    events_per_s: float
+    worker_cpu_us_per_event: float
+    traced: int | None  # events of the round with a span in the stack's trace store; None: the stack keeps none
+
+
+def run_tracing_through_stack(
+    settings: Settings,
+    *,
+    events: int,
+    hit_ratio: float,
+    seed: int,
+    timeout_s: float,
+    rounds: int = 2,
+    report: Report = lambda _m: None,
+) -> dict[str, Any]:
+    """Measure every ratio ``rounds`` times on the running stack (started, and stopped again, if it is not)."""
+    if events < 1 or rounds < 1:
+        raise ValueError(f"events and rounds must be >= 1, got {events} and {rounds}")
+    if settings.workers != 1:
+        raise BenchError(f"the comparison restarts {WORKER} alone: run it with one worker (QU_WORKERS=1)")
+    stack = EmbeddedStack(settings, report)
+    started = False
+    if not stack.status()["running"]:
+        report("the stack is not running: starting it (stopped again at the end)")
+        stack.up()
+        started = True
+    try:
+        measured = _measure(stack, settings, events, hit_ratio, seed, timeout_s, rounds, report)
+    finally:
+        if started:
+            report("stopping the stack this run started")
+            stack.down()
+    return _figures(measured, events, hit_ratio, rounds)
+
+
+def _measure(
+    stack: EmbeddedStack,
+    settings: Settings,
+    events: int,
+    hit_ratio: float,
+    seed: int,
+    timeout_s: float,
+    rounds: int,
+    report: Report,
+) -> list[RatioRound]:
+    state = stack.state()
+    if state is None:
+        raise BenchError("the stack has no state file: `qu up` first")
+    bootstrap, redis_url = state.endpoints["kafka"], state.endpoints["redis"]
+    bench_id = uuid.uuid4().hex[:10]
+    catalog = load_catalog(settings.resolved_catalog_dir)
+    workload = plan_workload(catalog, events=events, hit_ratio=hit_ratio, seed=seed, miss_events=0)
+    run_id = f"bench-{bench_id}"
+    password = settings.embedded_redis_password()
+    seeded = publish_seed(producer(bootstrap), catalog, workload.head, run_id)
+    wait_for_run(redis_url, run_id, password=password, timeout_s=timeout_s)
+    report(f"seeded {seeded} head queries as run {run_id}")
+    sender = EventSender(bootstrap, bench_id)
+    reader = AnswerReader(bootstrap, {QUERY_ANNOTATIONS: decode_answer, DEAD_LETTER: decode_dead_letter}, bench_id)
+    warmup = workload.events[: min(1000, max(100, events // 10))]
+    measured: list[tuple[str, RatioRound]] = []  # (phase, its figures before its spans are counted)
+    try:
+        for round_ in range(rounds):
+            for i, ratio in enumerate(RATIOS):
+                report(f"round {round_ + 1}/{rounds}: {WORKER} restarted with QU_TRACE_SAMPLE_RATIO={ratio:g}")
+                EmbeddedStack(settings.model_copy(update={"trace_sample_ratio": ratio}), report).restart(WORKER)
+                processes = StackProcesses(stack)
+                processes.start()
+                phase = f"tr{round_}r{i}"
+                run_phase(
+                    sender, reader, topic=SEARCH_EVENTS, phase=f"w{phase}", events=warmup, rate=0.0, timeout_s=timeout_s
+                )
+                before = processes.cpu_seconds()
+                result = run_phase(
+                    sender,
+                    reader,
+                    topic=SEARCH_EVENTS,
+                    phase=phase,
+                    events=workload.events,
+                    rate=0.0,
+                    timeout_s=timeout_s,
+                )
+                cpu = cpu_per_event(before, processes.cpu_seconds(), len(workload.events))
+                if result.answered < result.sent:
+                    raise BenchError(
+                        f"{result.sent - result.answered} of {result.sent} events went unanswered within "
+                        f"{timeout_s:g} s at ratio {ratio:g}: see {stack.logs / f'{WORKER}.log'}"
+                    )
+                figures = RatioRound(
+                    ratio,
+                    round_ + 1,
+                    result.sent,
+                    result.answered,
+                    round(result.events_per_s, 1),
+                    cpu.get(WORKER, 0.0),
+                    None,
+                )
+                measured.append((phase, figures))
+    finally:
+        reader.close()
+        report(f"restarting {WORKER} with the stack's own settings")
+        stack.restart(WORKER)
+        with contextlib.suppress(QuError):  # best effort: never hides the error that ended the rounds
+            publish_seed(producer(bootstrap), catalog, (), f"{run_id}-done")
+            wait_for_run(redis_url, f"{run_id}-done", password=password, timeout_s=30)
+    if not stack.keeps_traces:
+        return [figures for _, figures in measured]
+    # Each worker flushed its spans as it stopped (every ratio ends with a restart): count them once, at the end.
+    traced = _traced_per_phase(stack, bench_id)
+    return [replace(figures, traced=traced.get(phase, 0)) for phase, figures in measured]
+
+
+def _traced_per_phase(stack: EmbeddedStack, bench_id: str) -> Counter[str]:
+    """Events per measured phase whose ``process`` span reached the stack's trace store."""
+    prefix = f"{bench_id}."
+    traced: Counter[str] = Counter()
+    for span in read_spans(stack.traces_dir):
+        event_id = span.attributes.get("qu.event_id")
+        if span.name == f"process {SEARCH_EVENTS}" and isinstance(event_id, str) and event_id.startswith(prefix):
+            traced[event_id.split(".")[1]] += 1
+    return traced
+
+
+def _share(rounds: list[RatioRound]) -> float | None:
+    if any(m.traced is None for m in rounds):
+        return None
+    return round(sum(m.traced or 0 for m in rounds) / sum(m.events for m in rounds), 4)
+
+
+def _figures(measured: list[RatioRound], events: int, hit_ratio: float, rounds: int) -> dict[str, Any]:
+    best: dict[float, dict[str, Any]] = {}
+    for ratio in RATIOS:
+        mine = [m for m in measured if m.ratio == ratio]
+        best[ratio] = {
+            "ratio": ratio,
+            "events_per_s": max(m.events_per_s for m in mine),
+            "worker_cpu_us_per_event": min(m.worker_cpu_us_per_event for m in mine),
+            "traced_share": _share(mine),
+        }
+    base = best[RATIOS[0]]
+    for row in best.values():
+        row["events_per_s_vs_0"] = (
+            round(row["events_per_s"] / base["events_per_s"], 3) if base["events_per_s"] else None
+        )
+        cpu0 = base["worker_cpu_us_per_event"]
+        row["worker_cpu_vs_0"] = round(row["worker_cpu_us_per_event"] / cpu0, 3) if cpu0 else None
+    return {
+        "events": events,
+        "hit_ratio": hit_ratio,
+        "rounds": rounds,
+        "best": list(best.values()),
+        "measured": [asdict(m) for m in measured],
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "at": time.strftime("%Y-%m-%d")},
+    }

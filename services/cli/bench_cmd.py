@@ -203,25 +203,38 @@ def _tracing_through_stack(
         )
     if json:
         typer.echo(orjson.dumps(result).decode())
-        return
-    table = Table(
-        "sampling",
-        "events/s",
-        "vs 0%",
-        "worker CPU µs/event",
-        "vs 0%",
-        title=f"tracing through the stack (best of {rounds})",
-    )
-    for row in result["best"]:
-        table.add_row(
-            f"{row['ratio']:.0%}",
-            f"{row['events_per_s']:,.0f}",
-            f"{row['events_per_s_vs_0']}x",
-            f"{row['worker_cpu_us_per_event']:.1f}",
-            f"{row['worker_cpu_vs_0']}x",
-            "—" if row["traced_share"] is None else f"{row['traced_share']:.1%}",
+    else:
+        table = Table(
+            "sampling",
+            "events/s",
+            "vs 0%",
+            "worker CPU µs/event",
+            "vs 0%",
+            "traced",
+            "complete rounds",
+            title=f"tracing through the stack (best complete round of {rounds})",
         )
-    Console().print(table)
+        for row in result["best"]:
+            table.add_row(
+                f"{row['ratio']:.0%}",
+                _shown(row["events_per_s"], "{:,.0f}"),
+                _shown(row["events_per_s_vs_0"], "{}x"),
+                _shown(row["worker_cpu_us_per_event"], "{:.1f}"),
+                _shown(row["worker_cpu_vs_0"], "{}x"),
+                _shown(row["traced_share"], "{:.1%}"),
+                str(row["complete_rounds"]),
+            )
+        Console().print(table)
+    if not result["complete"]:
+        err_console.print(
+            f"[bold red]error:[/] a ratio had no round whose events were all answered within {timeout:g} s: "
+            "fewer --events (the embedded broker slows as its topics grow) or a longer --timeout"
+        )
+        raise typer.Exit(1)
+
+
+def _shown(value: float | None, form: str) -> str:
+    return "—" if value is None else form.format(value)
 
 
 def _faust_floor(settings: Settings, events: int, timeout: float, json: bool) -> None:

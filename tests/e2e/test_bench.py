@@ -242,7 +242,7 @@ def test_qu_bench_tracing_through_stack_restarts_the_worker_at_each_ratio_and_co
         *("--tracing-through-stack", "--events", "120", "--rounds", "1", "--timeout", "60"),
         all_settings=True,
     )
-    assert [row["ratio"] for row in result["best"]] == [0.0, 0.01, 1.0]
+    assert result["complete"] is True and [row["ratio"] for row in result["best"]] == [0.0, 0.01, 1.0]
     assert all(m["answered"] == m["events"] == 120 for m in result["measured"])
     assert all(row["events_per_s"] > 0 and row["worker_cpu_us_per_event"] > 0 for row in result["best"])
     shares = {row["ratio"]: row["traced_share"] for row in result["best"]}

@@ -1,4 +1,5 @@
-"""Triton's own trace exporter says in triton.log, while Triton runs, when it cannot deliver its spans.
+"""Triton's tracing seen from outside: its exporter says in triton.log, while Triton runs, when it cannot deliver
+its spans; and ``scripts/triton_trace_propagation.py`` counts the traced requests Triton joins, per protocol.
 
 The OpenTelemetry SDK inside Triton writes its errors to stdout, which is block-buffered into a file unless
 the server is started line-buffered (services/stack/triton_server.py, ``line_buffered_stdout``): without it a
@@ -7,19 +8,27 @@ traced request whose spans never reach the trace store leaves triton.log silent 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from services.settings import Settings
+from services.stack.embedded import EmbeddedStack
 from services.stack.ports import free_port
 from services.stack.triton_server import line_buffered_stdout
+from tests.fixtures.stack import settings_env
 from tests.fixtures.triton import ServerFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 EXPORT_ERROR = "[OTLP HTTP Client]"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "triton_trace_propagation.py"
 
 
 def test_a_failed_span_export_is_in_tritons_log_while_it_runs(triton_server_factory: ServerFactory) -> None:
@@ -46,3 +55,17 @@ def test_a_failed_span_export_is_in_tritons_log_while_it_runs(triton_server_fact
         time.sleep(0.2)
     assert server.ready(), "Triton must still be serving: only its export failed"
     assert logged, f"Triton's failed span export is not in {server.log_file}:\n{server.log_tail()}"
+
+
+def test_the_propagation_script_counts_tritons_joined_requests_per_protocol(
+    embedded_stack: EmbeddedStack, stack_settings: Settings
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QU_")} | settings_env(stack_settings)
+    command = [sys.executable, str(SCRIPT), "--requests", "20", "--wait", "2"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert set(lines) == {"grpc", "http"}
+    assert lines["grpc"].startswith("10 traced requests, ") and lines["http"].startswith("10 traced requests, ")
+    # Triton's HTTP frontend reads the traceparent whole: every traced request over HTTP joins its trace.
+    assert lines["http"].startswith("10 traced requests, 0 with no Triton span"), lines["http"]

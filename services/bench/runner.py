@@ -24,6 +24,7 @@ from services.bench.passthrough import Passthrough
 from services.bench.probe import AnswerReader, Decode, EventSender, decode_answer, decode_dead_letter, run_phase
 from services.bench.profile import summarize
 from services.bench.resources import StackProcesses, cpu_per_event
+from services.bench.running import running_stack
 from services.bench.stats import PhaseResult
 from services.bench.workload import BenchError, BenchEvent, Workload, plan_workload, publish_seed, wait_for_run
 from services.catalog.artifacts import load_catalog
@@ -67,18 +68,8 @@ class BenchConfig:
 
 def run_bench(settings: Settings, config: BenchConfig, report: Report = lambda _m: None) -> dict[str, Any]:
     """Run the benchmark and return its figures (see ``docs/BENCHMARKS.md`` for the keys)."""
-    stack = EmbeddedStack(settings, report)
-    started = False
-    if not stack.status()["running"]:
-        report("the stack is not running: starting it (stopped again at the end)")
-        stack.up()  # stops what it started if it fails half way
-        started = True
-    try:
+    with running_stack(settings, report, "run") as (stack, started):
         result = _measure(stack, settings, config, report)
-    finally:
-        if started:
-            report("stopping the stack this run started")
-            stack.down()
     result["stack"] = "started" if started else "reused"
     return result
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from services.bench.probe import AnswerReader, Decode, EventSender, decode_answer, decode_dead_letter
 from services.bench.resources import MIB, GroupLag, StackProcesses
+from services.bench.running import running_stack
 from services.bench.stats import percentile
 from services.bench.workload import BenchError, Workload, plan_workload, publish_seed, wait_for_run
 from services.catalog.artifacts import load_catalog
@@ -118,18 +119,8 @@ def run_soak(
     progress: Callable[[SoakProgress], None] = lambda _p: None,
 ) -> dict[str, Any]:
     """Run the soak and return its figures (see ``docs/BENCHMARKS.md``, "Soak", for the keys)."""
-    stack = EmbeddedStack(settings, report)
-    started = False
-    if not stack.status()["running"]:
-        report("the stack is not running: starting it (stopped again at the end)")
-        stack.up()
-        started = True
-    try:
+    with running_stack(settings, report, "soak") as (stack, started):
         result = _soak(stack, settings, config, report, progress)
-    finally:
-        if started:
-            report("stopping the stack this soak started")
-            stack.down()
     result["stack"] = "started" if started else "reused"
     return result
 

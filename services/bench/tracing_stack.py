@@ -25,6 +25,7 @@ from typing import Any
 
 from services.bench.probe import AnswerReader, EventSender, decode_answer, decode_dead_letter, run_phase
 from services.bench.resources import StackProcesses, cpu_per_event
+from services.bench.running import running_stack
 from services.bench.workload import BenchError, plan_workload, publish_seed, wait_for_run
 from services.catalog.artifacts import load_catalog
 from services.errors import QuError
@@ -65,18 +66,8 @@ def run_tracing_through_stack(
         raise ValueError(f"events and rounds must be >= 1, got {events} and {rounds}")
     if settings.workers != 1:
         raise BenchError(f"the comparison restarts {WORKER} alone: run it with one worker (QU_WORKERS=1)")
-    stack = EmbeddedStack(settings, report)
-    started = False
-    if not stack.status()["running"]:
-        report("the stack is not running: starting it (stopped again at the end)")
-        stack.up()
-        started = True
-    try:
+    with running_stack(settings, report, "comparison") as (stack, _started):
         measured = _measure(stack, settings, events, hit_ratio, seed, timeout_s, rounds, report)
-    finally:
-        if started:
-            report("stopping the stack this run started")
-            stack.down()
     return _figures(measured, events, hit_ratio, rounds)
 
 

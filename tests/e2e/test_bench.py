@@ -20,6 +20,7 @@ from services.bench.stats import PhaseResult, percentile
 from services.bench.workload import choose_head
 from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
+from services.stack.keeper import KeeperStatus
 from tests.fixtures.stack import settings_env
 
 EVENTS = 300
@@ -93,6 +94,13 @@ def bench(
     lines = done.stdout.splitlines()
     assert done.returncode == 0 and len(lines) == 1, f"rc={done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
     return done, orjson.loads(lines[0])
+
+
+def assert_worker_0_runs_again(stack: EmbeddedStack, before: KeeperStatus | None) -> None:
+    """The stack is as it was after a bench that restarted worker-0: running, with a new worker-0."""
+    assert stack.status()["running"]
+    after = stack.keeper_status("worker-0")
+    assert before is not None and after is not None and after.child_pid != before.child_pid
 
 
 @pytest.mark.integration
@@ -225,10 +233,7 @@ def test_qu_bench_profile_reports_where_the_workers_main_thread_spends_its_time(
     assert "handler (services/annotation)" in profile["layers"] and "asyncio" in profile["layers"]
     assert sum(profile["layers"].values()) == pytest.approx(1.0, abs=0.01)
     assert len(profile["top"]) == 15 and all(row["own_s"] >= 0 for row in profile["top"])
-    # The stack is as it was: worker-0 runs again, without the profiler.
-    assert embedded_stack.status()["running"]
-    after = embedded_stack.keeper_status("worker-0")
-    assert before is not None and after is not None and after.child_pid != before.child_pid
+    assert_worker_0_runs_again(embedded_stack, before)  # without the profiler
 
 
 @pytest.mark.integration
@@ -249,7 +254,4 @@ def test_qu_bench_tracing_through_stack_restarts_the_worker_at_each_ratio_and_co
     # The ratio each worker ran with is the one asked: nothing traced at 0, every event at 100%.
     assert shares[0.0] == 0.0 and shares[1.0] == 1.0 and 0.0 <= shares[0.01] <= 0.1
     assert result["best"][0]["events_per_s_vs_0"] == 1.0
-    # The stack is as it was: worker-0 runs again, with the stack's own settings.
-    assert embedded_stack.status()["running"]
-    after = embedded_stack.keeper_status("worker-0")
-    assert before is not None and after is not None and after.child_pid != before.child_pid
+    assert_worker_0_runs_again(embedded_stack, before)  # with the stack's own settings

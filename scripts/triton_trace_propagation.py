@@ -62,7 +62,9 @@ async def send(stack: EmbeddedStack, model: str, requests: int) -> dict[str, lis
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="traced requests in all, half over each protocol")
-    parser.add_argument("--wait", type=float, default=3.0, help="seconds for Triton's last spans to be exported")
+    parser.add_argument(
+        "--wait", type=float, default=10.0, help="seconds at most for Triton's spans to reach the trace store"
+    )
     args = parser.parse_args()
     settings = Settings()
     stack = EmbeddedStack(settings)
@@ -70,8 +72,13 @@ def main() -> int:
         print(f"no stack runs under {settings.state_dir}: `qu up` first", file=sys.stderr)
         return 2
     sent = asyncio.run(send(stack, settings.student_model, args.requests))
-    time.sleep(args.wait)
-    joined = {s.trace_id for s in read_spans(stack.traces_dir) if s.name == "InferRequest"}
+    wanted = {t for trace_ids in sent.values() for t in trace_ids}
+    deadline = time.monotonic() + args.wait
+    while True:  # until every request is joined, or the wait is over (a lost context never arrives)
+        joined = {s.trace_id for s in read_spans(stack.traces_dir) if s.name == "InferRequest"} & wanted
+        if joined == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     for protocol, trace_ids in sent.items():
         lost = sum(t not in joined for t in trace_ids)
         print(f"{protocol}: {len(trace_ids)} traced requests, {lost} with no Triton span ({lost / len(trace_ids):.1%})")

@@ -177,8 +177,10 @@ def test_a_traced_miss_shows_tritons_own_request_queue_and_compute_spans(
         for event_id in event_ids:
             result = CliRunner().invoke(app, ["trace", event_id, "--json"], env=env)
             traces[event_id] = orjson.loads(result.stdout) if result.exit_code == 0 else []
-        joined = [e for e in event_ids if {"InferRequest", "compute"} <= {r["name"] for r in traces[e]}]
-        if joined or time.monotonic() > deadline:
+        names = {e: {r["name"] for r in traces[e]} for e in event_ids}
+        joined = [e for e in event_ids if {"InferRequest", "compute"} <= names[e]]
+        asked = all("inference.GRPCInferenceService/ModelInfer" in names[e] for e in event_ids)
+        if (joined and asked) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     for event_id in event_ids:

@@ -10,10 +10,7 @@ stopped, and the seed withdrawn, in ``finally`` blocks.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import platform
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -25,11 +22,9 @@ from services.bench.probe import AnswerReader, Decode, EventSender, decode_answe
 from services.bench.profile import summarize
 from services.bench.resources import StackProcesses, cpu_per_event
 from services.bench.running import running_stack
-from services.bench.stats import PhaseResult
-from services.bench.workload import BenchError, BenchEvent, Workload, plan_workload, publish_seed, wait_for_run
+from services.bench.stats import PhaseResult, machine
+from services.bench.workload import BenchError, BenchEvent, Workload, default_warmup, plan_workload, seeded_head
 from services.catalog.artifacts import load_catalog
-from services.errors import QuError
-from services.kafka_clients import producer
 from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
 from services.topics import DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS
@@ -63,7 +58,7 @@ class BenchConfig:
 
     @property
     def warmup_events(self) -> int:
-        return self.warmup if self.warmup is not None else min(1000, max(100, self.events // 10))
+        return self.warmup if self.warmup is not None else default_warmup(self.events)
 
 
 def run_bench(settings: Settings, config: BenchConfig, report: Report = lambda _m: None) -> dict[str, Any]:
@@ -86,20 +81,19 @@ def _measure(stack: EmbeddedStack, settings: Settings, config: BenchConfig, repo
     workload = plan_workload(
         catalog, events=config.events, hit_ratio=config.hit_ratio, seed=config.seed, miss_events=config.miss_events
     )
-    run_id = f"bench-{bench_id}"
-    seeded = publish_seed(producer(bootstrap), catalog, workload.head, run_id)
-    # The stack's Redis, so its own password (settings.redis_url may name another Redis).
     password = settings.embedded_redis_password()
-    activation_s = wait_for_run(redis_url, run_id, password=password, timeout_s=config.timeout_s)
-    report(f"seeded {seeded} head queries as run {run_id} (active after {activation_s:.1f} s)")
-    try:
+    seeding = seeded_head(
+        bootstrap,
+        redis_url,
+        password,
+        catalog,
+        workload.head,
+        f"bench-{bench_id}",
+        timeout_s=config.timeout_s,
+        report=report,
+    )
+    with seeding as (seeded, activation_s):
         phases, history, cpu = _run_phases(stack, bootstrap, bench_id, workload, config, report)
-    finally:
-        # The seed's answers are the bench's, not a teacher's: withdraw them (an empty run) so that a
-        # stack the bench did not start serves none of them afterwards.
-        with contextlib.suppress(QuError):  # best effort: never hides the error that ended the phases
-            publish_seed(producer(bootstrap), catalog, (), f"{run_id}-done")
-            wait_for_run(redis_url, f"{run_id}-done", password=password, timeout_s=30)
     result = _figures(config, workload, phases, bench_id, seeded, activation_s)
     result["annotations_before"] = history
     result["cpu_us_per_event"] = cpu
@@ -184,9 +178,8 @@ def _profile(
 ) -> dict[str, Any]:
     """worker-0 restarted under cProfile, the workload unthrottled through it, then restarted as it was."""
     path = stack.stack_dir / f"worker-profile-{bench_id}.pstats"
-    profiled = EmbeddedStack(stack.settings.model_copy(update={"worker_profile": path}), report)
     report("profile: restarting worker-0 under cProfile (slower: this phase's figures are not the bench's)")
-    profiled.restart("worker-0")
+    stack.restart_with("worker-0", worker_profile=path)
     sender = EventSender(bootstrap, bench_id)
     reader = AnswerReader(bootstrap, {QUERY_ANNOTATIONS: decode_answer, DEAD_LETTER: decode_dead_letter}, bench_id)
     try:
@@ -269,5 +262,5 @@ def _figures(
         "activation_s": round(activation_s, 2),
     }
     out["phases"] = summaries
-    out["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "at": time.strftime("%Y-%m-%d")}
+    out["machine"] = machine()
     return out

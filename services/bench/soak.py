@@ -15,7 +15,6 @@ more time and cache than the soak measures. Every event keeps its own ``event_id
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import platform
@@ -30,10 +29,8 @@ from services.bench.probe import AnswerReader, Decode, EventSender, decode_answe
 from services.bench.resources import MIB, GroupLag, StackProcesses
 from services.bench.running import running_stack
 from services.bench.stats import percentile
-from services.bench.workload import BenchError, Workload, plan_workload, publish_seed, wait_for_run
+from services.bench.workload import BenchError, Workload, plan_workload, seeded_head
 from services.catalog.artifacts import load_catalog
-from services.errors import QuError
-from services.kafka_clients import producer
 from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
 from services.topics import DEAD_LETTER, QUERY_ANNOTATIONS, SEARCH_EVENTS
@@ -142,17 +139,12 @@ def _soak(
     catalog = load_catalog(settings.resolved_catalog_dir)
     workload = plan_workload(catalog, events=planned, hit_ratio=config.hit_ratio, seed=config.seed, miss_events=0)
     run_id = f"bench-{soak_id}"
-    seeded = publish_seed(producer(bootstrap), catalog, workload.head, run_id)
-    password = settings.embedded_redis_password()  # the stack's own Redis, as in `qu bench`
-    activation_s = wait_for_run(redis_url, run_id, password=password, timeout_s=config.timeout_s)
-    report(f"seeded {seeded} head queries as run {run_id} (active after {activation_s:.1f} s)")
-    try:
+    password = settings.embedded_redis_password()
+    seeding = seeded_head(
+        bootstrap, redis_url, password, catalog, workload.head, run_id, timeout_s=config.timeout_s, report=report
+    )
+    with seeding as (seeded, activation_s):
         run = _stream(stack, bootstrap, soak_id, workload, config, report, progress)
-    finally:
-        # As in `qu bench`: the seed's answers are not a teacher's, so none of them stays served.
-        with contextlib.suppress(QuError):
-            publish_seed(producer(bootstrap), catalog, (), f"{run_id}-done")
-            wait_for_run(redis_url, f"{run_id}-done", password=password, timeout_s=30)
     result = _figures(config, workload, run, soak_id)
     result["seed"] = {
         "run_id": run_id,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import platform
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,3 +73,8 @@ class PhaseResult:
 def _round(value: float, digits: int = 2) -> float | None:
     """JSON has no NaN or infinity: a figure that could not be measured is null."""
     return round(value, digits) if math.isfinite(value) else None
+
+
+def machine() -> dict[str, Any]:
+    """What ran a measurement, kept beside its figures."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "at": time.strftime("%Y-%m-%d")}

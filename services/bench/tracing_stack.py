@@ -13,10 +13,6 @@ has no figures (the CLI exits 1). Events are plain (no ``traceparent``): the rat
 
 from __future__ import annotations
 
-import contextlib
-import os
-import platform
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -26,10 +22,9 @@ from typing import Any
 from services.bench.probe import AnswerReader, EventSender, decode_answer, decode_dead_letter, run_phase
 from services.bench.resources import StackProcesses, cpu_per_event
 from services.bench.running import running_stack
-from services.bench.workload import BenchError, plan_workload, publish_seed, wait_for_run
+from services.bench.stats import machine
+from services.bench.workload import BenchError, default_warmup, plan_workload, seeded_head
 from services.catalog.artifacts import load_catalog
-from services.errors import QuError
-from services.kafka_clients import producer
 from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
 from services.telemetry.span_store import read_spans
@@ -88,61 +83,64 @@ def _measure(
     bench_id = uuid.uuid4().hex[:10]
     catalog = load_catalog(settings.resolved_catalog_dir)
     workload = plan_workload(catalog, events=events, hit_ratio=hit_ratio, seed=seed, miss_events=0)
-    run_id = f"bench-{bench_id}"
     password = settings.embedded_redis_password()
-    seeded = publish_seed(producer(bootstrap), catalog, workload.head, run_id)
-    wait_for_run(redis_url, run_id, password=password, timeout_s=timeout_s)
-    report(f"seeded {seeded} head queries as run {run_id}")
+    seeding = seeded_head(
+        bootstrap, redis_url, password, catalog, workload.head, f"bench-{bench_id}", timeout_s=timeout_s, report=report
+    )
     sender = EventSender(bootstrap, bench_id)
-    reader = AnswerReader(bootstrap, {QUERY_ANNOTATIONS: decode_answer, DEAD_LETTER: decode_dead_letter}, bench_id)
-    warmup = workload.events[: min(1000, max(100, events // 10))]
+    warmup = workload.events[: default_warmup(events)]
     measured: list[tuple[str, RatioRound]] = []  # (phase, its figures before its spans are counted)
-    try:
-        for round_ in range(rounds):
-            for i in range(len(RATIOS)):
-                ratio = RATIOS[(i + round_) % len(RATIOS)]
-                report(f"round {round_ + 1}/{rounds}: {WORKER} restarted with QU_TRACE_SAMPLE_RATIO={ratio:g}")
-                EmbeddedStack(settings.model_copy(update={"trace_sample_ratio": ratio}), report).restart(WORKER)
-                processes = StackProcesses(stack)
-                processes.start()
-                phase = f"tr{round_}r{i}"
-                run_phase(
-                    sender, reader, topic=SEARCH_EVENTS, phase=f"w{phase}", events=warmup, rate=0.0, timeout_s=timeout_s
-                )
-                before = processes.cpu_seconds()
-                result = run_phase(
-                    sender,
-                    reader,
-                    topic=SEARCH_EVENTS,
-                    phase=phase,
-                    events=workload.events,
-                    rate=0.0,
-                    timeout_s=timeout_s,
-                )
-                cpu = cpu_per_event(before, processes.cpu_seconds(), len(workload.events))
-                if result.answered < result.sent:
-                    report(
-                        f"round {round_ + 1}, ratio {ratio:g}: {result.sent - result.answered} of {result.sent} "
-                        f"events unanswered within {timeout_s:g} s (this round is not used; see "
-                        f"{stack.logs / f'{WORKER}.log'})"
+    with seeding:
+        reader = AnswerReader(bootstrap, {QUERY_ANNOTATIONS: decode_answer, DEAD_LETTER: decode_dead_letter}, bench_id)
+        try:
+            for round_ in range(rounds):
+                for i in range(len(RATIOS)):
+                    ratio = RATIOS[(i + round_) % len(RATIOS)]
+                    report(f"round {round_ + 1}/{rounds}: {WORKER} restarted with QU_TRACE_SAMPLE_RATIO={ratio:g}")
+                    stack.restart_with(WORKER, trace_sample_ratio=ratio)
+                    processes = StackProcesses(stack)
+                    processes.start()
+                    phase = f"tr{round_}r{i}"
+                    run_phase(
+                        sender,
+                        reader,
+                        topic=SEARCH_EVENTS,
+                        phase=f"w{phase}",
+                        events=warmup,
+                        rate=0.0,
+                        timeout_s=timeout_s,
                     )
-                figures = RatioRound(
-                    ratio,
-                    round_ + 1,
-                    result.sent,
-                    result.answered,
-                    round(result.events_per_s, 1),
-                    cpu.get(WORKER, 0.0),
-                    None,
-                )
-                measured.append((phase, figures))
-    finally:
-        reader.close()
-        report(f"restarting {WORKER} with the stack's own settings")
-        stack.restart(WORKER)
-        with contextlib.suppress(QuError):  # best effort: never hides the error that ended the rounds
-            publish_seed(producer(bootstrap), catalog, (), f"{run_id}-done")
-            wait_for_run(redis_url, f"{run_id}-done", password=password, timeout_s=30)
+                    before = processes.cpu_seconds()
+                    result = run_phase(
+                        sender,
+                        reader,
+                        topic=SEARCH_EVENTS,
+                        phase=phase,
+                        events=workload.events,
+                        rate=0.0,
+                        timeout_s=timeout_s,
+                    )
+                    cpu = cpu_per_event(before, processes.cpu_seconds(), len(workload.events))
+                    if result.answered < result.sent:
+                        report(
+                            f"round {round_ + 1}, ratio {ratio:g}: {result.sent - result.answered} of {result.sent} "
+                            f"events unanswered within {timeout_s:g} s (this round is not used; see "
+                            f"{stack.logs / f'{WORKER}.log'})"
+                        )
+                    figures = RatioRound(
+                        ratio,
+                        round_ + 1,
+                        result.sent,
+                        result.answered,
+                        round(result.events_per_s, 1),
+                        cpu.get(WORKER, 0.0),
+                        None,
+                    )
+                    measured.append((phase, figures))
+        finally:
+            reader.close()
+            report(f"restarting {WORKER} with the stack's own settings")
+            stack.restart(WORKER)
     if not stack.keeps_traces:
         return [figures for _, figures in measured]
     # Each worker flushed its spans as it stopped (every ratio ends with a restart): count them once, at the end.
@@ -189,7 +187,7 @@ def _figures(measured: list[RatioRound], events: int, hit_ratio: float, rounds: 
         "complete": all(row["complete_rounds"] for row in best.values()),
         "best": list(best.values()),
         "measured": [asdict(m) for m in measured],
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "at": time.strftime("%Y-%m-%d")},
+        "machine": machine(),
     }
 
 

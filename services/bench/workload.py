@@ -11,9 +11,10 @@ work as a teacher's answer, without a teacher (nor its embedding model).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import Producer
@@ -24,6 +25,7 @@ from services.catalog.artifacts import Catalog
 from services.catalog.model import parse_path
 from services.domain import CategoryScore, Understanding
 from services.errors import QuError
+from services.kafka_clients import producer
 from services.normalize import normalize_query
 from services.tagging.lexicon_tagger import LexiconTagger
 from services.traffic import TrafficConfig, generate_traffic
@@ -53,6 +55,11 @@ class Workload:
     @property
     def expected_hits(self) -> int:
         return sum(self.head.values())
+
+
+def default_warmup(events: int) -> int:
+    """Warm-up events before a measured phase of ``events``: a tenth of them, 100 to 1,000."""
+    return min(1000, max(100, events // 10))
 
 
 def plan_workload(catalog: Catalog, *, events: int, hit_ratio: float, seed: int, miss_events: int) -> Workload:
@@ -115,6 +122,35 @@ def seed_entries(catalog: Catalog, queries: Iterable[str]) -> list[tuple[str, Un
 
 def publish_seed(producer: Producer, catalog: Catalog, head: Iterable[str], run_id: str) -> int:
     return publish_head_tags(producer, run_id, seed_entries(catalog, head))
+
+
+@contextlib.contextmanager
+def seeded_head(
+    bootstrap: str,
+    redis_url: str,
+    password: SecretStr | None,
+    catalog: Catalog,
+    head: Iterable[str],
+    run_id: str,
+    *,
+    timeout_s: float,
+    report: Callable[[str], None],
+) -> Iterator[tuple[int, float]]:
+    """``head`` published as the head-tag run ``run_id`` and active in the stack's Redis (``password`` is its
+    own: settings.redis_url may name another Redis): ``(queries seeded, seconds to activation)``.
+
+    When the block ends the seed is withdrawn (an empty run activated): its answers are a measurement's, not a
+    teacher's, so a stack the measurement did not start serves none of them afterwards. Best effort: the
+    withdrawal never hides the error that ended the block."""
+    seeded = publish_seed(producer(bootstrap), catalog, head, run_id)
+    activation_s = wait_for_run(redis_url, run_id, password=password, timeout_s=timeout_s)
+    report(f"seeded {seeded} head queries as run {run_id} (active after {activation_s:.1f} s)")
+    try:
+        yield seeded, activation_s
+    finally:
+        with contextlib.suppress(QuError):
+            publish_seed(producer(bootstrap), catalog, (), f"{run_id}-done")
+            wait_for_run(redis_url, f"{run_id}-done", password=password, timeout_s=30)
 
 
 def wait_for_run(redis_url: str, run_id: str, *, password: SecretStr | None, timeout_s: float) -> float:

@@ -303,6 +303,11 @@ class EmbeddedStack:
                 self._stop(record, state)
         return self._start(state, name)
 
+    def restart_with(self, name: str, **updates: object) -> ProcessRecord:
+        """``restart`` with some settings changed for this one start (a measurement's worker: another sampling
+        ratio, a profiler); ``restart(name)`` brings back the stack's own."""
+        return EmbeddedStack(self.settings.model_copy(update=updates), self.report).restart(name)
+
     def stop(self, name: str) -> bool:
         """Stop one process of the running stack, leaving it recorded (``restart`` brings it back)."""
         state = self.state()

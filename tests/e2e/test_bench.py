@@ -6,7 +6,6 @@ shares two cores between the stack and the tests. The first tests need no servic
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -21,7 +20,7 @@ from services.bench.workload import choose_head
 from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
 from services.stack.keeper import KeeperStatus
-from tests.fixtures.stack import settings_env
+from tests.fixtures.stack import environ_without_settings, settings_env
 
 EVENTS = 300
 HIT_RATIO = 0.9
@@ -85,7 +84,7 @@ def bench(
     # The stack's own settings, and nothing of the developer's shell: its QU_* variables would point elsewhere.
     # The bench finds the stack's endpoints in its state file; restarting a process of it (--profile) takes the
     # settings the stack was started with (its ports), as `qu up` was given them: ``all_settings``.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QU_")}
+    env = environ_without_settings()
     env |= {"QU_STATE_DIR": str(settings.state_dir), "QU_CATALOG_DIR": str(settings.resolved_catalog_dir)}
     if all_settings:
         env |= settings_env(settings)

@@ -8,7 +8,6 @@ traced request whose spans never reach the trace store leaves triton.log silent 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from services.settings import Settings
 from services.stack.embedded import EmbeddedStack
 from services.stack.ports import free_port
 from services.stack.triton_server import line_buffered_stdout
-from tests.fixtures.stack import settings_env
+from tests.fixtures.stack import environ_without_settings, settings_env
 from tests.fixtures.triton import ServerFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -60,7 +59,7 @@ def test_a_failed_span_export_is_in_tritons_log_while_it_runs(triton_server_fact
 def test_the_propagation_script_counts_tritons_joined_requests_per_protocol(
     embedded_stack: EmbeddedStack, stack_settings: Settings
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QU_")} | settings_env(stack_settings)
+    env = environ_without_settings() | settings_env(stack_settings)
     command = [sys.executable, str(SCRIPT), "--requests", "20"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
